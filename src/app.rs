@@ -1,0 +1,163 @@
+//! Dispatch: parse the command line, run the command, and map every outcome to one of the
+//! documented exit codes in one place.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, DiffArgs, SnapshotArgs};
+use crate::platform::{self, ReadOptions};
+use crate::report;
+use crate::settings::{self, Env};
+use crate::state;
+
+/// The documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Nothing leaked, or the policy passes.
+    Clean = 0,
+    /// Leaks were found and the policy fails the run.
+    Leaked = 1,
+    /// Bad usage or bad input; the message says what to fix.
+    Usage = 2,
+    /// Something failed that is not the user's input.
+    Internal = 3,
+}
+
+/// An error with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The user's input (a flag, a state file) is wrong.
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error(transparent)]
+    Read(#[from] platform::ReadError),
+    #[error("write output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    fn exit(&self) -> Exit {
+        use state::StateError as S;
+        match self {
+            AppError::Input(_) => Exit::Usage,
+            AppError::State(S::Write { .. } | S::Read { .. }) => Exit::Internal,
+            AppError::State(_) => Exit::Usage,
+            AppError::Read(_) | AppError::Output(_) | AppError::Internal(_) => Exit::Internal,
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    init_logging();
+    let cli = match Cli::parse_from_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are "errors" to clap that print to stdout and exit 0.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { 0 });
+        }
+    };
+    match run(cli, &settings::process_env) {
+        Ok(exit) => ExitCode::from(exit as u8),
+        // A closed stdout (`ci-janitor diff | head`) is not a failure.
+        Err(AppError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ci-janitor: error: failed to {e}");
+            ExitCode::from(e.exit() as u8)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CI_JANITOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
+    match cli.command {
+        Command::Snapshot(args) => snapshot(args, env),
+        Command::Diff(args) => diff(args, env),
+    }
+}
+
+fn snapshot(args: SnapshotArgs, env: Env<'_>) -> Result<Exit, AppError> {
+    let path = settings::state_path(&args.state, env);
+    let snap = platform::read_snapshot(&ReadOptions::default())?;
+    state::save(&path, &snap)?;
+    let mut out = std::io::stdout().lock();
+    if args.print {
+        serde_json::to_writer_pretty(&mut out, &snap).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+    }
+    eprintln!(
+        "ci-janitor: snapshot of {} processes and {} listening sockets in {:.1} ms -> {}",
+        snap.processes.len(),
+        snap.listeners.len(),
+        snap.duration_us as f64 / 1000.0,
+        path.display()
+    );
+    Ok(Exit::Clean)
+}
+
+fn diff(args: DiffArgs, env: Env<'_>) -> Result<Exit, AppError> {
+    let path = settings::state_path(&args.state, env);
+    let opts = ReadOptions::default();
+    let boot_id = platform::boot_id(&opts.proc_root)?;
+    let baseline = state::load(&path, &boot_id)?;
+    let now = platform::read_snapshot(&ReadOptions {
+        host_facts: false,
+        ..opts
+    })?;
+    let appeared = crate::diff::appeared(&baseline, &now);
+    let zombies = crate::diff::appeared_zombies(&baseline, &now);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let report = report::diff_json::build(&baseline, &now, &appeared, &zombies);
+        serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+        return Ok(Exit::Clean);
+    }
+    let age_s = now
+        .taken_at_unix_ms
+        .saturating_sub(baseline.taken_at_unix_ms) as f64
+        / 1000.0;
+    if appeared.is_empty() {
+        writeln!(
+            out,
+            "Nothing appeared since the snapshot ({age_s:.1} s ago) that is still alive."
+        )?;
+    } else {
+        let forest = crate::diff::forest(&appeared);
+        let ports = crate::diff::listeners_of(&now, &appeared).len();
+        writeln!(
+            out,
+            "{} process{} appeared since the snapshot ({age_s:.1} s ago) and {} alive, \
+             holding {ports} listening socket{}:\n",
+            appeared.len(),
+            if appeared.len() == 1 { "" } else { "es" },
+            if appeared.len() == 1 { "is" } else { "are" },
+            if ports == 1 { "" } else { "s" },
+        )?;
+        let style = report::tree::Style {
+            color: settings::use_color(args.color, env),
+        };
+        write!(out, "{}", report::tree::render_forest(&now, &forest, style))?;
+    }
+    if !zombies.is_empty() {
+        writeln!(
+            out,
+            "\n({} more exited and wait to be reaped by their parent: zombies, not counted.)",
+            zombies.len()
+        )?;
+    }
+    Ok(Exit::Clean)
+}

@@ -1,0 +1,27 @@
+//! ci-janitor: find the processes a CI job started and left running, kill them group by
+//! group, and report them.
+//!
+//! The data flows one way:
+//!
+//! ```text
+//! platform (reads /proc) -> model::Snapshot -> diff / classify (pure) -> kill (acts) -> report
+//! ```
+//!
+//! - [`model`]: the plain data types (and the on-disk format).
+//! - [`platform`]: the OS seam, `/proc` into [`model`] types and signals out.
+//! - [`state`]: the baseline state file, sealed and checked.
+//! - [`diff`]: what appeared since the baseline.
+//! - [`report`]: rendering for people and machines.
+//! - [`cli`] / [`settings`] / [`app`]: the command line, its meaning, and dispatch.
+
+pub mod app;
+pub mod cli;
+pub mod diff;
+pub mod model;
+pub mod platform;
+pub mod report;
+pub mod settings;
+pub mod state;
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,406 @@
+//! Plain data: what a snapshot of the machine holds. Nothing here knows about `/proc`,
+//! signals or the network; the platform reader fills these types and everything downstream
+//! (diff, classify, kill, reports) reads them.
+//!
+//! These types are also the on-disk state format, versioned by [`SCHEMA_VERSION`]. A change
+//! that removes or re-means a field bumps the version; readers refuse versions they do not
+//! know rather than guess.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the snapshot/state JSON written by this build.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The identity of a process: a pid alone can be reused, a pid plus its start time (in clock
+/// ticks since boot) cannot within one boot. The boot id lives on [`Machine`], so comparing
+/// identities across snapshots is only done after checking that the boot ids agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProcessId {
+    pub pid: i32,
+    pub start_ticks: u64,
+}
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.pid, self.start_ticks)
+    }
+}
+
+/// Bytes read from the OS that are usually, but not always, UTF-8 (argv, paths, comm).
+///
+/// Serialised as a JSON string when the bytes are valid UTF-8, and as `{"hex": "..."}`
+/// otherwise, so nothing is lost and the common case stays readable.
+#[derive(Clone, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Bytes(pub Vec<u8>);
+
+impl Bytes {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A lossy rendering for people; the raw bytes stay in `self`.
+    pub fn lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for Bytes {
+    fn from(s: &str) -> Self {
+        Bytes(s.as_bytes().to_vec())
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes(v)
+    }
+}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.lossy())
+    }
+}
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.lossy())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum BytesRepr {
+    Text(String),
+    Hex { hex: String },
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => BytesRepr::Text(text.to_owned()).serialize(s),
+            Err(_) => BytesRepr::Hex {
+                hex: self.0.iter().map(|b| format!("{b:02x}")).collect(),
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match BytesRepr::deserialize(d)? {
+            BytesRepr::Text(text) => Ok(Bytes(text.into_bytes())),
+            BytesRepr::Hex { hex } => decode_hex(&hex)
+                .map(Bytes)
+                .ok_or_else(|| serde::de::Error::custom("invalid hex in byte string")),
+        }
+    }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The job markers read from a process's environment. Only these variables are ever
+/// kept: the rest of an environment holds secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Markers {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_tracking_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_job: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pytest_current_test: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pytest_xdist_worker: Option<String>,
+    /// Set by `ci-janitor run` in the command's environment, so its descendants can be
+    /// recognised even after they leave its process tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_janitor_run: Option<String>,
+}
+
+impl Markers {
+    /// The environment variable names this struct keeps, in field order.
+    pub const NAMES: [&'static str; 7] = [
+        "RUNNER_TRACKING_ID",
+        "GITHUB_RUN_ID",
+        "GITHUB_JOB",
+        "GITHUB_ACTION",
+        "PYTEST_CURRENT_TEST",
+        "PYTEST_XDIST_WORKER",
+        "CI_JANITOR_RUN",
+    ];
+
+    /// Stores `value` under the marker `name` (one of [`Markers::NAMES`]); other names are
+    /// ignored.
+    pub fn set(&mut self, name: &str, value: String) {
+        let slot = match name {
+            "RUNNER_TRACKING_ID" => &mut self.runner_tracking_id,
+            "GITHUB_RUN_ID" => &mut self.github_run_id,
+            "GITHUB_JOB" => &mut self.github_job,
+            "GITHUB_ACTION" => &mut self.github_action,
+            "PYTEST_CURRENT_TEST" => &mut self.pytest_current_test,
+            "PYTEST_XDIST_WORKER" => &mut self.pytest_xdist_worker,
+            "CI_JANITOR_RUN" => &mut self.ci_janitor_run,
+            _ => return,
+        };
+        *slot = Some(value);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Markers::default()
+    }
+}
+
+/// One process as read at snapshot time. `None` means "could not be read" (permission,
+/// vanished mid-read, kernel thread): never a guess. Why a field is missing is in
+/// `unreadable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    pub id: ProcessId,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// Real uid (from `/proc/PID/status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// One-letter state from `/proc/PID/stat` (`R`, `S`, `D`, `Z`, `T`, ...).
+    pub state: char,
+    pub comm: Bytes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<Bytes>,
+    #[serde(default)]
+    pub argv: Vec<Bytes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<Bytes>,
+    /// The cgroup v2 path (the `0::` line), or the first line's path on v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    pub threads: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kernel_thread: bool,
+    #[serde(default, skip_serializing_if = "Markers::is_empty")]
+    pub markers: Markers,
+    /// Fields that could not be read, with the reason (`"environ: permission denied"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
+}
+
+impl Process {
+    pub fn is_zombie(&self) -> bool {
+        self.state == 'Z' || self.state == 'X'
+    }
+
+    /// The command line for people: argv joined by spaces, or `[comm]` when argv is empty
+    /// (kernel threads, zombies, processes we may not read).
+    pub fn command_line(&self) -> String {
+        if self.argv.is_empty() {
+            format!("[{}]", self.comm.lossy())
+        } else {
+            self.argv
+                .iter()
+                .map(|a| a.lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Unix,
+}
+
+/// A unix socket's type; inet listeners do not carry one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketKind {
+    Stream,
+    Seqpacket,
+    Dgram,
+}
+
+/// A listening (TCP, unix stream/seqpacket) or bound (UDP) socket and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    pub protocol: Protocol,
+    /// `4` or `6` for inet sockets; absent for unix sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_version: Option<u8>,
+    /// The local address (`127.0.0.1`, `::`), absent for unix sockets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The unix socket path; abstract names start with `@`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<Bytes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<SocketKind>,
+    pub inode: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Every process with a file descriptor on this socket.
+    #[serde(default)]
+    pub owners: Vec<ProcessId>,
+}
+
+impl Listener {
+    /// `tcp 127.0.0.1:8000`, `unix /tmp/x.sock`: a short label for people.
+    pub fn label(&self) -> String {
+        let proto = match self.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Unix => "unix",
+        };
+        match (&self.address, self.port, &self.path) {
+            (Some(addr), Some(port), _) if addr.contains(':') => format!("{proto} [{addr}]:{port}"),
+            (Some(addr), Some(port), _) => format!("{proto} {addr}:{port}"),
+            (_, _, Some(path)) => format!("{proto} {}", path.lossy()),
+            _ => format!("{proto} inode {}", self.inode),
+        }
+    }
+}
+
+/// Facts about the machine at snapshot time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    pub boot_id: String,
+    pub clock_ticks_per_second: u64,
+    /// Boot time, seconds since the epoch (`btime` in `/proc/stat`): with the clock tick
+    /// rate, turns a start time in ticks into a wall-clock time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_time_unix: Option<u64>,
+    /// The pid namespace we read from (`pid:[4026531836]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<String>,
+    pub uid: u32,
+    pub is_root: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    pub cpus: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+}
+
+/// Something that could not be read at all (as opposed to one field of a process).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreadable {
+    /// What it was: `"process 1234"`, `"/proc/net/tcp6"`.
+    pub what: String,
+    pub reason: String,
+}
+
+/// Everything ci-janitor knows about the machine at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub schema_version: u32,
+    /// The ci-janitor version that wrote it.
+    pub tool_version: String,
+    pub taken_at_unix_ms: u64,
+    /// `CLOCK_BOOTTIME` in clock ticks when reading began: the same clock as a process's
+    /// start time. A process that started before this instant did not appear during the
+    /// job, whatever the process list says.
+    pub taken_at_boot_ticks: u64,
+    /// How long reading took, in microseconds.
+    pub duration_us: u64,
+    pub machine: Machine,
+    pub processes: Vec<Process>,
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub unreadable: Vec<Unreadable>,
+    /// The process that took the snapshot, so that a later sweep can tell the snapshotter
+    /// (and a guard it started) apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_by: Option<ProcessId>,
+}
+
+impl Snapshot {
+    pub fn process(&self, id: ProcessId) -> Option<&Process> {
+        self.processes.iter().find(|p| p.id == id)
+    }
+
+    /// The listeners that `id` holds a descriptor on.
+    pub fn listeners_of(&self, id: ProcessId) -> impl Iterator<Item = &Listener> {
+        self.listeners
+            .iter()
+            .filter(move |l| l.owners.contains(&id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_text_and_binary() {
+        for raw in [b"plain".to_vec(), vec![0xff, b'a', 0x00, 0x80], vec![]] {
+            let b = Bytes(raw.clone());
+            let json = serde_json::to_string(&b).unwrap();
+            let back: Bytes = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.0, raw, "via {json}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Bytes::from("x y")).unwrap(),
+            "\"x y\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Bytes(vec![0xff, 0x01])).unwrap(),
+            r#"{"hex":"ff01"}"#
+        );
+    }
+
+    #[test]
+    fn bad_hex_is_an_error_not_a_panic() {
+        for bad in [r#"{"hex":"f"}"#, r#"{"hex":"zz"}"#, r#"{"hex":"é1"}"#] {
+            assert!(serde_json::from_str::<Bytes>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn listener_labels() {
+        let mut l = Listener {
+            protocol: Protocol::Tcp,
+            ip_version: Some(6),
+            address: Some("::1".into()),
+            port: Some(8000),
+            path: None,
+            kind: None,
+            inode: 7,
+            uid: None,
+            owners: vec![],
+        };
+        assert_eq!(l.label(), "tcp [::1]:8000");
+        l.address = Some("127.0.0.1".into());
+        assert_eq!(l.label(), "tcp 127.0.0.1:8000");
+        l.protocol = Protocol::Unix;
+        l.address = None;
+        l.port = None;
+        l.path = Some("/tmp/s.sock".into());
+        assert_eq!(l.label(), "unix /tmp/s.sock");
+    }
+}

@@ -1,0 +1,407 @@
+//! The Linux platform reader: `/proc` into [`Snapshot`]s.
+//!
+//! Each process is read through a directory descriptor on `/proc/PID`, opened once. Files
+//! opened relative to it belong to that process even if its pid is reused meanwhile (the
+//! kernel then answers ESRCH), so one process's fields never mix with another's.
+//!
+//! The `/proc` root is a parameter, so the whole reader runs on fixture trees in tests.
+
+pub mod net;
+pub mod parse;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::model::{
+    Bytes, Listener, Machine, Process, ProcessId, Protocol, Snapshot, Unreadable, SCHEMA_VERSION,
+};
+
+use parse::{parse_cgroup, parse_cmdline, parse_stat, parse_status_uid, scan_environ_markers};
+
+/// Where to read from and what to read.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// The procfs root, `/proc` outside tests.
+    pub proc_root: PathBuf,
+    /// Read listening sockets and tie them to processes.
+    pub sockets: bool,
+    /// Read host facts (OS, kernel, hostname, memory) for the report header. Off for the
+    /// repeated re-reads of a sweep, which only need processes.
+    pub host_facts: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            proc_root: PathBuf::from("/proc"),
+            sockets: true,
+            host_facts: true,
+        }
+    }
+}
+
+/// Why the snapshot as a whole could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "find the boot id: neither {0}/sys/kernel/random/boot_id nor btime in {0}/stat is \
+         readable (is procfs mounted?)"
+    )]
+    NoBootId(PathBuf),
+}
+
+/// Takes a snapshot of every process and (with `opts.sockets`) every listening socket.
+pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
+    let started = Instant::now();
+    let taken_at_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let root = opts.proc_root.as_path();
+    let machine = read_machine(root, opts.host_facts)?;
+    let taken_at_boot_ticks = boot_ticks_now(machine.clock_ticks_per_second);
+    let mut unreadable = Vec::new();
+
+    let mut listeners = if opts.sockets {
+        read_listeners(root, &mut unreadable)
+    } else {
+        Vec::new()
+    };
+    let by_inode: HashMap<u64, usize> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.inode, i))
+        .collect();
+
+    let entries = std::fs::read_dir(root).map_err(|source| ReadError::Io {
+        path: root.to_owned(),
+        source,
+    })?;
+    let mut pids: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+
+    let mut reader = ProcReader::default();
+    let mut processes = Vec::with_capacity(pids.len());
+    for pid in pids {
+        match reader.read_process(root, pid, &by_inode) {
+            Ok((process, sockets)) => {
+                for idx in sockets {
+                    listeners[idx].owners.push(process.id);
+                }
+                processes.push(process);
+            }
+            Err(ProcessGone) => unreadable.push(Unreadable {
+                what: format!("process {pid}"),
+                reason: "exited while being read".into(),
+            }),
+        }
+    }
+    for l in &mut listeners {
+        l.owners.sort_unstable();
+        l.owners.dedup();
+    }
+    let me = std::process::id() as i32;
+    let taken_by = processes.iter().find(|p| p.id.pid == me).map(|p| p.id);
+
+    Ok(Snapshot {
+        schema_version: SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        taken_at_unix_ms,
+        taken_at_boot_ticks,
+        duration_us: started.elapsed().as_micros() as u64,
+        machine,
+        processes,
+        listeners,
+        unreadable,
+        taken_by,
+    })
+}
+
+/// Reads just one process by pid, for the re-checks before a signal and for finding our own
+/// identity. `None` when it is gone (or is not a readable process).
+pub fn read_one(proc_root: &Path, pid: i32) -> Option<Process> {
+    ProcReader::default()
+        .read_process(proc_root, pid, &HashMap::new())
+        .ok()
+        .map(|(p, _)| p)
+}
+
+/// The start time (clock ticks since boot) of `pid` now, or `None` when it is gone.
+pub fn start_ticks(proc_root: &Path, pid: i32) -> Option<u64> {
+    let mut buf = Vec::with_capacity(512);
+    File::open(proc_root.join(pid.to_string()).join("stat"))
+        .and_then(|mut f| f.read_to_end(&mut buf))
+        .ok()?;
+    parse_stat(&buf).ok().map(|s| s.start_ticks)
+}
+
+/// Our own identity.
+pub fn self_id(proc_root: &Path) -> Option<ProcessId> {
+    let pid = std::process::id() as i32;
+    start_ticks(proc_root, pid).map(|start_ticks| ProcessId { pid, start_ticks })
+}
+
+/// Reads the boot id that, with `(pid, start time)`, makes a process identity.
+pub fn boot_id(proc_root: &Path) -> Result<String, ReadError> {
+    if let Ok(id) = std::fs::read_to_string(proc_root.join("sys/kernel/random/boot_id")) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    // No boot_id (an unusual procfs): the boot time in seconds also changes at every boot.
+    std::fs::read(proc_root.join("stat"))
+        .ok()
+        .and_then(|b| parse::parse_btime(&b))
+        .map(|t| format!("btime:{t}"))
+        .ok_or_else(|| ReadError::NoBootId(proc_root.to_owned()))
+}
+
+fn read_machine(root: &Path, host_facts: bool) -> Result<Machine, ReadError> {
+    let boot_id = boot_id(root)?;
+    let uid = rustix::process::geteuid().as_raw();
+    let boot_time_unix = std::fs::read(root.join("stat"))
+        .ok()
+        .and_then(|b| parse::parse_btime(&b));
+    let pid_namespace = std::fs::read_link(root.join("self/ns/pid"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let mut machine = Machine {
+        boot_id,
+        clock_ticks_per_second: clock_ticks_per_second(),
+        boot_time_unix,
+        pid_namespace,
+        uid,
+        is_root: uid == 0,
+        os: None,
+        kernel: None,
+        hostname: None,
+        cpus,
+        memory_bytes: None,
+    };
+    if host_facts {
+        use sysinfo::System;
+        machine.os = System::long_os_version().ok();
+        machine.kernel = System::kernel_version().ok();
+        machine.hostname = System::host_name().ok();
+        if let Ok(mut sys) = System::new() {
+            sys.refresh_memory();
+            machine.memory_bytes = Some(sys.total_memory()).filter(|&m| m > 0);
+        }
+    }
+    Ok(machine)
+}
+
+/// `CLOCK_BOOTTIME` now, in clock ticks: the clock behind field 22 of `/proc/PID/stat`.
+/// Rounded down, like the kernel's own conversion of a start time.
+pub fn boot_ticks_now(ticks_per_second: u64) -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let nanos = ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128;
+    (nanos * ticks_per_second as u128 / 1_000_000_000) as u64
+}
+
+pub fn clock_ticks_per_second() -> u64 {
+    // sysconf(_SC_CLK_TCK) is 100 on every Linux ABI in use; ask anyway.
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(100)
+}
+
+fn read_listeners(root: &Path, unreadable: &mut Vec<Unreadable>) -> Vec<Listener> {
+    let mut out = Vec::new();
+    let files: [(&str, Protocol, Option<u8>); 5] = [
+        ("net/tcp", Protocol::Tcp, Some(4)),
+        ("net/tcp6", Protocol::Tcp, Some(6)),
+        ("net/udp", Protocol::Udp, Some(4)),
+        ("net/udp6", Protocol::Udp, Some(6)),
+        ("net/unix", Protocol::Unix, None),
+    ];
+    for (file, protocol, ip_version) in files {
+        let path = root.join(file);
+        match std::fs::read(&path) {
+            Ok(buf) => match ip_version {
+                Some(v) => out.extend(net::parse_inet(&buf, protocol, v)),
+                None => out.extend(net::parse_unix(&buf)),
+            },
+            // No IPv6 in this kernel: nothing listens there.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => unreadable.push(Unreadable {
+                what: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    out
+}
+
+/// The process exited (or its pid was reused) while we read it.
+#[derive(Debug)]
+struct ProcessGone;
+
+/// Reusable buffers for reading many processes.
+#[derive(Default)]
+struct ProcReader {
+    buf: Vec<u8>,
+}
+
+fn errno_text(e: Errno) -> &'static str {
+    match e {
+        Errno::ACCESS | Errno::PERM => "permission denied",
+        Errno::NOENT => "not present",
+        _ => "unreadable",
+    }
+}
+
+fn is_gone(e: Errno) -> bool {
+    e == Errno::SRCH
+}
+
+impl ProcReader {
+    fn read_file(&mut self, dir: &OwnedFd, name: &str) -> Result<&[u8], Errno> {
+        let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        self.buf.clear();
+        File::from(fd)
+            .read_to_end(&mut self.buf)
+            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+        Ok(&self.buf)
+    }
+
+    /// Reads one process; returns it and the indices (into the listener list) of the
+    /// listening sockets it holds.
+    fn read_process(
+        &mut self,
+        root: &Path,
+        pid: i32,
+        sockets: &HashMap<u64, usize>,
+    ) -> Result<(Process, Vec<usize>), ProcessGone> {
+        let dir = rustix::fs::open(
+            root.join(pid.to_string()),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|_| ProcessGone)?;
+        let stat = match self.read_file(&dir, "stat") {
+            Ok(buf) => parse_stat(buf).map_err(|_| ProcessGone)?,
+            Err(_) => return Err(ProcessGone),
+        };
+        let mut p = Process {
+            id: ProcessId {
+                pid,
+                start_ticks: stat.start_ticks,
+            },
+            ppid: stat.ppid,
+            pgid: stat.pgid,
+            sid: stat.sid,
+            uid: None,
+            state: stat.state,
+            comm: Bytes(stat.comm.clone()),
+            exe: None,
+            argv: Vec::new(),
+            cwd: None,
+            cgroup: None,
+            threads: stat.threads,
+            kernel_thread: stat.is_kernel_thread(),
+            markers: Default::default(),
+            unreadable: Vec::new(),
+        };
+        match self.read_file(&dir, "status") {
+            Ok(buf) => p.uid = parse_status_uid(buf),
+            Err(e) if is_gone(e) => return Err(ProcessGone),
+            Err(e) => p.unreadable.push(format!("status: {}", errno_text(e))),
+        }
+        if p.kernel_thread {
+            return Ok((p, Vec::new()));
+        }
+        match self.read_file(&dir, "cgroup") {
+            Ok(buf) => p.cgroup = parse_cgroup(buf),
+            Err(e) if is_gone(e) => return Err(ProcessGone),
+            Err(e) => p.unreadable.push(format!("cgroup: {}", errno_text(e))),
+        }
+        if p.is_zombie() {
+            // A zombie has no memory, files or cwd left: nothing more to read.
+            return Ok((p, Vec::new()));
+        }
+        match self.read_file(&dir, "cmdline") {
+            Ok(buf) => p.argv = parse_cmdline(buf),
+            Err(e) if is_gone(e) => return Err(ProcessGone),
+            Err(e) => p.unreadable.push(format!("cmdline: {}", errno_text(e))),
+        }
+        match self.read_file(&dir, "environ") {
+            Ok(buf) => p.markers = scan_environ_markers(buf),
+            Err(e) if is_gone(e) => return Err(ProcessGone),
+            Err(e) => p.unreadable.push(format!("environ: {}", errno_text(e))),
+        }
+        for (name, slot) in [("exe", &mut p.exe), ("cwd", &mut p.cwd)] {
+            match rustix::fs::readlinkat(&dir, name, Vec::new()) {
+                Ok(target) => *slot = Some(Bytes(target.into_bytes())),
+                Err(e) if is_gone(e) => return Err(ProcessGone),
+                Err(e) => p.unreadable.push(format!("{name}: {}", errno_text(e))),
+            }
+        }
+        let held = if sockets.is_empty() {
+            Vec::new()
+        } else {
+            match held_sockets(&dir, sockets) {
+                Ok(held) => held,
+                Err(e) if is_gone(e) => return Err(ProcessGone),
+                Err(e) => {
+                    p.unreadable.push(format!("fd: {}", errno_text(e)));
+                    Vec::new()
+                }
+            }
+        };
+        // If the process died after we opened its directory, reads above answer ESRCH, which
+        // we already turned into ProcessGone; a zombie by now is still this process.
+        Ok((p, held))
+    }
+}
+
+/// The listening sockets (indices into the listener list) among a process's descriptors.
+fn held_sockets(dir: &OwnedFd, sockets: &HashMap<u64, usize>) -> Result<Vec<usize>, Errno> {
+    let fd_dir = rustix::fs::openat(
+        dir,
+        "fd",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut held = Vec::new();
+    let mut link = Vec::with_capacity(64);
+    let mut entries = rustix::fs::Dir::read_from(fd_dir.as_fd())?;
+    for entry in entries.by_ref() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_bytes().first() == Some(&b'.') {
+            continue;
+        }
+        let target = match rustix::fs::readlinkat(&fd_dir, name, std::mem::take(&mut link)) {
+            Ok(t) => t,
+            // The descriptor was closed between listing and reading: normal.
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(idx) = parse::socket_inode(target.as_bytes()).and_then(|i| sockets.get(&i)) {
+            held.push(*idx);
+        }
+        link = target.into_bytes();
+    }
+    Ok(held)
+}
+
+#[cfg(test)]
+mod tests;

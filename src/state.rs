@@ -1,0 +1,358 @@
+//! The state file: the baseline snapshot written by `snapshot` and read by `diff` and
+//! `sweep`.
+//!
+//! A state file is an input that decides what gets killed, so reading it is strict: a
+//! missing, truncated, corrupt, edited, wrong-version or wrong-boot file is refused with a
+//! message that says what to do, never "repaired" into something that could make more
+//! processes look new. The snapshot is sealed with its SHA-256 so that an edit (or a
+//! half-written file) is detected.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::model::{Snapshot, SCHEMA_VERSION};
+
+/// What identifies our state files among other JSON.
+const KIND: &str = "ci-janitor-state";
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<'a> {
+    kind: String,
+    schema_version: u32,
+    /// `sha256:` and the hex digest of the exact bytes of `snapshot`.
+    snapshot_sha256: String,
+    #[serde(borrow)]
+    snapshot: &'a RawValue,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("no snapshot at {0}: run `ci-janitor snapshot` first (or pass --state FILE)")]
+    Missing(PathBuf),
+    #[error("read state file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is not a ci-janitor state file ({detail}); take a new snapshot")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "state file {path} was written with schema version {found}, this ci-janitor reads \
+         version {SCHEMA_VERSION}; take the snapshot and the sweep with the same version"
+    )]
+    WrongVersion { path: PathBuf, found: u32 },
+    #[error(
+        "state file {path} does not match its checksum: it was edited or only partly \
+         written; refusing to use it (take a new snapshot)"
+    )]
+    Tampered { path: PathBuf },
+    #[error(
+        "state file {path} is inconsistent ({detail}); refusing to use it (take a new snapshot)"
+    )]
+    Inconsistent { path: PathBuf, detail: String },
+    #[error(
+        "state file {path} was taken during another boot (boot id {found}, now {now}); \
+         every process is new since then, so it cannot tell what the job started"
+    )]
+    OtherBoot {
+        path: PathBuf,
+        found: String,
+        now: String,
+    },
+    #[error("write state file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn digest(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(7 + 64);
+    hex.push_str("sha256:");
+    for b in d {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex
+}
+
+/// Writes the snapshot atomically (temporary file, fsync, rename): a reader never sees a
+/// half-written state file, and a crash leaves the old one or none.
+pub fn save(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
+    let write_err = |source| StateError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let body = serde_json::to_string(snapshot).map_err(|e| write_err(e.into()))?;
+    let raw = RawValue::from_string(body).map_err(|e| write_err(e.into()))?;
+    let envelope = Envelope {
+        kind: KIND.into(),
+        schema_version: SCHEMA_VERSION,
+        snapshot_sha256: digest(raw.get().as_bytes()),
+        snapshot: &raw,
+    };
+    let bytes = serde_json::to_vec(&envelope).map_err(|e| write_err(e.into()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(write_err)?;
+    }
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(write_err)
+}
+
+/// Reads and checks a state file written by [`save`]. `boot_id` is the current boot's.
+pub fn load(path: &Path, boot_id: &str) -> Result<Snapshot, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StateError::Missing(path.to_owned()))
+        }
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let snapshot = decode(path, &bytes)?;
+    if snapshot.machine.boot_id != boot_id {
+        return Err(StateError::OtherBoot {
+            path: path.to_owned(),
+            found: snapshot.machine.boot_id,
+            now: boot_id.to_owned(),
+        });
+    }
+    Ok(snapshot)
+}
+
+/// Decodes and checks the bytes of a state file (everything [`load`] does but the boot).
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<Snapshot, StateError> {
+    let corrupt = |detail: String| StateError::Corrupt {
+        path: path.to_owned(),
+        detail,
+    };
+    // Read the version first, so a newer file is reported as such, not as corrupt.
+    #[derive(Deserialize)]
+    struct Probe {
+        kind: Option<String>,
+        schema_version: Option<u32>,
+    }
+    let probe: Probe =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
+    if probe.kind.as_deref() != Some(KIND) {
+        return Err(corrupt("no `kind: ci-janitor-state`".into()));
+    }
+    match probe.schema_version {
+        Some(SCHEMA_VERSION) => {}
+        Some(found) => {
+            return Err(StateError::WrongVersion {
+                path: path.to_owned(),
+                found,
+            })
+        }
+        None => return Err(corrupt("no schema_version".into())),
+    }
+    let envelope: Envelope<'_> =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if digest(envelope.snapshot.get().as_bytes()) != envelope.snapshot_sha256 {
+        return Err(StateError::Tampered {
+            path: path.to_owned(),
+        });
+    }
+    let snapshot: Snapshot = serde_json::from_str(envelope.snapshot.get())
+        .map_err(|e| corrupt(format!("snapshot: {e}")))?;
+    check_consistent(&snapshot).map_err(|detail| StateError::Inconsistent {
+        path: path.to_owned(),
+        detail,
+    })?;
+    Ok(snapshot)
+}
+
+/// Checks that cannot be faked by editing one field: every baseline process started before
+/// the snapshot was taken, and the versions agree.
+fn check_consistent(s: &Snapshot) -> Result<(), String> {
+    if s.schema_version != SCHEMA_VERSION {
+        return Err(format!(
+            "the snapshot says schema version {}, its envelope {SCHEMA_VERSION}",
+            s.schema_version
+        ));
+    }
+    if let Some(p) = s
+        .processes
+        .iter()
+        .find(|p| p.id.start_ticks > s.taken_at_boot_ticks)
+    {
+        return Err(format!(
+            "process {} started at tick {}, after the snapshot's tick {}",
+            p.id.pid, p.id.start_ticks, s.taken_at_boot_ticks
+        ));
+    }
+    if s.processes.is_empty() {
+        return Err("it lists no processes".into());
+    }
+    Ok(())
+}
+
+/// Where the state lives when `--state` is not given: `$RUNNER_TEMP/ci-janitor/state.json`
+/// under Actions, else `$XDG_RUNTIME_DIR/ci-janitor/state.json`, else a per-user directory
+/// under the system temp dir.
+pub fn default_path(env: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let base = env("RUNNER_TEMP")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env("XDG_RUNTIME_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("ci-janitor-{}", rustix::process::getuid().as_raw()))
+        });
+    base.join("ci-janitor").join("state.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Machine, Process, ProcessId};
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            schema_version: SCHEMA_VERSION,
+            tool_version: "0.0.0".into(),
+            taken_at_unix_ms: 1,
+            taken_at_boot_ticks: 1000,
+            duration_us: 5,
+            machine: Machine {
+                boot_id: "boot-a".into(),
+                clock_ticks_per_second: 100,
+                boot_time_unix: None,
+                pid_namespace: None,
+                uid: 0,
+                is_root: true,
+                os: None,
+                kernel: None,
+                hostname: None,
+                cpus: 2,
+                memory_bytes: None,
+            },
+            processes: vec![Process {
+                id: ProcessId {
+                    pid: 1,
+                    start_ticks: 1,
+                },
+                ppid: 0,
+                pgid: 1,
+                sid: 1,
+                uid: Some(0),
+                state: 'S',
+                comm: "init".into(),
+                exe: None,
+                argv: vec![],
+                cwd: None,
+                cgroup: None,
+                threads: 1,
+                kernel_thread: false,
+                markers: Default::default(),
+                unreadable: vec![],
+            }],
+            listeners: vec![],
+            unreadable: vec![],
+            taken_by: None,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        save(&path, &sample()).unwrap();
+        assert_eq!(load(&path, "boot-a").unwrap(), sample());
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["state.json"]);
+    }
+
+    #[test]
+    fn refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert!(matches!(load(&path, "boot-a"), Err(StateError::Missing(_))));
+
+        save(&path, &sample()).unwrap();
+        assert!(matches!(
+            load(&path, "boot-b"),
+            Err(StateError::OtherBoot { .. })
+        ));
+
+        let good = std::fs::read(&path).unwrap();
+        let check = |bytes: &[u8]| decode(&path, bytes).unwrap_err();
+        // Truncated at every length: always an error, never a panic.
+        for cut in 0..good.len() {
+            let _ = check(&good[..cut]);
+        }
+        assert!(matches!(check(b""), StateError::Corrupt { .. }));
+        assert!(matches!(check(b"{\"a\":1}"), StateError::Corrupt { .. }));
+        let text = String::from_utf8(good.clone()).unwrap();
+        let future = text.replacen("\"schema_version\":1", "\"schema_version\":99", 1);
+        assert!(matches!(
+            check(future.as_bytes()),
+            StateError::WrongVersion { found: 99, .. }
+        ));
+        // Dropping the baseline's only process would make it look new: detected.
+        let edited = text.replace("\"comm\":\"init\"", "\"comm\":\"tini\"");
+        assert!(matches!(
+            check(edited.as_bytes()),
+            StateError::Tampered { .. }
+        ));
+    }
+
+    #[test]
+    fn resealed_but_inconsistent_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut s = sample();
+        // Someone moved the snapshot time back to make everything "new" and re-sealed it.
+        s.taken_at_boot_ticks = 0;
+        save(&path, &s).unwrap();
+        assert!(matches!(
+            load(&path, "boot-a"),
+            Err(StateError::Inconsistent { .. })
+        ));
+    }
+
+    #[test]
+    fn default_paths() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            default_path(env(&[("RUNNER_TEMP", "/rt"), ("XDG_RUNTIME_DIR", "/x")])),
+            PathBuf::from("/rt/ci-janitor/state.json")
+        );
+        assert_eq!(
+            default_path(env(&[("XDG_RUNTIME_DIR", "/x")])),
+            PathBuf::from("/x/ci-janitor/state.json")
+        );
+        assert!(default_path(env(&[])).ends_with("ci-janitor/state.json"));
+    }
+}
