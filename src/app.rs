@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, DiffArgs, SnapshotArgs};
+use crate::classify::Context;
+use crate::cli::{Cli, Command, DiffArgs, FailOn, SnapshotArgs, SweepArgs};
 use crate::platform::{self, ReadOptions};
 use crate::report;
 use crate::settings::{self, Env};
@@ -13,14 +14,28 @@ use crate::state;
 /// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    /// Nothing leaked, or the policy passes.
-    Clean = 0,
-    /// Leaks were found and the policy fails the run.
-    Leaked = 1,
-    /// Bad usage or bad input; the message says what to fix.
-    Usage = 2,
-    /// Something failed that is not the user's input.
-    Internal = 3,
+    /// Nothing leaked, or the policy passes: 0.
+    Clean,
+    /// Leaks were found and the policy fails the run: 1.
+    Leaked,
+    /// Bad usage or bad input; the message says what to fix: 2.
+    Usage,
+    /// Something failed that is not the user's input: 3.
+    Internal,
+    /// `run`: the command's own failing status, passed through.
+    Command(u8),
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Clean => 0,
+            Exit::Leaked => 1,
+            Exit::Usage => 2,
+            Exit::Internal => 3,
+            Exit::Command(c) => c,
+        }
+    }
 }
 
 /// An error with the exit code it maps to.
@@ -58,16 +73,20 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // --help and --version are "errors" to clap that print to stdout and exit 0.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { 0 });
+            return ExitCode::from(if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                0
+            });
         }
     };
     match run(cli, &settings::process_env) {
-        Ok(exit) => ExitCode::from(exit as u8),
+        Ok(exit) => ExitCode::from(exit.code()),
         // A closed stdout (`ci-janitor diff | head`) is not a failure.
         Err(AppError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ci-janitor: error: failed to {e}");
-            ExitCode::from(e.exit() as u8)
+            ExitCode::from(e.exit().code())
         }
     }
 }
@@ -86,7 +105,92 @@ pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
     match cli.command {
         Command::Snapshot(args) => snapshot(args, env),
         Command::Diff(args) => diff(args, env),
+        Command::Sweep(args) => sweep(args, env),
+        Command::Run(args) => crate::run::run(args, env),
     }
+}
+
+/// What the sweep knows about the job, from our environment and our place in the process
+/// tree. Missing facts leave rules off; they never widen what is killed.
+pub fn job_context(proc_root: &std::path::Path, env: Env<'_>) -> Context {
+    let me = platform::read_one(proc_root, std::process::id() as i32);
+    let mut ctx = Context {
+        me: me.as_ref().map(|p| p.id),
+        tracking_id: env("RUNNER_TRACKING_ID").filter(|v| !v.is_empty()),
+        ..Default::default()
+    };
+    let Some(me) = me else { return ctx };
+    // The job's root: the runner's worker if we run under one, else our parent (the shell
+    // or script that runs the snapshot, the tests and the sweep). Never init: everything
+    // descends from it.
+    let mut parent = platform::read_one(proc_root, me.ppid);
+    let mut root = parent.clone();
+    for _ in 0..64 {
+        let Some(p) = parent else { break };
+        if p.comm.as_bytes() == b"Runner.Worker" {
+            root = Some(p);
+            break;
+        }
+        if p.ppid <= 1 {
+            break;
+        }
+        parent = platform::read_one(proc_root, p.ppid);
+    }
+    ctx.job_root = root.filter(|r| r.id.pid > 1).map(|r| r.id);
+    // The session rule holds for a session of our own, not init's (a container's pid 1
+    // often leads the session everything runs in).
+    let init_sid = platform::read_one(proc_root, 1).map(|p| p.sid);
+    if me.sid > 1 && Some(me.sid) != init_sid {
+        ctx.job_session = Some(me.sid);
+    }
+    ctx.job_cgroup = me.cgroup.clone();
+    ctx
+}
+
+/// Writes the reports of a finished sweep and says how the run ends.
+pub fn finish_sweep(
+    outcome: &crate::sweep::SweepOutcome,
+    settings: &settings::SweepSettings,
+) -> Result<Exit, AppError> {
+    let leaked = outcome.failing_leaks().count() > 0;
+    let failed = leaked && settings.fail_on == FailOn::Leak;
+    if let Some(path) = &settings.report_json {
+        let report = report::json::build(outcome, failed);
+        let bytes = serde_json::to_vec_pretty(&report).map_err(std::io::Error::from)?;
+        std::fs::write(path, bytes).map_err(|e| {
+            AppError::Internal(format!("write the JSON report {}: {e}", path.display()))
+        })?;
+    }
+    let style = report::tree::Style {
+        color: settings.color,
+    };
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", report::terminal::render(outcome, failed, style))?;
+    Ok(if failed { Exit::Leaked } else { Exit::Clean })
+}
+
+fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
+    let settings = settings::sweep_settings(&args.opts, env).map_err(AppError::Input)?;
+    let path = settings::state_path(&args.state, env);
+    let opts = ReadOptions::default();
+    let boot_id = platform::boot_id(&opts.proc_root)?;
+    let baseline = state::load(&path, &boot_id)?;
+    let mut ctx = job_context(&opts.proc_root, env);
+    if let Some(taker) = baseline.taken_by {
+        ctx.also_protected.push(taker);
+    }
+    let outcome = crate::sweep::sweep(
+        &baseline,
+        &ctx,
+        &settings.policy,
+        &crate::sweep::SweepOptions {
+            grace: settings.grace,
+            deadline: settings.deadline,
+            dry_run: settings.dry_run,
+            proc_root: opts.proc_root,
+        },
+    )?;
+    finish_sweep(&outcome, &settings)
 }
 
 fn snapshot(args: SnapshotArgs, env: Env<'_>) -> Result<Exit, AppError> {

@@ -12,6 +12,8 @@ Typical use:
   ci-janitor snapshot                 # at the start of a job: remember what was running
   ...run your tests...
   ci-janitor diff                     # what your job started that is still alive (kills nothing)
+  ci-janitor sweep                    # kill it, group by group; exit 1 if anything leaked
+  ci-janitor run -- pytest -n auto    # or all in one: run a command, then sweep its leftovers
 
 Exit codes: 0 nothing leaked (or the policy passes), 1 leaks found and the policy fails,
 2 bad usage or bad input, 3 internal error.
@@ -35,6 +37,25 @@ pub enum Command {
     /// Show what appeared since the snapshot and is still alive, as a process forest with
     /// the ports each process listens on. Kills nothing.
     Diff(DiffArgs),
+    /// Kill what the job started and left running, group by group (TERM, grace, KILL),
+    /// check its ports are free again, report, and fail when anything leaked.
+    ///
+    /// Only processes that appeared since the snapshot AND carry evidence that the job
+    /// started them are signalled: this job's RUNNER_TRACKING_ID, the job's cgroup, descent
+    /// from the job's root process (the runner's worker, or the process that ran the sweep),
+    /// the sweep's own session. Processes alive at snapshot time are never touched.
+    Sweep(SweepArgs),
+    /// Run a command, then sweep everything it left behind.
+    ///
+    /// The command runs under ci-janitor as a child subreaper, so even daemons that double
+    /// fork and call setsid stay its descendants. SIGINT/SIGTERM/SIGHUP are forwarded to
+    /// it; when it exits (or is interrupted), its leftovers are killed and reported.
+    /// Exit status: the command's own when it failed, else 1 if it leaked (and --fail-on
+    /// says so), else 0.
+    #[command(
+        after_help = "Example:\n  ci-janitor run -- pytest -n auto\n  ci-janitor run --grace 2s --allow 'comm:redis-server' -- make test"
+    )]
+    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +85,69 @@ pub struct DiffArgs {
     /// Colour: auto (on a terminal, unless NO_COLOR is set), always or never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+}
+
+/// Options shared by `sweep` and `run`.
+#[derive(Debug, Args)]
+pub struct SweepOpts {
+    /// How long processes get to exit after SIGTERM before SIGKILL (e.g. 5s, 500ms).
+    #[arg(long, value_name = "DUR", default_value = "5s")]
+    pub grace: String,
+    /// The most the whole sweep may take, re-scans for respawned children included.
+    #[arg(long, value_name = "DUR", default_value = "30s")]
+    pub deadline: String,
+    /// Report what would be killed; signal nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// When to exit 1: `leak` (any leaked job process) or `never` (report only).
+    #[arg(long, value_enum, default_value_t = FailOn::Leak, value_name = "WHEN")]
+    pub fail_on: FailOn,
+    /// Leaks matching PATTERN are killed but do not fail the run. PATTERN is a glob on the
+    /// command line (`'uvicorn *'`), or `comm:GLOB` / `exe:GLOB`. Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub allow: Vec<String>,
+    /// Processes matching PATTERN are never touched nor counted. Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub ignore: Vec<String>,
+    /// Add PATTERN to the protected shared daemons (dockerd, sshd, Gradle daemon, ...).
+    #[arg(long, value_name = "PATTERN")]
+    pub protect: Vec<String>,
+    /// Do not protect the shipped list of shared daemons.
+    #[arg(long)]
+    pub no_default_protect: bool,
+    /// Also kill processes that appeared during the job with no evidence that the job
+    /// started them (by default they are only reported).
+    #[arg(long)]
+    pub kill_unattributed: bool,
+    /// Write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Colour: auto (on a terminal, unless NO_COLOR is set), always or never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Leak,
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    #[command(flatten)]
+    pub opts: SweepOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub opts: SweepOpts,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

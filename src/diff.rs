@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-
 use crate::model::{Listener, Process, ProcessId, Snapshot};
 
 /// The processes of `now` that appeared since `baseline`, in pid order. Kernel threads,

@@ -11,17 +11,24 @@
 //! - [`platform`]: the OS seam, `/proc` into [`model`] types and signals out.
 //! - [`state`]: the baseline state file, sealed and checked.
 //! - [`diff`]: what appeared since the baseline.
+//! - [`classify`]: whose each appeared process is, with the evidence (pure).
+//! - [`kill`] / [`sweep`]: one round of signals by identity; the rounds until nothing is left.
+//! - [`run`]: `ci-janitor run -- CMD`, the command under a subreaper, then a sweep.
 //! - [`report`]: rendering for people and machines.
 //! - [`cli`] / [`settings`] / [`app`]: the command line, its meaning, and dispatch.
 
 pub mod app;
+pub mod classify;
 pub mod cli;
 pub mod diff;
+pub mod kill;
 pub mod model;
 pub mod platform;
 pub mod report;
+pub mod run;
 pub mod settings;
 pub mod state;
+pub mod sweep;
 
 #[cfg(test)]
 mod test_support;

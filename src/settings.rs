@@ -3,7 +3,10 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use crate::cli::{ColorChoice, StateArg};
+use std::time::Duration;
+
+use crate::classify::{Pattern, Policy};
+use crate::cli::{ColorChoice, FailOn, StateArg, SweepOpts};
 
 /// Reads an environment variable; a seam so that tests pass their own environment.
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -25,6 +28,90 @@ pub fn use_color(choice: ColorChoice, env: Env<'_>) -> bool {
         ColorChoice::Never => false,
         ColorChoice::Auto => {
             env("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+        }
+    }
+}
+
+/// Parses `5s`, `500ms`, `1.5s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 5s, 500ms or 2m)"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" | "" => value,
+        "m" | "min" => value * 60.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{text:?} is out of range (0 to 24h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// What `sweep` and `run` options mean, validated.
+#[derive(Debug, Clone)]
+pub struct SweepSettings {
+    pub grace: Duration,
+    pub deadline: Duration,
+    pub dry_run: bool,
+    pub fail_on: FailOn,
+    pub policy: Policy,
+    pub report_json: Option<PathBuf>,
+    pub color: bool,
+}
+
+pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, String> {
+    let grace = parse_duration(&o.grace).map_err(|e| format!("--grace: {e}"))?;
+    let deadline = parse_duration(&o.deadline).map_err(|e| format!("--deadline: {e}"))?;
+    if deadline < grace {
+        return Err(format!(
+            "--deadline ({}) is shorter than --grace ({}): the deadline bounds the whole \
+             sweep, grace periods included",
+            o.deadline, o.grace
+        ));
+    }
+    let patterns = |flag: &str, v: &[String]| -> Result<Vec<Pattern>, String> {
+        v.iter()
+            .map(|p| Pattern::parse(p).map_err(|e| format!("{flag}: {e}")))
+            .collect()
+    };
+    Ok(SweepSettings {
+        grace,
+        deadline,
+        dry_run: o.dry_run,
+        fail_on: o.fail_on,
+        policy: Policy {
+            allow: patterns("--allow", &o.allow)?,
+            ignore: patterns("--ignore", &o.ignore)?,
+            protect: patterns("--protect", &o.protect)?,
+            no_default_protect: o.no_default_protect,
+            kill_unattributed: o.kill_unattributed,
+            only_attributed: false,
+        },
+        report_json: o.report_json.clone(),
+        color: use_color(o.color, env),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "s", "-1s", "5h", "1e9", "nan", "5 s x", "99999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
         }
     }
 }

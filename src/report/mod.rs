@@ -2,4 +2,6 @@
 //! and write text; they never look at the OS.
 
 pub mod diff_json;
+pub mod json;
+pub mod terminal;
 pub mod tree;

@@ -6,8 +6,13 @@
 //!
 //! The `/proc` root is a parameter, so the whole reader runs on fixture trees in tests.
 
+pub mod child;
 pub mod net;
 pub mod parse;
+pub mod signal;
+
+pub use child::{become_subreaper, spawn, ChildError, ChildExit, Received, Supervised};
+pub use signal::{open, raise_fd_limit, wait_exits, Handle, Sig, SignalResult};
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -273,13 +278,24 @@ fn is_gone(e: Errno) -> bool {
 }
 
 impl ProcReader {
+    /// Reads a whole file under a process directory with plain `read(2)` calls (procfs
+    /// files report size 0, so the size hint `read_to_end` asks for is a wasted syscall).
+    /// The buffer stays initialised and only grows, so no `unsafe` is needed.
     fn read_file(&mut self, dir: &OwnedFd, name: &str) -> Result<&[u8], Errno> {
         let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-        self.buf.clear();
-        File::from(fd)
-            .read_to_end(&mut self.buf)
-            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
-        Ok(&self.buf)
+        let mut filled = 0;
+        loop {
+            if self.buf.len() - filled < 4096 {
+                self.buf.resize((self.buf.len() * 2).max(16 * 1024), 0);
+            }
+            match rustix::io::read(&fd, &mut self.buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(&self.buf[..filled])
     }
 
     /// Reads one process; returns it and the indices (into the listener list) of the

@@ -1,0 +1,686 @@
+//! Classification: for every process that appeared since the baseline, decide whether it is
+//! the job's (and so killed), and keep the evidence. Pure: plain data in, a [`Plan`] out.
+//!
+//! The rules, in the order they are applied:
+//!
+//! 1. **protected** — ourselves, our ancestors, pid 1, the runner (`Runner.Listener`,
+//!    `Runner.Worker`) and a shipped list of shared daemons (dockerd, sshd, ...). Never
+//!    touched, whatever else matches.
+//! 2. **ignored** — matches an `--ignore` pattern. Never touched.
+//! 3. **job** — there is evidence the job started it, strongest first: the `run` marker or
+//!    descent from `ci-janitor run`; this job's `RUNNER_TRACKING_ID`; the job's cgroup;
+//!    live descent from the job's root process; the sweep's own session; descent from a
+//!    process already found to be the job's. Killed; fails the run unless it matches an
+//!    `--allow` pattern (then **allowed**: killed, not failing).
+//! 4. **unattributed** — appeared during the job, no evidence. Reported; signalled only
+//!    with `--kill-unattributed`.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Process, ProcessId, Snapshot};
+
+/// What the sweep knows about itself and the job, gathered by the caller from the
+/// environment and `/proc`.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The sweeping process.
+    pub me: Option<ProcessId>,
+    /// Other processes that must never be touched (the guard, the process that started us
+    /// for `run`).
+    pub also_protected: Vec<ProcessId>,
+    /// `RUNNER_TRACKING_ID` of this job (from our own environment).
+    pub tracking_id: Option<String>,
+    /// `CI_JANITOR_RUN` value given to the command under `ci-janitor run`.
+    pub run_marker: Option<String>,
+    /// The process whose descendants are the job (`ci-janitor run` itself, the runner's
+    /// worker, or the shell that ran `snapshot` and `sweep`).
+    pub job_root: Option<ProcessId>,
+    /// The job's cgroup; ignored when it is `/` (everything is there).
+    pub job_cgroup: Option<String>,
+    /// The job's session (our own): a process that appeared in it is the job's.
+    pub job_session: Option<i32>,
+}
+
+/// Patterns and switches from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub allow: Vec<Pattern>,
+    pub ignore: Vec<Pattern>,
+    pub protect: Vec<Pattern>,
+    /// Leave out the shipped list of shared daemons.
+    pub no_default_protect: bool,
+    pub kill_unattributed: bool,
+    /// Only report processes with evidence (`run`: the rest of the machine is not ours to
+    /// report on).
+    pub only_attributed: bool,
+}
+
+/// Why a process is the job's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    /// It carries the `CI_JANITOR_RUN` marker of this `ci-janitor run`.
+    RunMarker,
+    /// It carries this job's `RUNNER_TRACKING_ID`.
+    TrackingId,
+    /// It is in the job's cgroup.
+    Cgroup,
+    /// It descends (through live parents) from the job's root process.
+    Descendant,
+    /// It is in the sweep's own session.
+    Session,
+    /// Its parent (or an earlier ancestor) is a process found to be the job's.
+    ChildOfJob,
+}
+
+impl Rule {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Rule::RunMarker => "carries this `ci-janitor run`'s marker",
+            Rule::TrackingId => "carries this job's RUNNER_TRACKING_ID",
+            Rule::Cgroup => "is in the job's cgroup",
+            Rule::Descendant => "descends from the job's root process",
+            Rule::Session => "is in the sweep's session",
+            Rule::ChildOfJob => "descends from a leaked job process",
+        }
+    }
+}
+
+/// Why a process is never touched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "reason", content = "detail")]
+pub enum Protection {
+    Ourselves,
+    Ancestor,
+    Init,
+    Runner,
+    /// The shipped list of shared daemons, or `--protect`.
+    Daemon(String),
+    /// The guard, or another process the caller named.
+    Named,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "class")]
+pub enum Class {
+    Protected { protection: Protection },
+    Ignored { pattern: String },
+    Job,
+    Allowed { pattern: String },
+    Unattributed,
+}
+
+impl Class {
+    /// Whether the sweep signals it.
+    pub fn is_target(&self, policy: &Policy) -> bool {
+        match self {
+            Class::Job | Class::Allowed { .. } => true,
+            Class::Unattributed => policy.kill_unattributed,
+            Class::Protected { .. } | Class::Ignored { .. } => false,
+        }
+    }
+
+    /// Whether it counts as a leak that fails the run.
+    pub fn is_failing_leak(&self) -> bool {
+        matches!(self, Class::Job)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Class::Protected { .. } => "protected",
+            Class::Ignored { .. } => "ignored",
+            Class::Job => "job",
+            Class::Allowed { .. } => "allowed",
+            Class::Unattributed => "unattributed",
+        }
+    }
+}
+
+/// The decision about one appeared process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub id: ProcessId,
+    pub class: Class,
+    /// The rules that matched, strongest first (empty unless job/allowed).
+    pub evidence: Vec<Rule>,
+}
+
+/// Decisions for every process that appeared, in pid order.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub decisions: Vec<Decision>,
+}
+
+impl Plan {
+    pub fn targets<'a>(&'a self, policy: &'a Policy) -> impl Iterator<Item = &'a Decision> {
+        self.decisions
+            .iter()
+            .filter(move |d| d.class.is_target(policy))
+    }
+
+    pub fn get(&self, id: ProcessId) -> Option<&Decision> {
+        self.decisions.iter().find(|d| d.id == id)
+    }
+}
+
+/// Classifies every process in `appeared` (processes of `now`).
+pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &Policy) -> Plan {
+    let by_pid: HashMap<i32, &Process> = now.processes.iter().map(|p| (p.id.pid, p)).collect();
+    let ancestors = ancestors_of(ctx.me, &by_pid);
+    let job_root_descendants = ctx
+        .job_root
+        .map(|root| descendants_of(root, &now.processes))
+        .unwrap_or_default();
+    let job_cgroup = ctx
+        .job_cgroup
+        .as_deref()
+        .filter(|c| *c != "/" && !c.is_empty());
+
+    let mut decisions: Vec<Decision> = appeared
+        .iter()
+        .map(|p| {
+            let class = if let Some(protection) = protection(p, ctx, &ancestors, policy) {
+                Class::Protected { protection }
+            } else if let Some(pat) = policy.ignore.iter().find(|pat| pat.matches(p)) {
+                Class::Ignored {
+                    pattern: pat.source.clone(),
+                }
+            } else {
+                Class::Unattributed
+            };
+            let mut evidence = Vec::new();
+            if class == Class::Unattributed {
+                let m = &p.markers;
+                if ctx.run_marker.is_some() && m.ci_janitor_run == ctx.run_marker {
+                    evidence.push(Rule::RunMarker);
+                }
+                if ctx.tracking_id.is_some() && m.runner_tracking_id == ctx.tracking_id {
+                    evidence.push(Rule::TrackingId);
+                }
+                if job_cgroup.is_some() && p.cgroup.as_deref() == job_cgroup {
+                    evidence.push(Rule::Cgroup);
+                }
+                if job_root_descendants.contains(&p.id) {
+                    evidence.push(Rule::Descendant);
+                }
+                if ctx.job_session.is_some_and(|s| s == p.sid) {
+                    evidence.push(Rule::Session);
+                }
+            }
+            Decision {
+                id: p.id,
+                class,
+                evidence,
+            }
+        })
+        .collect();
+
+    // A process below a leaked job process is the job's too (a setsid daemon's children,
+    // a respawner's new child), unless it is protected or ignored.
+    let mut children: HashMap<i32, Vec<usize>> = HashMap::new();
+    for (i, p) in appeared.iter().enumerate() {
+        children.entry(p.ppid).or_default().push(i);
+    }
+    let mut queue: Vec<usize> = (0..decisions.len())
+        .filter(|&i| !decisions[i].evidence.is_empty())
+        .collect();
+    let mut seen: HashSet<usize> = queue.iter().copied().collect();
+    while let Some(i) = queue.pop() {
+        let pid = decisions[i].id.pid;
+        for &c in children.get(&pid).map(Vec::as_slice).unwrap_or(&[]) {
+            if decisions[c].class == Class::Unattributed && seen.insert(c) {
+                if !decisions[c].evidence.contains(&Rule::ChildOfJob) {
+                    decisions[c].evidence.push(Rule::ChildOfJob);
+                }
+                queue.push(c);
+            }
+        }
+    }
+
+    for (d, p) in decisions.iter_mut().zip(appeared) {
+        if d.class == Class::Unattributed && !d.evidence.is_empty() {
+            d.evidence.sort();
+            d.class = match policy.allow.iter().find(|pat| pat.matches(p)) {
+                Some(pat) => Class::Allowed {
+                    pattern: pat.source.clone(),
+                },
+                None => Class::Job,
+            };
+        }
+    }
+    if policy.only_attributed {
+        decisions.retain(|d| d.class != Class::Unattributed);
+    }
+    Plan { decisions }
+}
+
+fn protection(
+    p: &Process,
+    ctx: &Context,
+    ancestors: &HashSet<ProcessId>,
+    policy: &Policy,
+) -> Option<Protection> {
+    if Some(p.id) == ctx.me {
+        return Some(Protection::Ourselves);
+    }
+    if ancestors.contains(&p.id) {
+        return Some(Protection::Ancestor);
+    }
+    if p.id.pid == 1 {
+        return Some(Protection::Init);
+    }
+    if ctx.also_protected.contains(&p.id) {
+        return Some(Protection::Named);
+    }
+    let comm = p.comm.as_bytes();
+    if comm == b"Runner.Listener" || comm == b"Runner.Worker" {
+        return Some(Protection::Runner);
+    }
+    if let Some(pat) = policy.protect.iter().find(|pat| pat.matches(p)) {
+        return Some(Protection::Daemon(pat.source.clone()));
+    }
+    if !policy.no_default_protect {
+        if let Some(name) = shared_daemon(p) {
+            return Some(Protection::Daemon(name.to_owned()));
+        }
+    }
+    None
+}
+
+/// The shipped list of daemons that outlive jobs on purpose and are shared between them.
+/// `--no-default-protect` turns it off; `--protect` adds to it.
+pub const SHARED_DAEMONS: &[&str] = &[
+    "dockerd",
+    "containerd",
+    "containerd-shim*",
+    "sshd",
+    "systemd",
+    "systemd-*",
+    "ssh-agent",
+    "gpg-agent",
+    "buildkitd",
+    "sccache",
+    "mspdbsrv",
+    "Gradle daemon (GradleDaemon)",
+    "Kotlin daemon (KotlinCompileDaemon)",
+    "Bazel server (A-server.jar)",
+];
+
+fn shared_daemon(p: &Process) -> Option<&'static str> {
+    let comm = p.comm.as_bytes();
+    let by_comm: &[(&[u8], bool, &'static str)] = &[
+        (b"dockerd", false, "dockerd"),
+        (b"containerd", false, "containerd"),
+        (b"containerd-shim", true, "containerd-shim*"),
+        (b"sshd", false, "sshd"),
+        (b"systemd", false, "systemd"),
+        (b"systemd-", true, "systemd-*"),
+        (b"ssh-agent", false, "ssh-agent"),
+        (b"gpg-agent", false, "gpg-agent"),
+        (b"buildkitd", false, "buildkitd"),
+        (b"sccache", false, "sccache"),
+        (b"mspdbsrv", false, "mspdbsrv"),
+    ];
+    for (name, prefix, label) in by_comm {
+        if (*prefix && comm.starts_with(name)) || comm == *name {
+            return Some(label);
+        }
+    }
+    let has_arg = |needle: &[u8]| {
+        p.argv
+            .iter()
+            .any(|a| a.as_bytes().windows(needle.len()).any(|w| w == needle))
+    };
+    if has_arg(b"GradleDaemon") {
+        return Some("Gradle daemon (GradleDaemon)");
+    }
+    if has_arg(b"KotlinCompileDaemon") {
+        return Some("Kotlin daemon (KotlinCompileDaemon)");
+    }
+    if has_arg(b"A-server.jar") {
+        return Some("Bazel server (A-server.jar)");
+    }
+    None
+}
+
+/// `me` and its ancestors' identities, by walking `ppid` through the snapshot.
+fn ancestors_of(me: Option<ProcessId>, by_pid: &HashMap<i32, &Process>) -> HashSet<ProcessId> {
+    let mut out = HashSet::new();
+    let Some(me) = me else { return out };
+    let mut pid = by_pid.get(&me.pid).map_or(0, |p| p.ppid);
+    // Bounded: a ppid cycle cannot exist in a consistent snapshot, but a snapshot is read
+    // over time, not at one instant.
+    for _ in 0..by_pid.len() {
+        let Some(p) = by_pid.get(&pid) else { break };
+        if !out.insert(p.id) || p.ppid == pid {
+            break;
+        }
+        pid = p.ppid;
+    }
+    out
+}
+
+/// Every process below `root` in the live tree (not `root` itself).
+pub fn descendants_of(root: ProcessId, processes: &[Process]) -> HashSet<ProcessId> {
+    let mut children: HashMap<i32, Vec<&Process>> = HashMap::new();
+    for p in processes {
+        children.entry(p.ppid).or_default().push(p);
+    }
+    let mut out = HashSet::new();
+    if !processes.iter().any(|p| p.id == root) {
+        return out;
+    }
+    let mut stack = vec![root.pid];
+    while let Some(pid) = stack.pop() {
+        for c in children.get(&pid).map(Vec::as_slice).unwrap_or(&[]) {
+            if c.id.pid != pid && out.insert(c.id) {
+                stack.push(c.id.pid);
+            }
+        }
+    }
+    out
+}
+
+/// A user pattern: a glob (`*`, `?`) on the command line (argv joined by spaces), or, with
+/// a `comm:` or `exe:` prefix, on the command name or the executable path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    pub source: String,
+    target: PatternTarget,
+    glob: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PatternTarget {
+    CommandLine,
+    Comm,
+    Exe,
+}
+
+impl Pattern {
+    pub fn parse(source: &str) -> Result<Pattern, String> {
+        let (target, glob) = if let Some(rest) = source.strip_prefix("comm:") {
+            (PatternTarget::Comm, rest)
+        } else if let Some(rest) = source.strip_prefix("exe:") {
+            (PatternTarget::Exe, rest)
+        } else {
+            (PatternTarget::CommandLine, source)
+        };
+        if glob.trim().is_empty() {
+            return Err(format!("pattern {source:?} is empty"));
+        }
+        if glob.chars().all(|c| c == '*' || c == '?') {
+            return Err(format!(
+                "pattern {source:?} matches every process; name what it should match"
+            ));
+        }
+        Ok(Pattern {
+            source: source.to_owned(),
+            target,
+            glob: glob.to_owned(),
+        })
+    }
+
+    pub fn matches(&self, p: &Process) -> bool {
+        match self.target {
+            PatternTarget::CommandLine => glob_match(&self.glob, &p.command_line()),
+            PatternTarget::Comm => glob_match(&self.glob, &p.comm.lossy()),
+            PatternTarget::Exe => p
+                .exe
+                .as_ref()
+                .is_some_and(|e| glob_match(&self.glob, &e.lossy())),
+        }
+    }
+}
+
+/// Glob matching with `*` (any run, including empty) and `?` (one character), iterative
+/// with single-star backtracking: linear in practice, no recursion.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Markers;
+    use crate::test_support::{proc_at, snapshot_of};
+
+    fn pid(id: &ProcessId) -> i32 {
+        id.pid
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("uvicorn *", "uvicorn app:main --port 1"));
+        assert!(glob_match(
+            "*prefect.server*",
+            "python -m uvicorn prefect.server.api"
+        ));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(!glob_match("uvicorn", "uvicorn x"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "a-b-b-c"));
+        assert!(!glob_match("a*b*c", "a-b-b-d"));
+    }
+
+    #[test]
+    fn patterns_refuse_match_all() {
+        assert!(Pattern::parse("*").is_err());
+        assert!(Pattern::parse("comm:**").is_err());
+        assert!(Pattern::parse("").is_err());
+        assert!(Pattern::parse("exe:").is_err());
+        let p = Pattern::parse("comm:sleep").unwrap();
+        let mut proc = proc_at(5, 1, 0);
+        proc.comm = "sleep".into();
+        assert!(p.matches(&proc));
+    }
+
+    /// A job tree: the sweep (100) under a shell (90) under the runner worker (80); a step
+    /// shell (95) that leaked a server (96) and its worker (97); a daemon (98) that moved to
+    /// its own session and carries the tracking id; an unrelated process (99).
+    fn scene() -> (Snapshot, Context) {
+        let mut worker = proc_at(80, 1, 10);
+        worker.comm = "Runner.Worker".into();
+        let mut shell = proc_at(90, 80, 20);
+        shell.sid = 80;
+        let mut me = proc_at(100, 90, 30);
+        me.sid = 80;
+        let mut step = proc_at(95, 80, 40);
+        step.sid = 80;
+        let mut server = proc_at(96, 95, 41);
+        server.sid = 80;
+        let mut worker2 = proc_at(97, 96, 42);
+        worker2.sid = 80;
+        let mut daemon = proc_at(98, 1, 43);
+        daemon.markers = Markers {
+            runner_tracking_id: Some("github_1".into()),
+            ..Default::default()
+        };
+        let other = proc_at(99, 1, 44);
+        let mut daemon_child = proc_at(101, 98, 45);
+        daemon_child.sid = 98;
+        let now = snapshot_of(
+            vec![
+                worker,
+                shell,
+                me,
+                step,
+                server,
+                worker2,
+                daemon,
+                other,
+                daemon_child,
+            ],
+            50,
+        );
+        let ctx = Context {
+            me: Some(ProcessId {
+                pid: 100,
+                start_ticks: 30,
+            }),
+            tracking_id: Some("github_1".into()),
+            job_root: Some(ProcessId {
+                pid: 80,
+                start_ticks: 10,
+            }),
+            job_session: None,
+            ..Default::default()
+        };
+        (now, ctx)
+    }
+
+    #[test]
+    fn job_tree_classes_and_evidence() {
+        let (now, ctx) = scene();
+        let appeared: Vec<&Process> = now.processes.iter().collect();
+        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        let class_of = |p: i32| {
+            let d = plan.decisions.iter().find(|d| pid(&d.id) == p).unwrap();
+            (d.class.name(), d.evidence.clone())
+        };
+        assert_eq!(class_of(80).0, "protected");
+        assert_eq!(class_of(90).0, "protected");
+        assert_eq!(class_of(100).0, "protected");
+        assert_eq!(class_of(95), ("job", vec![Rule::Descendant]));
+        assert_eq!(class_of(97), ("job", vec![Rule::Descendant]));
+        assert_eq!(class_of(98), ("job", vec![Rule::TrackingId]));
+        assert_eq!(class_of(101), ("job", vec![Rule::ChildOfJob]));
+        assert_eq!(class_of(99), ("unattributed", vec![]));
+        let targets: Vec<i32> = plan
+            .targets(&Policy::default())
+            .map(|d| pid(&d.id))
+            .collect();
+        assert_eq!(targets, vec![95, 96, 97, 98, 101]);
+    }
+
+    #[test]
+    fn allow_ignore_protect_and_kill_unattributed() {
+        let (now, ctx) = scene();
+        let appeared: Vec<&Process> = now.processes.iter().collect();
+        let policy = Policy {
+            allow: vec![Pattern::parse("p96 *").unwrap()],
+            ignore: vec![Pattern::parse("p97*").unwrap()],
+            protect: vec![Pattern::parse("comm:p98").unwrap()],
+            kill_unattributed: true,
+            ..Default::default()
+        };
+        let plan = classify(&now, &appeared, &ctx, &policy);
+        let class = |p: i32| {
+            plan.decisions
+                .iter()
+                .find(|d| pid(&d.id) == p)
+                .unwrap()
+                .class
+                .clone()
+        };
+        assert_eq!(
+            class(96),
+            Class::Allowed {
+                pattern: "p96 *".into()
+            }
+        );
+        assert_eq!(
+            class(97),
+            Class::Ignored {
+                pattern: "p97*".into()
+            }
+        );
+        assert!(matches!(class(98), Class::Protected { .. }));
+        // 101's only evidence came through 98, which is protected: not the job's.
+        assert_eq!(class(101), Class::Unattributed);
+        assert!(class(99).is_target(&policy));
+        assert!(!class(99).is_failing_leak());
+    }
+
+    #[test]
+    fn shared_daemons_are_protected_unless_turned_off() {
+        let (mut now, ctx) = scene();
+        now.processes[4].comm = "containerd-shim-runc-v2".into();
+        now.processes[5].argv = vec![
+            "java".into(),
+            "org.gradle.launcher.daemon.bootstrap.GradleDaemon".into(),
+        ];
+        let appeared: Vec<&Process> = now.processes.iter().collect();
+        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        let get = |p: i32| {
+            plan.decisions
+                .iter()
+                .find(|d| d.id.pid == p)
+                .unwrap()
+                .class
+                .clone()
+        };
+        assert_eq!(
+            get(96),
+            Class::Protected {
+                protection: Protection::Daemon("containerd-shim*".into())
+            }
+        );
+        assert!(matches!(get(97), Class::Protected { .. }));
+        let off = Policy {
+            no_default_protect: true,
+            ..Default::default()
+        };
+        let plan = classify(&now, &appeared, &ctx, &off);
+        assert_eq!(plan.get(now.processes[4].id).unwrap().class, Class::Job);
+    }
+
+    #[test]
+    fn session_and_cgroup_rules() {
+        let mut a = proc_at(10, 1, 0);
+        a.sid = 7;
+        let mut b = proc_at(11, 1, 0);
+        b.cgroup = Some("/user.slice/session-3.scope".into());
+        let mut c = proc_at(12, 1, 0);
+        c.cgroup = Some("/".into());
+        let now = snapshot_of(vec![a, b, c], 0);
+        let appeared: Vec<&Process> = now.processes.iter().collect();
+        let ctx = Context {
+            job_session: Some(7),
+            job_cgroup: Some("/user.slice/session-3.scope".into()),
+            ..Default::default()
+        };
+        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        assert_eq!(plan.decisions[0].evidence, vec![Rule::Session]);
+        assert_eq!(plan.decisions[1].evidence, vec![Rule::Cgroup]);
+        assert!(plan.decisions[2].evidence.is_empty());
+        // The root cgroup holds everything: it is never evidence.
+        let ctx = Context {
+            job_cgroup: Some("/".into()),
+            ..Default::default()
+        };
+        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        assert!(plan.decisions[2].evidence.is_empty());
+    }
+
+    #[test]
+    fn no_context_means_nothing_is_the_jobs() {
+        // Missing context (no markers, no root, no session) never widens the kill.
+        let (now, _) = scene();
+        let appeared: Vec<&Process> = now.processes.iter().collect();
+        let plan = classify(&now, &appeared, &Context::default(), &Policy::default());
+        assert_eq!(plan.targets(&Policy::default()).count(), 0);
+    }
+}

@@ -1,0 +1,165 @@
+//! Signals by identity. A [`Handle`] is a pidfd opened on a pid and then checked against the
+//! expected start time: from then on it refers to that one process, so a signal through it
+//! can never reach a process that reused the pid (the kernel answers ESRCH instead).
+//!
+//! Every errno has a meaning: ESRCH is "already gone", EPERM is "not ours to kill" (reported,
+//! never retried as someone else), anything else is an error the caller reports.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal};
+
+use crate::model::ProcessId;
+
+/// The signals a sweep sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    Stop,
+    Cont,
+    Term,
+    Kill,
+}
+
+impl Sig {
+    fn raw(self) -> Signal {
+        match self {
+            Sig::Stop => Signal::STOP,
+            Sig::Cont => Signal::CONT,
+            Sig::Term => Signal::TERM,
+            Sig::Kill => Signal::KILL,
+        }
+    }
+}
+
+/// The result of opening or signalling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalResult {
+    Sent,
+    /// The process has exited (or its pid now names another process).
+    Gone,
+    /// EPERM: another user's process; not ours to kill.
+    NotPermitted,
+    /// Any other errno.
+    Failed(i32),
+}
+
+/// A pidfd known to refer to the process `id`.
+#[derive(Debug)]
+pub struct Handle {
+    pub id: ProcessId,
+    fd: OwnedFd,
+}
+
+/// Opens a pidfd for `id` and checks, after opening, that the pid still has `id`'s start
+/// time. Checking after opening closes the race: if the process had been replaced before
+/// the open, the start time differs; if it is replaced after, the pidfd still refers to the
+/// old (now dead) process.
+pub fn open(proc_root: &Path, id: ProcessId) -> Result<Handle, SignalResult> {
+    let pid = Pid::from_raw(id.pid).ok_or(SignalResult::Gone)?;
+    let fd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::SRCH) => return Err(SignalResult::Gone),
+        Err(Errno::PERM | Errno::ACCESS) => return Err(SignalResult::NotPermitted),
+        Err(e) => return Err(SignalResult::Failed(e.raw_os_error())),
+    };
+    match super::start_ticks(proc_root, id.pid) {
+        Some(t) if t == id.start_ticks => Ok(Handle { id, fd }),
+        _ => Err(SignalResult::Gone),
+    }
+}
+
+impl Handle {
+    pub fn signal(&self, sig: Sig) -> SignalResult {
+        match rustix::process::pidfd_send_signal(&self.fd, sig.raw()) {
+            Ok(()) => SignalResult::Sent,
+            Err(Errno::SRCH) => SignalResult::Gone,
+            Err(Errno::PERM) => SignalResult::NotPermitted,
+            Err(e) => SignalResult::Failed(e.raw_os_error()),
+        }
+    }
+
+    /// Whether the process has exited (it may still be a zombie: dead all the same).
+    pub fn has_exited(&self) -> bool {
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        matches!(rustix::event::poll(&mut fds, Some(&zero())), Ok(n) if n > 0)
+    }
+}
+
+fn zero() -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    }
+}
+
+/// Waits until every handle in `live` has exited or `until` passes. Returns, for each
+/// handle that exited, its index in `live` and when we saw it exit. Polls all pidfds at
+/// once, so a wake-up costs one system call however many processes there are.
+pub fn wait_exits(live: &[&Handle], until: Instant) -> Vec<(usize, Instant)> {
+    let mut exited: Vec<Option<Instant>> = vec![None; live.len()];
+    loop {
+        let pending: Vec<usize> = (0..live.len()).filter(|&i| exited[i].is_none()).collect();
+        if pending.is_empty() {
+            break;
+        }
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        let left = until - now;
+        let mut fds: Vec<PollFd<'_>> = pending
+            .iter()
+            .map(|&i| PollFd::from_borrowed_fd(live[i].fd.as_fd(), PollFlags::IN))
+            .collect();
+        let timeout = rustix::time::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(0) => break,
+            Ok(_) => {
+                let seen = Instant::now();
+                for (k, fd) in fds.iter().enumerate() {
+                    if !fd.revents().is_empty() {
+                        exited[pending[k]] = Some(seen);
+                    }
+                }
+            }
+            Err(Errno::INTR) => continue,
+            Err(_) => {
+                // Should not happen with valid pidfds; fall back to checking one by one.
+                std::thread::sleep(Duration::from_millis(5).min(left));
+                for &i in &pending {
+                    if live[i].has_exited() {
+                        exited[i] = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+    exited
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| Some((i, t?)))
+        .collect()
+}
+
+/// Raises the soft limit on open files to the hard limit: a sweep holds one pidfd per
+/// process it kills, and 1,000 leaked processes are a real case.
+pub fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
+}

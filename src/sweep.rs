@@ -1,0 +1,238 @@
+//! The sweep: read, classify, kill, and repeat until nothing new appears or the deadline
+//! passes; then check that the ports the leaked processes held are free again.
+//!
+//! This is the one place that loops over the OS: `classify` decides on data, `kill` acts on
+//! one round, and this module ties rounds together.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::classify::{self, Class, Context, Decision, Plan, Policy, Rule};
+use crate::diff;
+use crate::kill::{self, Fate, RoundOptions};
+use crate::model::{Listener, Process, ProcessId, Snapshot};
+use crate::platform::{self, ReadError, ReadOptions};
+
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    pub grace: Duration,
+    pub deadline: Duration,
+    pub dry_run: bool,
+    pub proc_root: PathBuf,
+}
+
+/// One appeared process, what we decided and what happened to it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub process: Process,
+    pub class: Class,
+    pub evidence: Vec<Rule>,
+    /// `None` when we did not signal it (protected, ignored, unattributed).
+    pub fate: Option<Fate>,
+    /// The round (1-based) in which it was found.
+    pub round: u32,
+    /// Labels of the sockets it listened on when found.
+    pub listening: Vec<String>,
+}
+
+/// A listening socket held by a process we killed, checked afterwards.
+#[derive(Debug, Clone)]
+pub struct PortCheck {
+    pub listener: Listener,
+    /// The processes (of ours) that held it.
+    pub held_by: Vec<ProcessId>,
+    pub outcome: PortOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortOutcome {
+    Freed,
+    /// The same socket is still open, held by these processes (not killed: not ours, or
+    /// they survived).
+    StillHeld(Vec<ProcessId>),
+    /// The socket is gone but something else listens on the same address now.
+    Reused(Vec<ProcessId>),
+    /// Not checked (dry run).
+    NotChecked,
+}
+
+#[derive(Debug, Clone)]
+pub struct SweepOutcome {
+    pub baseline_taken_at_unix_ms: u64,
+    /// The snapshot of the first round (with host facts): the report's picture of the leak.
+    pub first: Snapshot,
+    pub entries: Vec<Entry>,
+    pub ports: Vec<PortCheck>,
+    pub zombies: usize,
+    pub rounds: u32,
+    pub elapsed: Duration,
+    pub deadline_hit: bool,
+    pub dry_run: bool,
+}
+
+impl SweepOutcome {
+    pub fn failing_leaks(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| e.class.is_failing_leak())
+    }
+    pub fn killed(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.fate, Some(Fate::Terminated { .. } | Fate::Killed { .. })))
+            .count()
+    }
+    pub fn survivors(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| {
+            matches!(
+                e.fate,
+                Some(
+                    Fate::Unkillable { .. }
+                        | Fate::Survived { .. }
+                        | Fate::Failed { .. }
+                        | Fate::DeadlinePassed
+                )
+            )
+        })
+    }
+}
+
+/// Sweeps everything that appeared since `baseline`.
+pub fn sweep(
+    baseline: &Snapshot,
+    ctx: &Context,
+    policy: &Policy,
+    opts: &SweepOptions,
+) -> Result<SweepOutcome, ReadError> {
+    let started = Instant::now();
+    let deadline = started + opts.deadline;
+    let read = |host_facts: bool| {
+        platform::read_snapshot(&ReadOptions {
+            proc_root: opts.proc_root.clone(),
+            sockets: true,
+            host_facts,
+        })
+    };
+    let first = read(true)?;
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut seen: HashSet<ProcessId> = HashSet::new();
+    let mut held: HashMap<u64, (Listener, Vec<ProcessId>)> = HashMap::new();
+    let mut rounds = 0;
+    let mut zombies = 0;
+    let mut now = first.clone();
+    loop {
+        rounds += 1;
+        let appeared = diff::appeared(baseline, &now);
+        if rounds == 1 {
+            zombies = diff::appeared_zombies(baseline, &now).len();
+        }
+        let plan: Plan = classify::classify(&now, &appeared, ctx, policy);
+        let fresh: Vec<&Decision> = plan
+            .decisions
+            .iter()
+            .filter(|d| !seen.contains(&d.id))
+            .collect();
+        let mut targets: Vec<&Process> = Vec::new();
+        for d in &fresh {
+            seen.insert(d.id);
+            let Some(p) = now.process(d.id) else { continue };
+            let listening: Vec<String> = now.listeners_of(d.id).map(Listener::label).collect();
+            if d.class.is_target(policy) {
+                targets.push(p);
+                for l in now.listeners_of(d.id) {
+                    held.entry(l.inode)
+                        .or_insert_with(|| (l.clone(), Vec::new()))
+                        .1
+                        .push(d.id);
+                }
+            }
+            entries.push(Entry {
+                process: p.clone(),
+                class: d.class.clone(),
+                evidence: d.evidence.clone(),
+                fate: None,
+                round: rounds,
+                listening,
+            });
+        }
+        if targets.is_empty() {
+            break;
+        }
+        kill::group_order(&mut targets);
+        let ids: Vec<ProcessId> = targets.iter().map(|p| p.id).collect();
+        let fates: HashMap<ProcessId, Fate> = if opts.dry_run {
+            ids.iter().map(|&id| (id, Fate::WouldKill)).collect()
+        } else {
+            kill::terminate(
+                &opts.proc_root,
+                &ids,
+                &RoundOptions {
+                    grace: opts.grace,
+                    deadline,
+                },
+            )
+            .into_iter()
+            .collect()
+        };
+        for e in entries.iter_mut().filter(|e| e.fate.is_none()) {
+            if let Some(f) = fates.get(&e.process.id) {
+                e.fate = Some(*f);
+            }
+        }
+        if opts.dry_run || Instant::now() >= deadline {
+            break;
+        }
+        // Children born while we worked, respawned replacements: look again.
+        now = read(false)?;
+    }
+    let deadline_hit = Instant::now() >= deadline;
+    let ports = if opts.dry_run {
+        held.into_values()
+            .map(|(listener, held_by)| PortCheck {
+                listener,
+                held_by,
+                outcome: PortOutcome::NotChecked,
+            })
+            .collect()
+    } else {
+        check_ports(held, &read(false)?)
+    };
+    Ok(SweepOutcome {
+        baseline_taken_at_unix_ms: baseline.taken_at_unix_ms,
+        first,
+        entries,
+        ports,
+        zombies,
+        rounds,
+        elapsed: started.elapsed(),
+        deadline_hit,
+        dry_run: opts.dry_run,
+    })
+}
+
+fn check_ports(held: HashMap<u64, (Listener, Vec<ProcessId>)>, after: &Snapshot) -> Vec<PortCheck> {
+    let mut out: Vec<PortCheck> = held
+        .into_values()
+        .map(|(listener, held_by)| {
+            let same_socket = after.listeners.iter().find(|l| l.inode == listener.inode);
+            let outcome = if let Some(l) = same_socket {
+                PortOutcome::StillHeld(l.owners.clone())
+            } else if let Some(l) = after.listeners.iter().find(|l| {
+                l.protocol == listener.protocol
+                    && l.address == listener.address
+                    && l.port == listener.port
+                    && l.path == listener.path
+            }) {
+                PortOutcome::Reused(l.owners.clone())
+            } else {
+                PortOutcome::Freed
+            };
+            PortCheck {
+                listener,
+                held_by,
+                outcome,
+            }
+        })
+        .collect();
+    out.sort_by_key(|p| p.listener.label());
+    out
+}
