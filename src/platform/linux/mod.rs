@@ -8,6 +8,7 @@
 
 pub mod net;
 pub mod parse;
+pub mod sock_diag;
 
 use std::collections::HashMap;
 use std::fs::File;
