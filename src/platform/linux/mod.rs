@@ -225,6 +225,12 @@ pub fn clock_ticks_per_second() -> u64 {
 }
 
 fn read_listeners(root: &Path, unreadable: &mut Vec<Unreadable>) -> Vec<Listener> {
+    if root == Path::new("/proc") {
+        match sock_diag::read_listeners() {
+            Ok(listeners) => return listeners,
+            Err(e) => tracing::debug!("sock_diag: {e}; reading /proc/net instead"),
+        }
+    }
     let mut out = Vec::new();
     let files: [(&str, Protocol, Option<u8>); 5] = [
         ("net/tcp", Protocol::Tcp, Some(4)),
