@@ -10,6 +10,7 @@ pub mod child;
 pub mod net;
 pub mod parse;
 pub mod signal;
+pub mod sock_diag;
 
 pub use child::{become_subreaper, spawn, ChildError, ChildExit, Received, Supervised};
 pub use signal::{open, raise_fd_limit, wait_exits, Handle, Sig, SignalResult};
@@ -229,6 +230,12 @@ pub fn clock_ticks_per_second() -> u64 {
 }
 
 fn read_listeners(root: &Path, unreadable: &mut Vec<Unreadable>) -> Vec<Listener> {
+    if root == Path::new("/proc") {
+        match sock_diag::read_listeners() {
+            Ok(listeners) => return listeners,
+            Err(e) => tracing::debug!("sock_diag: {e}; reading /proc/net instead"),
+        }
+    }
     let mut out = Vec::new();
     let files: [(&str, Protocol, Option<u8>); 5] = [
         ("net/tcp", Protocol::Tcp, Some(4)),
