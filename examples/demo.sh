@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The README's first command: build ci-janitor, then show it on a realistic leaky job, the
+# way a CI job uses it: snapshot at the start, the tests, then diff and sweep at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet --bin ci-janitor
+janitor=target/release/ci-janitor
+state=$(mktemp -d)/state.json
+
+# GitHub's runner marks every process of a job with RUNNER_TRACKING_ID; do the same here,
+# so the daemon that escapes into its own session is still known to be the job's.
+export RUNNER_TRACKING_ID="demo_$$_$RANDOM"
+
+echo "\$ ci-janitor snapshot"
+$janitor snapshot --state "$state"
+echo
+echo "\$ bash examples/leaky-test-suite.sh"
+bash examples/leaky-test-suite.sh
+echo
+echo "\$ ci-janitor diff        # what the job left running (kills nothing)"
+$janitor diff --state "$state"
+echo
+echo "\$ ci-janitor sweep --grace 2s"
+set +e
+$janitor sweep --state "$state" --grace 2s --report-json "${state%/*}/report.json"
+status=$?
+set -e
+echo
+echo "(sweep exited with $status: 1 means leaks were found and killed; the JSON report is"
+echo " at ${state%/*}/report.json)"
