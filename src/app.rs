@@ -195,7 +195,14 @@ fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
 
 fn snapshot(args: SnapshotArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let path = settings::state_path(&args.state, env);
-    let snap = platform::read_snapshot(&ReadOptions::default())?;
+    let snap = platform::read_snapshot(&ReadOptions {
+        detail: if args.full {
+            platform::Detail::All
+        } else {
+            platform::Detail::None
+        },
+        ..ReadOptions::default()
+    })?;
     state::save(&path, &snap)?;
     let mut out = std::io::stdout().lock();
     if args.print {
@@ -219,6 +226,7 @@ fn diff(args: DiffArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let baseline = state::load(&path, &boot_id)?;
     let now = platform::read_snapshot(&ReadOptions {
         host_facts: false,
+        detail: platform::Detail::new_since(&baseline),
         ..opts
     })?;
     let appeared = crate::diff::appeared(&baseline, &now);

@@ -73,6 +73,11 @@ pub struct SnapshotArgs {
     /// Also print the snapshot as JSON on stdout.
     #[arg(long)]
     pub print: bool,
+    /// Read every process's details too (argv, job markers, exe, cwd, cgroup, real uid).
+    /// By default the baseline records identity, parentage, state, name, owner and
+    /// sockets, which is all a later sweep needs, at a fraction of the cost.
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Args)]

@@ -196,6 +196,11 @@ pub struct Process {
     pub threads: u32,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kernel_thread: bool,
+    /// Whether the details (argv, markers, exe, cwd, cgroup, real uid) were read. A
+    /// baseline reads them for no process; a sweep for the processes that appeared. Without
+    /// details, `uid` is the effective uid (the owner of `/proc/PID`).
+    #[serde(default)]
+    pub details: bool,
     #[serde(default, skip_serializing_if = "Markers::is_empty")]
     pub markers: Markers,
     /// Fields that could not be read, with the reason (`"environ: permission denied"`).

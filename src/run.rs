@@ -16,6 +16,7 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     settings.policy.only_attributed = true;
     let read = ReadOptions {
         host_facts: false,
+        detail: platform::Detail::None,
         ..ReadOptions::default()
     };
     let baseline = platform::read_snapshot(&read)?;

@@ -265,6 +265,7 @@ mod tests {
                 cgroup: None,
                 threads: 1,
                 kernel_thread: false,
+                details: true,
                 markers: Default::default(),
                 unreadable: vec![],
             }],

@@ -105,11 +105,13 @@ pub fn sweep(
 ) -> Result<SweepOutcome, ReadError> {
     let started = Instant::now();
     let deadline = started + opts.deadline;
+    let detail = platform::Detail::new_since(baseline);
     let read = |host_facts: bool| {
         platform::read_snapshot(&ReadOptions {
             proc_root: opts.proc_root.clone(),
             sockets: true,
             host_facts,
+            detail: detail.clone(),
         })
     };
     let first = read(true)?;

@@ -21,6 +21,7 @@ pub fn proc_at(pid: i32, ppid: i32, start_ticks: u64) -> Process {
         cgroup: None,
         threads: 1,
         kernel_thread: false,
+        details: true,
         markers: Default::default(),
         unreadable: vec![],
     }

@@ -41,6 +41,41 @@ pub struct ReadOptions {
     /// Read host facts (OS, kernel, hostname, memory) for the report header. Off for the
     /// repeated re-reads of a sweep, which only need processes.
     pub host_facts: bool,
+    /// Which processes get their details read.
+    pub detail: Detail,
+}
+
+/// How much to read per process. Identity, parentage, group, session, state, name, owner
+/// and the sockets it holds are always read (one `stat` read, one `fstat`, the fd walk).
+/// The details — argv, job markers from the environment, exe, cwd, cgroup, real uid — cost
+/// five more files per process and matter only for processes that may be classified, that
+/// is those that appeared since the baseline.
+#[derive(Debug, Clone, Default)]
+pub enum Detail {
+    /// Details for every process.
+    #[default]
+    All,
+    /// Details for no process: a baseline, which is only ever used to exclude.
+    None,
+    /// Details for every process except these (the baseline's).
+    Except(std::sync::Arc<std::collections::HashSet<ProcessId>>),
+}
+
+impl Detail {
+    fn wants(&self, id: &ProcessId) -> bool {
+        match self {
+            Detail::All => true,
+            Detail::None => false,
+            Detail::Except(known) => !known.contains(id),
+        }
+    }
+
+    /// Details for what is new since `baseline`.
+    pub fn new_since(baseline: &Snapshot) -> Detail {
+        Detail::Except(std::sync::Arc::new(
+            baseline.processes.iter().map(|p| p.id).collect(),
+        ))
+    }
 }
 
 impl Default for ReadOptions {
@@ -49,6 +84,7 @@ impl Default for ReadOptions {
             proc_root: PathBuf::from("/proc"),
             sockets: true,
             host_facts: true,
+            detail: Detail::All,
         }
     }
 }
@@ -102,7 +138,7 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
     let mut reader = ProcReader::default();
     let mut processes = Vec::with_capacity(pids.len());
     for pid in pids {
-        match reader.read_process(root, pid, &by_inode) {
+        match reader.read_process(root, pid, &by_inode, &opts.detail) {
             Ok((process, sockets)) => {
                 for idx in sockets {
                     listeners[idx].owners.push(process.id);
@@ -140,7 +176,7 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
 /// identity. `None` when it is gone (or is not a readable process).
 pub fn read_one(proc_root: &Path, pid: i32) -> Option<Process> {
     ProcReader::default()
-        .read_process(proc_root, pid, &HashMap::new())
+        .read_process(proc_root, pid, &HashMap::new(), &Detail::All)
         .ok()
         .map(|(p, _)| p)
 }
@@ -312,6 +348,7 @@ impl ProcReader {
         root: &Path,
         pid: i32,
         sockets: &HashMap<u64, usize>,
+        detail: &Detail,
     ) -> Result<(Process, Vec<usize>), ProcessGone> {
         let dir = rustix::fs::open(
             root.join(pid.to_string()),
@@ -340,16 +377,24 @@ impl ProcReader {
             cgroup: None,
             threads: stat.threads,
             kernel_thread: stat.is_kernel_thread(),
+            details: false,
             markers: Default::default(),
             unreadable: Vec::new(),
         };
+        if p.kernel_thread {
+            return Ok((p, Vec::new()));
+        }
+        if !detail.wants(&p.id) {
+            // The owner of /proc/PID: the effective uid (root for a non-dumpable process).
+            p.uid = rustix::fs::fstat(&dir).ok().map(|st| st.st_uid);
+            let held = self.held(&dir, sockets, &mut p)?;
+            return Ok((p, held));
+        }
+        p.details = true;
         match self.read_file(&dir, "status") {
             Ok(buf) => p.uid = parse_status_uid(buf),
             Err(e) if is_gone(e) => return Err(ProcessGone),
             Err(e) => p.unreadable.push(format!("status: {}", errno_text(e))),
-        }
-        if p.kernel_thread {
-            return Ok((p, Vec::new()));
         }
         match self.read_file(&dir, "cgroup") {
             Ok(buf) => p.cgroup = parse_cgroup(buf),
@@ -377,21 +422,30 @@ impl ProcReader {
                 Err(e) => p.unreadable.push(format!("{name}: {}", errno_text(e))),
             }
         }
-        let held = if sockets.is_empty() {
-            Vec::new()
-        } else {
-            match held_sockets(&dir, sockets) {
-                Ok(held) => held,
-                Err(e) if is_gone(e) => return Err(ProcessGone),
-                Err(e) => {
-                    p.unreadable.push(format!("fd: {}", errno_text(e)));
-                    Vec::new()
-                }
-            }
-        };
+        let held = self.held(&dir, sockets, &mut p)?;
         // If the process died after we opened its directory, reads above answer ESRCH, which
         // we already turned into ProcessGone; a zombie by now is still this process.
         Ok((p, held))
+    }
+
+    /// The listening sockets among the process's descriptors (none asked: none read).
+    fn held(
+        &mut self,
+        dir: &OwnedFd,
+        sockets: &HashMap<u64, usize>,
+        p: &mut Process,
+    ) -> Result<Vec<usize>, ProcessGone> {
+        if sockets.is_empty() {
+            return Ok(Vec::new());
+        }
+        match held_sockets(dir, sockets) {
+            Ok(held) => Ok(held),
+            Err(e) if is_gone(e) => Err(ProcessGone),
+            Err(e) => {
+                p.unreadable.push(format!("fd: {}", errno_text(e)));
+                Ok(Vec::new())
+            }
+        }
     }
 }
 

@@ -142,6 +142,7 @@ fn read(root: &Path) -> Snapshot {
         proc_root: root.to_owned(),
         sockets: true,
         host_facts: false,
+        detail: Detail::All,
     })
     .unwrap()
 }
@@ -233,6 +234,7 @@ fn no_boot_id_falls_back_to_btime_then_errors() {
         proc_root: tmp.path().to_owned(),
         sockets: false,
         host_facts: false,
+        detail: Detail::All,
     })
     .is_err());
 }
@@ -243,6 +245,7 @@ fn missing_proc_root_is_an_error() {
         proc_root: "/nonexistent/proc".into(),
         sockets: true,
         host_facts: false,
+        detail: Detail::All,
     })
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/proc"), "{err}");
@@ -258,4 +261,38 @@ fn reads_the_real_proc_and_finds_itself() {
     assert!(s.processes.iter().any(|p| p.id.pid == 1));
     assert!(s.taken_at_boot_ticks >= p.id.start_ticks);
     assert_eq!(self_id(Path::new("/proc")), Some(me));
+}
+
+#[test]
+fn details_only_where_asked() {
+    let tmp = fake_proc();
+    let full = read(tmp.path());
+    let known: std::collections::HashSet<ProcessId> = full
+        .processes
+        .iter()
+        .filter(|p| p.id.pid != 10)
+        .map(|p| p.id)
+        .collect();
+    let s = read_snapshot(&ReadOptions {
+        proc_root: tmp.path().to_owned(),
+        sockets: true,
+        host_facts: false,
+        detail: Detail::Except(std::sync::Arc::new(known)),
+    })
+    .unwrap();
+    for p in &s.processes {
+        let new = p.id.pid == 10;
+        assert_eq!(p.details, new && !p.kernel_thread, "{p:?}");
+        assert_eq!(p.argv.is_empty(), !new, "{p:?}");
+        assert_eq!(p.markers.is_empty(), !new, "{p:?}");
+    }
+    // Ownership of sockets is read for every process, detailed or not.
+    assert_eq!(s.listeners, full.listeners);
+    // The basics are there without details.
+    let child = s.processes.iter().find(|p| p.id.pid == 11).unwrap();
+    assert_eq!(
+        (child.ppid, child.state, child.comm.lossy().as_ref()),
+        (10, 'S', "python3")
+    );
+    assert!(child.uid.is_some());
 }
