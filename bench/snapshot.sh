@@ -2,8 +2,8 @@
 # Snapshot benchmark: `ci-janitor snapshot` vs ps + ss, lsof and psutil with 100, 1,000
 # and 5,000 real idle processes (10% TCP listeners on 127.0.0.1, 10% unix listeners).
 #
-#   bash bench/snapshot.sh            # full run (15 rounds; 10 at N=5,000)
-#   bash bench/snapshot.sh --quick    # 5 rounds (3 at N=5,000)
+#   bash bench/snapshot.sh            # full run (15 interleaved rounds per size)
+#   bash bench/snapshot.sh --quick    # 5 rounds per size
 #   bash bench/snapshot.sh --sizes 100,1000 --reps 100=9,1000=9   # anything else goes to the driver
 #
 # Installs what it needs (lsof, iproute2, procps, gcc via apt-get; psutil via pip), builds a
@@ -22,7 +22,7 @@ mkdir -p "$TOOLS"
 driver_args=()
 for a in "$@"; do
   case "$a" in
-    --quick) driver_args+=(--reps 100=5,1000=5,5000=3) ;;
+    --quick) driver_args+=(--reps 100=5,1000=5,5000=5) ;;
     *) driver_args+=("$a") ;;
   esac
 done
@@ -31,8 +31,14 @@ log() { echo "[bench] $*" >&2; }
 
 # ---- cleanup: whatever happens, the spawned process group must not outlive us -------------
 live_in_group() { ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/' | wc -l; }
+DRIVER_PID=
 cleanup() {
   local rc=$?
+  if [[ -n $DRIVER_PID ]] && kill -0 "$DRIVER_PID" 2>/dev/null; then
+    # The driver stops its spawner itself on SIGTERM; give it a moment, then go on anyway.
+    kill -TERM "$DRIVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$DRIVER_PID" 2>/dev/null || break; sleep 0.1; done
+  fi
   if [[ -s $PGID_FILE ]]; then
     local pgid
     pgid=$(cat "$PGID_FILE")
@@ -100,10 +106,14 @@ gcc -O2 -Wall -Wextra -static -o "$TOOLS/run_rusage" bench/run_rusage.c 2>/dev/n
 log "limits: pid_max $(cat /proc/sys/kernel/pid_max), threads-max $(cat /proc/sys/kernel/threads-max), ulimit -u $(ulimit -u)"
 
 # ---- run ----------------------------------------------------------------------------------
+# In the background + wait, so that a SIGTERM/SIGINT to this script runs the traps at once.
 "$PY" bench/snapshot_bench.py \
   --cij "$CIJ" --spawner "$TOOLS/spawn_idle" --runner "$TOOLS/run_rusage" --python "$PY" \
   --workdir "$OUT" --pgid-file "$PGID_FILE" \
   --out-md "$OUT/results.md" --out-json "$OUT/results.json" \
   --command-line "bash bench/snapshot.sh $*" \
-  "${driver_args[@]}"
+  "${driver_args[@]}" &
+DRIVER_PID=$!
+wait "$DRIVER_PID"
+DRIVER_PID=
 log "tables written to $OUT/results.md, raw samples to $OUT/results.json"

@@ -390,7 +390,7 @@ def main() -> int:
     ap.add_argument("--runner", required=True, help="compiled bench/run_rusage.c")
     ap.add_argument("--python", default=sys.executable, help="interpreter for the psutil and startup rows")
     ap.add_argument("--sizes", default="100,1000,5000")
-    ap.add_argument("--reps", default="100=15,1000=15,5000=10", help="rounds per size, N=REPS,...")
+    ap.add_argument("--reps", default="100=15,1000=15,5000=15", help="rounds per size, N=REPS,...")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", default=None, help="where the state file goes (default: a temp dir)")
