@@ -99,6 +99,7 @@ RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$OUT \
 CIJ=$OUT/$HOST/release/ci-janitor
 
 gcc -O2 -Wall -Wextra -o "$TOOLS/spawn_idle" bench/spawn_idle.c
+gcc -O2 -Wall -Wextra -o "$TOOLS/proc_cost" bench/proc_cost.c
 # Static keeps the RSS floor a forked child inherits small; fall back to dynamic.
 gcc -O2 -Wall -Wextra -static -o "$TOOLS/run_rusage" bench/run_rusage.c 2>/dev/null ||
   gcc -O2 -Wall -Wextra -o "$TOOLS/run_rusage" bench/run_rusage.c
@@ -109,9 +110,9 @@ log "limits: pid_max $(cat /proc/sys/kernel/pid_max), threads-max $(cat /proc/sy
 # In the background + wait, so that a SIGTERM/SIGINT to this script runs the traps at once.
 "$PY" bench/snapshot_bench.py \
   --cij "$CIJ" --spawner "$TOOLS/spawn_idle" --runner "$TOOLS/run_rusage" --python "$PY" \
-  --workdir "$OUT" --pgid-file "$PGID_FILE" \
+  --proc-cost "$TOOLS/proc_cost" --workdir "$OUT" --pgid-file "$PGID_FILE" \
   --out-md "$OUT/results.md" --out-json "$OUT/results.json" \
-  --command-line "bash bench/snapshot.sh $*" \
+  --command-line "$(echo bash bench/snapshot.sh "$@")" \
   "${driver_args[@]}" &
 DRIVER_PID=$!
 wait "$DRIVER_PID"

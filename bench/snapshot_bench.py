@@ -274,11 +274,16 @@ def bench_size(args, tools: dict, n: int, reps: int) -> dict:
         left = len(group_members(info["pgid"]))
         if left != n + 1:
             raise RuntimeError(f"group shrank to {left} during the runs")
+        proc_cost = None
+        if args.proc_cost:
+            rounds = "3" if n >= 5000 else "5"
+            proc_cost = subprocess.run([args.proc_cost, rounds], stdout=subprocess.PIPE,
+                                       text=True, check=True).stdout
     finally:
         sp.stop()
     log(f"N={n}: spawned group gone")
     return {"n": n, "reps": reps, "info": info, "machine_processes": total, "sanity": seen,
-            "samples": samples, "cij_internal_ms": cij_internal_ms}
+            "samples": samples, "cij_internal_ms": cij_internal_ms, "proc_cost": proc_cost}
 
 
 # ---------------------------------------------------------------- report
@@ -394,6 +399,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", default=None, help="where the state file goes (default: a temp dir)")
+    ap.add_argument("--proc-cost", default=None, help="compiled bench/proc_cost.c: run it at each size")
     ap.add_argument("--pgid-file", default=None, help="write the spawner's pgid here (for an outside trap)")
     ap.add_argument("--out-md", default=None)
     ap.add_argument("--out-json", default=None)
@@ -444,6 +450,11 @@ def main() -> int:
         md.append(table(res))
         if res["n"] == 1000:
             md.append(verdicts(res))
+    if any(r["proc_cost"] for r in results):
+        md += ["### Where the time goes: cost of each /proc read (`bench/proc_cost.c`, lean C, one thread)", ""]
+        for res in results:
+            if res["proc_cost"]:
+                md += [f"N = {res['n']:,}:", "", "```", res["proc_cost"].rstrip(), "```", ""]
     text = "\n".join(md)
     print(text)
     if args.out_md:
