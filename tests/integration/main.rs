@@ -12,3 +12,7 @@
 mod support;
 
 mod fixture_selftest;
+mod janitor;
+mod run;
+mod static_build;
+mod sweep;

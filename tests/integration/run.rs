@@ -1,0 +1,325 @@
+//! `ci-janitor run -- CMD` on real leaking process trees: every leak is found, killed and
+//! reported with its evidence; everything else survives.
+
+use std::time::Duration;
+
+use crate::janitor::{janitor, output_of, spawned_from, Report};
+use crate::support::{
+    alive, fixture_exe, port_is_listening_tcp, serial, unix_listening, wait_dead, Fixture, Port,
+    ScratchDir, Spawned,
+};
+
+/// Runs `ci-janitor run --grace 1s -- cij-fixture SCENARIO ARGS` in a scratch directory;
+/// returns what the fixture left, the report, and the exit code.
+fn run_fixture(
+    dir: &ScratchDir,
+    scenario: &str,
+    args: &[&str],
+    extra: &[&str],
+) -> (Spawned, Report, i32) {
+    let report = dir.path().join("report.json");
+    let mut c = janitor();
+    c.current_dir(dir.path())
+        .args(["run", "--grace", "1s", "--color", "never", "--report-json"])
+        .arg(&report)
+        .args(extra)
+        .arg("--")
+        .arg(fixture_exe())
+        .arg(scenario)
+        .args(args);
+    let out = output_of(c);
+    let spawned = spawned_from(&out.stdout);
+    (
+        spawned,
+        Report::read(&report),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// The common assertions: exit 1, every leaked process reported as the job's and dead.
+fn assert_all_killed(spawned: &Spawned, report: &Report, code: i32) {
+    assert_eq!(code, 1, "a leak fails the run");
+    assert!(report.failed);
+    for p in &spawned.procs {
+        let entry = report.entry(p.ident());
+        assert_eq!(entry.class, "job", "{p:?}: {entry:?}");
+        assert!(
+            entry
+                .evidence
+                .iter()
+                .any(|e| e == "run-marker" || e == "descendant"),
+            "{p:?}: {entry:?}"
+        );
+        let fate = report.fate(p.ident());
+        assert!(
+            matches!(fate.as_str(), "terminated" | "killed" | "already-gone"),
+            "{p:?}: {fate}"
+        );
+    }
+    assert!(
+        wait_dead(&spawned.idents(), Duration::from_secs(5)),
+        "leaked processes still alive after the sweep"
+    );
+}
+
+#[test]
+fn background_sleep() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_sleep");
+    let (s, r, code) = run_fixture(&dir, "sleep", &[], &[]);
+    assert_eq!(s.procs.len(), 1);
+    assert_all_killed(&s, &r, code);
+    assert_eq!(r.fate(s.procs[0].ident()), "terminated");
+}
+
+#[test]
+fn double_forked_setsid_daemon() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_dfork");
+    let (s, r, code) = run_fixture(&dir, "double-fork", &[], &[]);
+    assert_all_killed(&s, &r, code);
+}
+
+#[test]
+fn child_with_empty_environment() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_envi");
+    let (s, r, code) = run_fixture(&dir, "env-clear", &[], &[]);
+    assert_all_killed(&s, &r, code);
+    // No marker survives `env -i`: the subreaper's descent is the evidence.
+    for p in &s.procs {
+        assert_eq!(r.entry(p.ident()).evidence, vec!["descendant"]);
+    }
+}
+
+#[test]
+fn renamed_process() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_rename");
+    let (s, r, code) = run_fixture(&dir, "rename", &[], &[]);
+    assert_all_killed(&s, &r, code);
+}
+
+#[test]
+fn own_process_group() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_pgrp");
+    let (s, r, code) = run_fixture(&dir, "new-pgrp", &[], &[]);
+    assert_all_killed(&s, &r, code);
+}
+
+#[test]
+fn term_ignoring_process_gets_kill() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_noterm");
+    let (s, r, code) = run_fixture(&dir, "ignore-term", &[], &[]);
+    assert_all_killed(&s, &r, code);
+    assert_eq!(r.fate(s.procs[0].ident()), "killed");
+}
+
+#[test]
+fn respawner_is_swept_to_a_fixed_point() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_respawn");
+    let (s, r, code) = run_fixture(&dir, "respawner", &["--max", "20"], &[]);
+    assert_all_killed(&s, &r, code);
+    assert!(r.rounds >= 1);
+    // Nothing the respawner forked is left either (cwd is inherited by every child).
+    assert!(crate::support::live_under(dir.path()).is_empty());
+}
+
+#[test]
+fn chain_fifty_deep() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_chain");
+    let (s, r, code) = run_fixture(&dir, "chain", &["--depth", "50"], &[]);
+    assert_eq!(s.procs.len(), 50);
+    assert_all_killed(&s, &r, code);
+}
+
+#[test]
+fn thousand_processes_in_a_hundred_groups() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_groups");
+    let (s, r, code) = run_fixture(
+        &dir,
+        "groups",
+        &["--groups", "100", "--per-group", "10"],
+        &[],
+    );
+    assert_eq!(s.procs.len(), 1000);
+    assert_all_killed(&s, &r, code);
+    assert_eq!(r.leaked, 1000);
+    assert_eq!(r.killed, 1000);
+}
+
+#[test]
+fn tcp_and_unix_listeners_are_freed() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_ports");
+    let (tcp, r, code) = run_fixture(&dir, "tcp-listen", &[], &[]);
+    assert_all_killed(&tcp, &r, code);
+    let Port::Tcp { port, pid, .. } = &tcp.ports[0] else {
+        panic!("{tcp:?}")
+    };
+    assert!(!port_is_listening_tcp(*port));
+    let holder = tcp.procs.iter().find(|p| p.pid == *pid).unwrap();
+    assert_eq!(
+        r.entry(holder.ident()).listening,
+        vec![format!("tcp 127.0.0.1:{port}")]
+    );
+    let checked = r
+        .ports
+        .iter()
+        .find(|p| p.socket.ends_with(&format!(":{port}")))
+        .expect("port in report");
+    assert_eq!(checked.outcome, "freed");
+    assert_eq!(checked.held_by, vec![*pid]);
+
+    let path = dir.path().join("s.sock");
+    let path_arg = path.to_str().unwrap();
+    let (unix, r, code) = run_fixture(&dir, "unix-listen", &["--path", path_arg], &[]);
+    assert_all_killed(&unix, &r, code);
+    assert!(!unix_listening(&path));
+    let checked = r
+        .ports
+        .iter()
+        .find(|p| p.socket.contains("s.sock"))
+        .expect("socket in report");
+    assert_eq!(checked.outcome, "freed");
+}
+
+#[test]
+fn dry_run_reports_and_kills_nothing() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_dry");
+    let (s, r, code) = run_fixture(&dir, "sleep", &[], &["--dry-run"]);
+    assert_eq!(code, 1, "a dry run still fails on a leak");
+    assert!(r.dry_run);
+    assert_eq!(r.fate(s.procs[0].ident()), "would-kill");
+    assert!(alive(&s.procs[0].ident()), "dry run killed the process");
+    // ScratchDir's drop cleans it up.
+}
+
+#[test]
+fn allow_and_fail_on_never_pass() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_allow");
+    let (s, r, code) = run_fixture(&dir, "sleep", &[], &["--allow", "*cij-fixture*"]);
+    assert_eq!(code, 0, "an allowed leak does not fail");
+    assert_eq!(r.entry(s.procs[0].ident()).class, "allowed");
+    assert!(
+        wait_dead(&s.idents(), Duration::from_secs(5)),
+        "allowed leaks are still killed"
+    );
+
+    let (s, r, code) = run_fixture(&dir, "sleep", &[], &["--fail-on", "never"]);
+    assert_eq!(code, 0);
+    assert_eq!(r.entry(s.procs[0].ident()).class, "job");
+    assert!(!r.failed);
+}
+
+#[test]
+fn processes_outside_the_command_survive() {
+    let _g = serial();
+    // Alive before `run` starts.
+    let before = Fixture::spawn("sleep", &[]);
+    let dir = ScratchDir::new("run_outside");
+    let report = dir.path().join("report.json");
+    let mut c = janitor();
+    c.current_dir(dir.path())
+        .args(["run", "--grace", "1s", "--report-json"])
+        .arg(&report)
+        .arg("--")
+        .arg(fixture_exe())
+        .args(["sleep", "--stay"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let s = spawned_from(line.as_bytes());
+    // Started while the command runs, but not by it: a setsid daemon and a plain child of
+    // the test.
+    let during = Fixture::builder("double-fork").spawn();
+    let during_child = Fixture::builder("sleep").stay().spawn();
+    drop(child.stdin.take()); // the command exits; the sweep starts
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let r = Report::read(&report);
+    assert_all_killed(&s, &r, 1);
+    for id in before
+        .spawned()
+        .idents()
+        .iter()
+        .chain(during.spawned().idents().iter())
+        .chain(during_child.spawned().idents().iter())
+    {
+        assert!(
+            alive(id),
+            "{id:?} was not the command's but is gone ({:?}); report: {:?}",
+            crate::support::read_stat(id.pid),
+            r.by_ident().get(id)
+        );
+        assert!(
+            !r.by_ident().contains_key(id),
+            "{id:?} should not even be reported"
+        );
+    }
+}
+
+#[test]
+fn exit_status_of_the_command_comes_first() {
+    let _g = serial();
+    for (cmd, want) in [("exit 7", 7), ("kill -TERM $$", 143), ("true", 0)] {
+        let mut c = janitor();
+        c.args(["run", "--", "sh", "-c", cmd]);
+        assert_eq!(output_of(c).status.code(), Some(want), "{cmd}");
+    }
+}
+
+#[test]
+fn missing_command_is_a_usage_error() {
+    let mut c = janitor();
+    c.args(["run", "--", "/nonexistent/command"]);
+    let out = output_of(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/command"));
+    let mut c = janitor();
+    c.args(["run"]);
+    assert_eq!(output_of(c).status.code(), Some(2));
+}
+
+#[test]
+fn sigterm_is_forwarded_then_leftovers_swept() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_sigterm");
+    let report = dir.path().join("report.json");
+    let mut c = janitor();
+    c.current_dir(dir.path())
+        .args(["run", "--grace", "1s", "--report-json"])
+        .arg(&report)
+        .arg("--")
+        .arg(fixture_exe())
+        .args(["sleep", "--stay"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // The fixture prints its line once its leak is in place; then stop the janitor.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let s = spawned_from(line.as_bytes());
+    let me = crate::support::Ident::of(child.id() as i32).unwrap();
+    assert!(crate::support::kill_ident(
+        &me,
+        crate::support::Signal::TERM
+    ));
+    let status = child.wait().unwrap();
+    // The fixture died of the forwarded SIGTERM: 128 + 15.
+    assert_eq!(status.code(), Some(143));
+    let r = Report::read(&report);
+    assert_all_killed(&s, &r, 1);
+    assert!(!alive(&s.fixture), "the command itself got the SIGTERM");
+}

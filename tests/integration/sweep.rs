@@ -1,0 +1,365 @@
+//! `ci-janitor snapshot` then `ci-janitor sweep`, the way a CI job uses them: attribution by
+//! RUNNER_TRACKING_ID, by session and by descent; what must survive (the baseline, other
+//! sessions, our ancestors, other users); and state files that are missing or wrong.
+//!
+//! Every sweep here runs in a session of its own (or inside a job script that has one), so
+//! the "same session" rule can never reach the session the tests themselves run in.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::janitor::{janitor, janitor_exe, janitor_in_new_session, output_of, snapshot, Report};
+use crate::support::{alive, fixture_exe, serial, wait_dead, Fixture, ScratchDir};
+
+fn unique_tracking_id(label: &str) -> String {
+    format!("github_test_{label}_{}", std::process::id())
+}
+
+/// `ci-janitor sweep` in a new session with this job's RUNNER_TRACKING_ID.
+fn sweep(dir: &Path, state: &Path, tracking: Option<&str>, extra: &[&str]) -> (Report, i32) {
+    let report = dir.join("report.json");
+    let _ = std::fs::remove_file(&report);
+    let mut c = janitor_in_new_session();
+    c.current_dir(dir)
+        .args(["sweep", "--grace", "1s", "--color", "never", "--state"])
+        .arg(state)
+        .arg("--report-json")
+        .arg(&report)
+        .args(extra);
+    if let Some(t) = tracking {
+        c.env("RUNNER_TRACKING_ID", t);
+    }
+    let out = output_of(c);
+    (Report::read(&report), out.status.code().unwrap_or(-1))
+}
+
+#[test]
+fn tracking_id_finds_a_setsid_daemon_and_spares_the_rest() {
+    let _g = serial();
+    let dir = ScratchDir::new("sweep_tid");
+    let tid = unique_tracking_id("tid");
+    // Alive at snapshot time, even with this job's marker: never touched.
+    let baseline = Fixture::builder("double-fork")
+        .env("RUNNER_TRACKING_ID", &tid)
+        .spawn();
+    let state = snapshot(dir.path());
+    // The job's daemon (escaped into its own session, orphaned, but marked).
+    let leak = Fixture::builder("double-fork")
+        .env("RUNNER_TRACKING_ID", &tid)
+        .spawn();
+    // Negative control: born during the job in another session, no marker.
+    let stranger = Fixture::builder("double-fork")
+        .env_remove("RUNNER_TRACKING_ID")
+        .spawn();
+
+    let (r, code) = sweep(dir.path(), &state, Some(&tid), &[]);
+    assert_eq!(code, 1);
+    for p in leak.procs() {
+        let e = r.entry(p.ident());
+        assert_eq!(e.class, "job");
+        assert_eq!(e.evidence, vec!["tracking-id"]);
+    }
+    assert!(wait_dead(&leak.idents(), Duration::from_secs(5)));
+    for id in baseline.spawned().idents() {
+        assert!(alive(&id), "a baseline process was touched");
+        assert!(!r.by_ident().contains_key(&id));
+    }
+    for p in stranger.procs() {
+        assert!(alive(&p.ident()), "the negative control was killed");
+        let e = r.entry(p.ident());
+        assert_eq!(e.class, "unattributed");
+        assert_eq!(r.fate(p.ident()), "none");
+    }
+}
+
+#[test]
+fn without_the_marker_the_same_daemon_is_only_reported() {
+    // The negative control of the test above: same scenario, no RUNNER_TRACKING_ID for the
+    // sweep. The leak is seen but not killed, and the run does not fail on it.
+    let _g = serial();
+    let dir = ScratchDir::new("sweep_nomark");
+    let tid = unique_tracking_id("nomark");
+    let state = snapshot(dir.path());
+    let leak = Fixture::builder("double-fork")
+        .env("RUNNER_TRACKING_ID", &tid)
+        .spawn();
+    let (r, code) = sweep(dir.path(), &state, None, &[]);
+    assert_eq!(code, 0);
+    for p in leak.procs() {
+        assert_eq!(r.entry(p.ident()).class, "unattributed");
+        assert!(alive(&p.ident()));
+    }
+}
+
+/// A job as a shell script in its own session: the steps and the sweep share it, as a
+/// runner's steps share the runner's session.
+fn job_script(dir: &Path, body: &str) -> std::process::Output {
+    let mut c = Command::new("setsid");
+    c.arg("--wait")
+        .args(["sh", "-c", body])
+        .current_dir(dir)
+        .env("JANITOR", janitor_exe())
+        .env("FIXTURE", fixture_exe())
+        .env_remove("RUNNER_TRACKING_ID")
+        .env_remove("CI_JANITOR_RUN");
+    output_of(c)
+}
+
+#[test]
+fn session_rule_finds_an_env_scrubbed_orphan() {
+    let _g = serial();
+    let dir = ScratchDir::new("sweep_session");
+    let out = job_script(
+        dir.path(),
+        r#"set -e
+        "$JANITOR" snapshot --state state.json
+        "$FIXTURE" env-clear > fixture.json
+        RUNNER_TRACKING_ID=github_another_job "$FIXTURE" unset-marker >> fixture.json
+        set +e
+        "$JANITOR" sweep --state state.json --grace 1s --report-json report.json
+        echo "sweep=$?"
+        "#,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("sweep=1"), "{text}");
+    let spawned: Vec<crate::support::Spawned> =
+        std::fs::read_to_string(dir.path().join("fixture.json"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let r = Report::read(&dir.path().join("report.json"));
+    for s in &spawned {
+        for p in &s.procs {
+            let e = r.entry(p.ident());
+            assert_eq!(e.class, "job", "{p:?}");
+            assert!(e.evidence.iter().any(|x| x == "session"), "{e:?}");
+        }
+        assert!(wait_dead(&s.idents(), Duration::from_secs(5)));
+    }
+}
+
+#[test]
+fn the_sweep_spares_itself_and_its_ancestors() {
+    let _g = serial();
+    let dir = ScratchDir::new("sweep_self");
+    // The snapshot comes first, so the job shell and everything in it are new.
+    let state = snapshot(dir.path());
+    let script = format!(
+        r#""$FIXTURE" sleep > fixture.json
+        "$JANITOR" sweep --state {} --grace 1s --report-json report.json
+        echo "the job shell is still alive: $?""#,
+        state.display()
+    );
+    let out = job_script(dir.path(), &script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("the job shell is still alive: 1"), "{text}");
+    let r = Report::read(&dir.path().join("report.json"));
+    let protected: Vec<&str> = r
+        .processes
+        .iter()
+        .filter(|p| p.class == "protected")
+        .map(|p| {
+            p.protection
+                .as_ref()
+                .and_then(|v| v["reason"].as_str())
+                .unwrap_or("?")
+        })
+        .collect();
+    // The job shell (new since the snapshot) is our ancestor; the sweep itself is never
+    // even a candidate.
+    assert_eq!(protected, vec!["ancestor"], "{r:#?}");
+    let s: crate::support::Spawned = serde_json::from_str(
+        std::fs::read_to_string(dir.path().join("fixture.json"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(r.entry(s.procs[0].ident()).class, "job");
+}
+
+#[test]
+fn another_users_process_is_never_ours() {
+    let _g = serial();
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to start a process as another user");
+        return;
+    }
+    let dir = ScratchDir::new("sweep_user");
+    let tid = unique_tracking_id("user");
+    let state = snapshot(dir.path());
+    // A process of uid 65533 with no evidence: root could kill it, and must not.
+    let other = Fixture::builder("drop-privs")
+        .args(&["--uid", "65533"])
+        .env_remove("RUNNER_TRACKING_ID")
+        .spawn();
+    let (r, code) = sweep(dir.path(), &state, Some(&tid), &[]);
+    assert_eq!(code, 0);
+    for p in other.procs() {
+        assert_eq!(r.entry(p.ident()).class, "unattributed");
+        assert!(alive(&p.ident()));
+    }
+
+    // An unprivileged sweep told to kill the unattributed cannot: EPERM is reported as
+    // "not ours to kill", and the process lives.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let state_copy = open.join("state.json");
+    std::fs::copy(&state, &state_copy).unwrap();
+    std::fs::set_permissions(
+        &state_copy,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let report = open.join("report.json");
+    let mut c = janitor_in_new_session();
+    std::os::unix::process::CommandExt::uid(&mut c, 65534);
+    std::os::unix::process::CommandExt::gid(&mut c, 65534);
+    c.current_dir(&open)
+        .args([
+            "sweep",
+            "--grace",
+            "1s",
+            "--kill-unattributed",
+            "--fail-on",
+            "never",
+            "--state",
+        ])
+        .arg(&state_copy)
+        .arg("--report-json")
+        .arg(&report);
+    let out = output_of(c);
+    assert_eq!(out.status.code(), Some(0));
+    let r = Report::read(&report);
+    for p in other.procs() {
+        assert_eq!(r.fate(p.ident()), "not-permitted");
+        assert!(alive(&p.ident()));
+    }
+}
+
+#[test]
+fn dry_run_reports_the_leak_and_it_stays_alive() {
+    let _g = serial();
+    let dir = ScratchDir::new("sweep_dry");
+    let tid = unique_tracking_id("dry");
+    let state = snapshot(dir.path());
+    let leak = Fixture::builder("tcp-listen")
+        .env("RUNNER_TRACKING_ID", &tid)
+        .spawn();
+    let (r, code) = sweep(dir.path(), &state, Some(&tid), &["--dry-run"]);
+    assert_eq!(code, 1);
+    assert!(r.dry_run);
+    for p in leak.procs() {
+        assert_eq!(r.fate(p.ident()), "would-kill");
+        assert!(alive(&p.ident()));
+    }
+    assert_eq!(r.ports.len(), 1);
+    assert_eq!(r.ports[0].outcome, "not-checked");
+}
+
+#[test]
+fn bad_state_files_never_widen_the_kill() {
+    let _g = serial();
+    let dir = ScratchDir::new("sweep_badstate");
+    let tid = unique_tracking_id("bad");
+    let state = snapshot(dir.path());
+    let leak = Fixture::builder("sleep")
+        .env("RUNNER_TRACKING_ID", &tid)
+        .spawn();
+    let good = std::fs::read_to_string(&state).unwrap();
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("missing", None, "no snapshot at"),
+        ("empty", Some(String::new()), "not a ci-janitor state file"),
+        (
+            "truncated",
+            Some(good[..good.len() / 2].to_owned()),
+            "not a ci-janitor state file",
+        ),
+        (
+            "corrupt",
+            Some("{\"kind\": 12".to_owned()),
+            "not a ci-janitor state file",
+        ),
+        (
+            "other JSON",
+            Some("[1,2,3]".to_owned()),
+            "not a ci-janitor state file",
+        ),
+        (
+            "wrong version",
+            Some(good.replacen("\"schema_version\":1", "\"schema_version\":2", 1)),
+            "schema version 2",
+        ),
+        (
+            // An edit that would make the baseline's processes look new.
+            "tampered",
+            Some(good.replacen("\"processes\":[{", "\"processes\":[{\"x\":1,", 1)),
+            "does not match its checksum",
+        ),
+        (
+            "edited boot id",
+            Some(good.replacen("\"boot_id\":\"", "\"boot_id\":\"0", 1)),
+            "does not match its checksum",
+        ),
+    ];
+    for (name, content, message) in cases {
+        let path = dir.path().join(format!("{}.json", name.replace(' ', "_")));
+        if let Some(c) = &content {
+            std::fs::write(&path, c).unwrap();
+        }
+        let mut c = janitor_in_new_session();
+        c.current_dir(dir.path())
+            .env("RUNNER_TRACKING_ID", &tid)
+            .args(["sweep", "--grace", "1s", "--state"])
+            .arg(&path);
+        let out = output_of(c);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(message), "{name}: {stderr}");
+        for id in leak.spawned().idents() {
+            assert!(
+                alive(&id),
+                "{name}: a sweep with a bad state file killed {id:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn diff_shows_the_leak_with_its_port() {
+    let _g = serial();
+    let dir = ScratchDir::new("diff_port");
+    let state = snapshot(dir.path());
+    let leak = Fixture::builder("tcp-listen").spawn();
+    let mut c = janitor();
+    c.args(["diff", "--color", "never", "--state"]).arg(&state);
+    let out = output_of(c);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let crate::support::Port::Tcp { port, pid, .. } = &leak.spawned().ports[0] else {
+        panic!()
+    };
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("{pid} ")))
+        .unwrap_or_else(|| panic!("{pid} not in diff:\n{text}"));
+    assert!(
+        line.contains(&format!("listening: tcp 127.0.0.1:{port}")),
+        "{line}"
+    );
+
+    let mut c = janitor();
+    c.args(["diff", "--json", "--state"]).arg(&state);
+    let out = output_of(c);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = v["appeared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == *pid)
+        .expect("leak in diff --json");
+    assert_eq!(entry["listening"][0], format!("tcp 127.0.0.1:{port}"));
+    assert!(alive(&leak.spawned().idents()[0]), "diff must not kill");
+}
