@@ -107,12 +107,28 @@ pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
         Command::Diff(args) => diff(args, env),
         Command::Sweep(args) => sweep(args, env),
         Command::Run(args) => crate::run::run(args, env),
+        Command::Action(args) => crate::action::run(args.phase, env),
+        Command::Hooks(args) => crate::hooks::run(args.command, env),
     }
 }
 
+/// Where the job's root is when no runner worker is among our ancestors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootHint {
+    /// Our parent: the shell or script that runs the snapshot, the tests and the sweep.
+    Parent,
+    /// Our grandparent: we were started by the Action's node shim, whose parent runs the
+    /// job's steps.
+    BelowShim,
+}
+
+/// Process names of runner implementations whose descendants are the job: GitHub's runner
+/// worker, and `act`, which runs each step as its own child.
+const RUNNERS: [&[u8]; 2] = [b"Runner.Worker", b"act"];
+
 /// What the sweep knows about the job, from our environment and our place in the process
 /// tree. Missing facts leave rules off; they never widen what is killed.
-pub fn job_context(proc_root: &std::path::Path, env: Env<'_>) -> Context {
+pub fn job_context(proc_root: &std::path::Path, env: Env<'_>, hint: RootHint) -> Context {
     let me = platform::read_one(proc_root, std::process::id() as i32);
     let mut ctx = Context {
         me: me.as_ref().map(|p| p.id),
@@ -124,10 +140,15 @@ pub fn job_context(proc_root: &std::path::Path, env: Env<'_>) -> Context {
     // or script that runs the snapshot, the tests and the sweep). Never init: everything
     // descends from it.
     let mut parent = platform::read_one(proc_root, me.ppid);
-    let mut root = parent.clone();
+    let mut root = match hint {
+        RootHint::Parent => parent.clone(),
+        RootHint::BelowShim => parent
+            .as_ref()
+            .and_then(|p| platform::read_one(proc_root, p.ppid)),
+    };
     for _ in 0..64 {
         let Some(p) = parent else { break };
-        if p.comm.as_bytes() == b"Runner.Worker" {
+        if RUNNERS.contains(&p.comm.as_bytes()) {
             root = Some(p);
             break;
         }
@@ -151,12 +172,33 @@ pub fn job_context(proc_root: &std::path::Path, env: Env<'_>) -> Context {
 pub fn finish_sweep(
     outcome: &crate::sweep::SweepOutcome,
     settings: &settings::SweepSettings,
+    env: Env<'_>,
+) -> Result<Exit, AppError> {
+    finish_sweep_with(outcome, settings, None, env)
+}
+
+/// [`finish_sweep`], also writing the JSON report to `extra_report` (the Action keeps one
+/// beside its state whatever the flags say).
+pub fn finish_sweep_with(
+    outcome: &crate::sweep::SweepOutcome,
+    settings: &settings::SweepSettings,
+    extra_report: Option<&std::path::Path>,
+    env: Env<'_>,
 ) -> Result<Exit, AppError> {
     let leaked = outcome.failing_leaks().count() > 0;
     let failed = leaked && settings.fail_on == FailOn::Leak;
-    if let Some(path) = &settings.report_json {
-        let report = report::json::build(outcome, failed);
+    let report = report::json::build(outcome, failed);
+    let paths: Vec<&std::path::Path> = settings
+        .report_json
+        .as_deref()
+        .into_iter()
+        .chain(extra_report)
+        .collect();
+    for path in &paths {
         let bytes = serde_json::to_vec_pretty(&report).map_err(std::io::Error::from)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
         std::fs::write(path, bytes).map_err(|e| {
             AppError::Internal(format!("write the JSON report {}: {e}", path.display()))
         })?;
@@ -164,8 +206,13 @@ pub fn finish_sweep(
     let style = report::tree::Style {
         color: settings.color,
     };
+    let text = report::terminal::render(outcome, failed, style);
     let mut out = std::io::stdout().lock();
-    write!(out, "{}", report::terminal::render(outcome, failed, style))?;
+    if env("GITHUB_ACTIONS").as_deref() == Some("true") {
+        report::github::emit(&report, &text, paths.first().copied(), env, &mut out)?;
+    } else {
+        write!(out, "{text}")?;
+    }
     Ok(if failed { Exit::Leaked } else { Exit::Clean })
 }
 
@@ -175,7 +222,7 @@ fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let opts = ReadOptions::default();
     let boot_id = platform::boot_id(&opts.proc_root)?;
     let baseline = state::load(&path, &boot_id)?;
-    let mut ctx = job_context(&opts.proc_root, env);
+    let mut ctx = job_context(&opts.proc_root, env, RootHint::Parent);
     if let Some(taker) = baseline.taken_by {
         ctx.also_protected.push(taker);
     }
@@ -190,7 +237,7 @@ fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
             proc_root: opts.proc_root,
         },
     )?;
-    finish_sweep(&outcome, &settings)
+    finish_sweep(&outcome, &settings, env)
 }
 
 fn snapshot(args: SnapshotArgs, env: Env<'_>) -> Result<Exit, AppError> {

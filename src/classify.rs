@@ -61,7 +61,8 @@ pub struct Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
-    /// It carries the `CI_JANITOR_RUN` marker of this `ci-janitor run`.
+    /// It carries the `CI_JANITOR_RUN` marker ci-janitor gave this job (`run`'s command, or
+    /// every step after the Action's first step, through `$GITHUB_ENV`).
     RunMarker,
     /// It carries this job's `RUNNER_TRACKING_ID`.
     TrackingId,
@@ -78,7 +79,7 @@ pub enum Rule {
 impl Rule {
     pub fn describe(self) -> &'static str {
         match self {
-            Rule::RunMarker => "carries this `ci-janitor run`'s marker",
+            Rule::RunMarker => "carries this job's ci-janitor marker (CI_JANITOR_RUN)",
             Rule::TrackingId => "carries this job's RUNNER_TRACKING_ID",
             Rule::Cgroup => "is in the job's cgroup",
             Rule::Descendant => "descends from the job's root process",
@@ -105,10 +106,22 @@ pub enum Protection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "class")]
 pub enum Class {
-    Protected { protection: Protection },
-    Ignored { pattern: String },
+    Protected {
+        protection: Protection,
+    },
+    Ignored {
+        pattern: String,
+    },
+    /// Carries another job's marker (a different RUNNER_TRACKING_ID or CI_JANITOR_RUN):
+    /// it is that job's, whatever weaker rules (descent, session, cgroup) say. Happens when
+    /// one runner process runs several jobs at once (act), or with `run` inside a job.
+    OtherJob {
+        marker: String,
+    },
     Job,
-    Allowed { pattern: String },
+    Allowed {
+        pattern: String,
+    },
     Unattributed,
 }
 
@@ -118,7 +131,7 @@ impl Class {
         match self {
             Class::Job | Class::Allowed { .. } => true,
             Class::Unattributed => policy.kill_unattributed,
-            Class::Protected { .. } | Class::Ignored { .. } => false,
+            Class::Protected { .. } | Class::Ignored { .. } | Class::OtherJob { .. } => false,
         }
     }
 
@@ -131,6 +144,7 @@ impl Class {
         match self {
             Class::Protected { .. } => "protected",
             Class::Ignored { .. } => "ignored",
+            Class::OtherJob { .. } => "other-job",
             Class::Job => "job",
             Class::Allowed { .. } => "allowed",
             Class::Unattributed => "unattributed",
@@ -187,14 +201,18 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
                 Class::Ignored {
                     pattern: pat.source.clone(),
                 }
+            } else if let Some(marker) = foreign_marker(p, ctx) {
+                Class::OtherJob { marker }
             } else {
                 Class::Unattributed
             };
             let mut evidence = Vec::new();
             if class == Class::Unattributed {
                 let m = &p.markers;
-                if ctx.run_marker.is_some() && m.ci_janitor_run == ctx.run_marker {
-                    evidence.push(Rule::RunMarker);
+                if let (Some(ours), Some(theirs)) = (&ctx.run_marker, &m.ci_janitor_run) {
+                    if marker_chain_has(theirs, ours) {
+                        evidence.push(Rule::RunMarker);
+                    }
                 }
                 if ctx.tracking_id.is_some() && m.runner_tracking_id == ctx.tracking_id {
                     evidence.push(Rule::TrackingId);
@@ -254,6 +272,28 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
         decisions.retain(|d| d.class != Class::Unattributed);
     }
     Plan { decisions }
+}
+
+/// `CI_JANITOR_RUN` is a `:`-separated chain: a `run` inside a job marked by the Action
+/// appends its own marker, so its processes stay attributable to both.
+pub fn marker_chain_has(chain: &str, marker: &str) -> bool {
+    chain.split(':').any(|m| m == marker)
+}
+
+/// The other job's marker a process carries, when it carries one and it is not ours.
+fn foreign_marker(p: &Process, ctx: &Context) -> Option<String> {
+    let m = &p.markers;
+    if let (Some(ours), Some(theirs)) = (&ctx.tracking_id, &m.runner_tracking_id) {
+        if ours != theirs {
+            return Some(format!("RUNNER_TRACKING_ID={theirs}"));
+        }
+    }
+    if let (Some(ours), Some(theirs)) = (&ctx.run_marker, &m.ci_janitor_run) {
+        if !marker_chain_has(theirs, ours) {
+            return Some(format!("CI_JANITOR_RUN={theirs}"));
+        }
+    }
+    None
 }
 
 fn protection(
@@ -673,6 +713,43 @@ mod tests {
         };
         let plan = classify(&now, &appeared, &ctx, &Policy::default());
         assert!(plan.decisions[2].evidence.is_empty());
+    }
+
+    #[test]
+    fn another_jobs_marker_beats_weaker_rules() {
+        // act runs two jobs in one process: both descend from it, each marks its own.
+        let (mut now, mut ctx) = scene();
+        ctx.run_marker = Some("job-a".into());
+        now.processes[4].markers.ci_janitor_run = Some("job-b".into()); // 96: other job
+        now.processes[5].markers.ci_janitor_run = Some("job-b:job-a".into()); // 97: nested
+        now.processes[3].markers.runner_tracking_id = Some("github_2".into()); // 95: other runner job
+        let appeared: Vec<&Process> = now.processes.iter().collect();
+        let policy = Policy {
+            kill_unattributed: true,
+            ..Default::default()
+        };
+        let plan = classify(&now, &appeared, &ctx, &policy);
+        let get = |p: i32| {
+            plan.decisions
+                .iter()
+                .find(|d| d.id.pid == p)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            get(96).class,
+            Class::OtherJob {
+                marker: "CI_JANITOR_RUN=job-b".into()
+            }
+        );
+        assert!(matches!(get(95).class, Class::OtherJob { .. }));
+        assert!(
+            !get(96).class.is_target(&policy),
+            "never killed, even with kill-unattributed"
+        );
+        // A nested `run` chain that includes our marker is ours.
+        assert_eq!(get(97).class, Class::Job);
+        assert_eq!(get(97).evidence, vec![Rule::RunMarker, Rule::Descendant]);
     }
 
     #[test]

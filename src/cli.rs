@@ -56,6 +56,80 @@ pub enum Command {
         after_help = "Example:\n  ci-janitor run -- pytest -n auto\n  ci-janitor run --grace 2s --allow 'comm:redis-server' -- make test"
     )]
     Run(RunArgs),
+    /// What the GitHub Action's steps run (inputs from INPUT_* variables).
+    ///
+    /// pre: take the baseline and mark later steps (CI_JANITOR_RUN via $GITHUB_ENV).
+    /// main: the same when pre did not run (`uses: ./`). post: sweep, annotate, summarise,
+    /// set outputs, fail on leaks. snapshot / sweep: the composite sub-actions' halves.
+    Action(ActionArgs),
+    /// Install or remove the self-hosted runner's job hooks, which sweep every job on that
+    /// runner without changing any workflow.
+    Hooks(HooksArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HooksArgs {
+    #[command(subcommand)]
+    pub command: HooksCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// Write the job-started/job-completed scripts and point the runner's .env at them.
+    Install {
+        /// The folder the runner was configured in (holds config.sh, run.sh, .env).
+        #[arg(long, value_name = "DIR")]
+        runner_dir: PathBuf,
+        /// Where to keep the state between a job's start and its end [default:
+        /// RUNNER_DIR/ci-janitor/state; not RUNNER_TEMP, which the runner empties].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Whether a leak fails the job (`leak`) or is only reported (`never`).
+        #[arg(long, value_enum, default_value_t = FailOn::Never, value_name = "WHEN")]
+        fail_on: FailOn,
+        /// SIGTERM to SIGKILL.
+        #[arg(long, value_name = "DUR", default_value = "5s")]
+        grace: String,
+        /// Replace hooks that another tool installed.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove the scripts and the .env entries that `install` wrote.
+    Uninstall {
+        #[arg(long, value_name = "DIR")]
+        runner_dir: PathBuf,
+    },
+    /// What the job-started script runs.
+    #[command(hide = true)]
+    JobStarted {
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+    },
+    /// What the job-completed script runs.
+    #[command(hide = true)]
+    JobCompleted {
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = FailOn::Never)]
+        fail_on: FailOn,
+        #[arg(long, default_value = "5s")]
+        grace: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    #[arg(value_enum)]
+    pub phase: ActionPhase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ActionPhase {
+    Pre,
+    Main,
+    Post,
+    Snapshot,
+    Sweep,
 }
 
 #[derive(Debug, Args)]

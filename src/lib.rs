@@ -17,10 +17,12 @@
 //! - [`report`]: rendering for people and machines.
 //! - [`cli`] / [`settings`] / [`app`]: the command line, its meaning, and dispatch.
 
+pub mod action;
 pub mod app;
 pub mod classify;
 pub mod cli;
 pub mod diff;
+pub mod hooks;
 pub mod kill;
 pub mod model;
 pub mod platform;

@@ -148,9 +148,12 @@ impl Markers {
         "CI_JANITOR_RUN",
     ];
 
-    /// Stores `value` under the marker `name` (one of [`Markers::NAMES`]); other names are
-    /// ignored.
+    /// Stores `value` under the marker `name` (one of [`Markers::NAMES`]); other names, and
+    /// empty values (act sets `RUNNER_TRACKING_ID=`), are ignored.
     pub fn set(&mut self, name: &str, value: String) {
+        if value.is_empty() {
+            return;
+        }
         let slot = match name {
             "RUNNER_TRACKING_ID" => &mut self.runner_tracking_id,
             "GITHUB_RUN_ID" => &mut self.github_run_id,
@@ -342,6 +345,22 @@ pub struct Snapshot {
     /// (and a guard it started) apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_by: Option<ProcessId>,
+    /// The job this baseline was taken for, so that a sweep in another process (an Action's
+    /// post step, the next job's hook after a crash) knows its markers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobInfo>,
+}
+
+/// The markers of the job a snapshot was taken for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// The runner's `RUNNER_TRACKING_ID` for the job, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_id: Option<String>,
+    /// The `CI_JANITOR_RUN` marker ci-janitor gave the job's processes (through
+    /// `$GITHUB_ENV`, or the environment of `run`'s command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker: Option<String>,
 }
 
 impl Snapshot {

@@ -24,7 +24,13 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
         .ok_or_else(|| AppError::Internal("read our own /proc entry".into()))?;
     platform::become_subreaper().map_err(|e| AppError::Internal(e.to_string()))?;
 
-    let marker = format!("{}-{}", me.pid, me.start_ticks);
+    let marker = format!("run-{}-{}", me.pid, me.start_ticks);
+    // Inside a job that already marks its processes (the Action), extend the chain, so
+    // what this command leaves stays attributable to the job as well.
+    let chain = match env("CI_JANITOR_RUN").filter(|v| !v.is_empty()) {
+        Some(outer) => format!("{outer}:{marker}"),
+        None => marker.clone(),
+    };
     let (program, rest) = args
         .command
         .split_first()
@@ -36,7 +42,7 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
         .collect::<Vec<_>>()
         .join(" ");
     let mut cmd = Command::new(program);
-    cmd.args(rest).env("CI_JANITOR_RUN", &marker);
+    cmd.args(rest).env("CI_JANITOR_RUN", &chain);
     let mut child = platform::spawn(cmd, &display).map_err(|e| match e {
         platform::ChildError::Spawn { .. } => AppError::Input(e.to_string()),
         other => AppError::Internal(other.to_string()),
@@ -76,7 +82,7 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     );
     // Killed orphans are our children now: reap them so nothing is left as a zombie.
     child.reap_for(std::time::Duration::from_millis(200));
-    let verdict = finish_sweep(&outcome?, &settings)?;
+    let verdict = finish_sweep(&outcome?, &settings, env)?;
     // The command's own failure comes first; a status that does not fit in an exit code
     // (never, in practice) still reads as a failure.
     Ok(match exit.as_status() {

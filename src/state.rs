@@ -272,6 +272,7 @@ mod tests {
             listeners: vec![],
             unreadable: vec![],
             taken_by: None,
+            job: None,
         }
     }
 

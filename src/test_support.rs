@@ -51,5 +51,6 @@ pub fn snapshot_of(processes: Vec<Process>, taken_at_boot_ticks: u64) -> Snapsho
         listeners: vec![],
         unreadable: vec![],
         taken_by: None,
+        job: None,
     }
 }

@@ -2,6 +2,7 @@
 //! and write text; they never look at the OS.
 
 pub mod diff_json;
+pub mod github;
 pub mod json;
 pub mod terminal;
 pub mod tree;

@@ -84,7 +84,12 @@ pub fn render(o: &SweepOutcome, failed: bool, style: Style) -> String {
     let untouched = o
         .entries
         .iter()
-        .filter(|e| matches!(e.class, Class::Protected { .. } | Class::Ignored { .. }))
+        .filter(|e| {
+            matches!(
+                e.class,
+                Class::Protected { .. } | Class::Ignored { .. } | Class::OtherJob { .. }
+            )
+        })
         .count();
     let headline = if leaked.is_empty() {
         paint(
@@ -188,7 +193,7 @@ pub fn render(o: &SweepOutcome, failed: bool, style: Style) -> String {
     }
     let mut notes = Vec::new();
     if untouched > 0 {
-        notes.push(format!("{untouched} protected or ignored"));
+        notes.push(format!("{untouched} protected, ignored or another job's"));
     }
     if o.zombies > 0 {
         notes.push(format!("{} already exited (zombies)", o.zombies));

@@ -11,7 +11,9 @@
 #[allow(dead_code)]
 mod support;
 
+mod action;
 mod fixture_selftest;
+mod hooks;
 mod janitor;
 mod run;
 mod static_build;

@@ -169,6 +169,7 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
         listeners,
         unreadable,
         taken_by,
+        job: None,
     })
 }
 

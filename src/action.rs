@@ -1,0 +1,381 @@
+//! `ci-janitor action pre|main|post|snapshot|sweep`: what the GitHub Action's shims run.
+//!
+//! - `pre` (and `main` when `pre` did not run, as with `uses: ./`) takes the baseline,
+//!   saves its path in `$GITHUB_STATE`, and marks every later step of the job through
+//!   `$GITHUB_ENV` with `CI_JANITOR_RUN=<marker>`, so a leaked process keeps that evidence
+//!   after it is orphaned even where the runner sets no `RUNNER_TRACKING_ID` (act) or a
+//!   test suite removes it.
+//! - `post` (always runs, also after failure and cancellation) sweeps, writes the report,
+//!   annotations, summary and outputs, and fails the step when the job leaked.
+//! - `snapshot` / `sweep` are the same two halves for the composite sub-actions, which
+//!   have no pre/post and share the state through its default path.
+//!
+//! Inputs come from `INPUT_*` variables (the runner keeps the hyphens of the input names:
+//! `INPUT_FAIL-ON-LEAK`), which is why the shims spawn us directly rather than through a
+//! shell: dash drops variables whose names it cannot represent.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::app::{finish_sweep_with, job_context, AppError, Exit, RootHint};
+use crate::cli::{ActionPhase, FailOn};
+use crate::model::JobInfo;
+use crate::platform::{self, Detail, ReadOptions};
+use crate::settings::{self, Env, SweepSettings};
+use crate::state;
+
+/// The `$GITHUB_STATE` key that carries the state path from pre/main to post.
+const STATE_KEY: &str = "ci_janitor_state";
+
+pub fn run(phase: ActionPhase, env: Env<'_>) -> Result<Exit, AppError> {
+    let inputs = Inputs::read(env).map_err(|e| {
+        println!("::error title=ci-janitor: bad input::{}", escape_data(&e));
+        AppError::Input(e)
+    })?;
+    match phase {
+        ActionPhase::Pre | ActionPhase::Snapshot => begin(&inputs, env),
+        ActionPhase::Main => match env(&format!("STATE_{STATE_KEY}")).filter(|v| !v.is_empty()) {
+            Some(path) => {
+                println!(
+                    "ci-janitor: baseline taken in the pre step ({path}); the post step sweeps"
+                );
+                Ok(Exit::Clean)
+            }
+            None => begin(&inputs, env),
+        },
+        ActionPhase::Post | ActionPhase::Sweep => end(&inputs, env),
+    }
+}
+
+/// The action's inputs, as the runner passes them.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub fail_on_leak: bool,
+    pub grace: String,
+    pub deadline: String,
+    pub allow: Vec<String>,
+    pub ignore: Vec<String>,
+    pub kill_unattributed: bool,
+    pub dry_run: bool,
+    pub known_leaks: Option<String>,
+    pub state: Option<PathBuf>,
+    pub job_status: Option<String>,
+}
+
+/// An input by its name in action.yml: `INPUT_FAIL-ON-LEAK` as the runner passes it to a
+/// node action, or `INPUT_FAIL_ON_LEAK` as the composite sub-actions pass it (a shell step
+/// cannot rely on names with hyphens).
+fn input(env: Env<'_>, name: &str) -> Option<String> {
+    let upper = name.to_uppercase();
+    env(&format!("INPUT_{upper}"))
+        .or_else(|| env(&format!("INPUT_{}", upper.replace('-', "_"))))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn bool_input(env: Env<'_>, name: &str, default: bool) -> Result<bool, String> {
+    match input(env, name) {
+        None => Ok(default),
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Ok(true),
+            "false" | "no" | "0" | "off" => Ok(false),
+            _ => Err(format!("input `{name}` must be true or false, not {v:?}")),
+        },
+    }
+}
+
+/// One pattern per line (blank lines and `#` comments skipped).
+fn list_input(env: Env<'_>, name: &str) -> Vec<String> {
+    input(env, name)
+        .map(|v| {
+            v.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Inputs {
+    pub fn read(env: Env<'_>) -> Result<Inputs, String> {
+        Ok(Inputs {
+            fail_on_leak: bool_input(env, "fail-on-leak", true)?,
+            grace: input(env, "grace-period").unwrap_or_else(|| "5s".into()),
+            deadline: input(env, "deadline").unwrap_or_else(|| "20s".into()),
+            allow: list_input(env, "allow"),
+            ignore: list_input(env, "ignore"),
+            kill_unattributed: bool_input(env, "kill-unattributed", false)?,
+            dry_run: bool_input(env, "dry-run", false)?,
+            known_leaks: input(env, "known-leaks"),
+            state: input(env, "state").map(PathBuf::from),
+            job_status: input(env, "job-status"),
+        })
+    }
+
+    fn sweep_settings(&self, env: Env<'_>) -> Result<SweepSettings, String> {
+        let opts = crate::cli::SweepOpts {
+            grace: self.grace.clone(),
+            deadline: self.deadline.clone(),
+            dry_run: self.dry_run,
+            fail_on: if self.fail_on_leak {
+                FailOn::Leak
+            } else {
+                FailOn::Never
+            },
+            allow: self.allow.clone(),
+            ignore: self.ignore.clone(),
+            protect: Vec::new(),
+            no_default_protect: false,
+            kill_unattributed: self.kill_unattributed,
+            report_json: None,
+            color: crate::cli::ColorChoice::Never,
+        };
+        settings::sweep_settings(&opts, env).map_err(|e| {
+            // The flags' names mean nothing in a workflow: name the inputs instead.
+            e.replace("--grace", "input `grace-period`")
+                .replace("--deadline", "input `deadline`")
+                .replace("--allow", "input `allow`")
+                .replace("--ignore", "input `ignore`")
+        })
+    }
+}
+
+fn state_path(inputs: &Inputs, env: Env<'_>) -> PathBuf {
+    inputs
+        .state
+        .clone()
+        .or_else(|| {
+            env(&format!("STATE_{STATE_KEY}"))
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| state::default_path(env))
+}
+
+/// A marker unique to this job: run, attempt, job, and 64 random bits.
+pub fn new_job_marker(env: Env<'_>) -> String {
+    new_marker(env)
+}
+
+fn new_marker(env: Env<'_>) -> String {
+    let random = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|u| u.trim().replace('-', "")[..16.min(u.trim().len())].to_owned())
+        .unwrap_or_else(|_| format!("{:x}", std::process::id()));
+    let part = |k: &str| {
+        env(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            })
+            .unwrap_or_else(|| "x".into())
+    };
+    format!(
+        "gha-{}-{}-{}-{random}",
+        part("GITHUB_RUN_ID"),
+        part("GITHUB_RUN_ATTEMPT"),
+        part("GITHUB_JOB")
+    )
+}
+
+fn begin(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
+    let path = state_path(inputs, env);
+    let marker = new_marker(env);
+    let mut snap = platform::read_snapshot(&ReadOptions {
+        detail: Detail::None,
+        ..ReadOptions::default()
+    })?;
+    snap.job = Some(JobInfo {
+        tracking_id: env("RUNNER_TRACKING_ID").filter(|v| !v.is_empty()),
+        marker: Some(marker.clone()),
+    });
+    state::save(&path, &snap)?;
+    append_file_command(env, "GITHUB_STATE", STATE_KEY, &path.to_string_lossy())?;
+    append_file_command(env, "GITHUB_ENV", "CI_JANITOR_RUN", &marker)?;
+    if inputs.known_leaks.is_some() {
+        println!(
+            "::warning title=ci-janitor::input `known-leaks` is not supported by this version yet \
+             and is ignored; use `allow` to accept known leaks"
+        );
+    }
+    println!(
+        "ci-janitor: baseline of {} processes and {} listening sockets in {:.1} ms; later steps \
+         carry CI_JANITOR_RUN={marker}",
+        snap.processes.len(),
+        snap.listeners.len(),
+        snap.duration_us as f64 / 1000.0
+    );
+    Ok(Exit::Clean)
+}
+
+fn end(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
+    let settings = inputs.sweep_settings(env).map_err(|e| {
+        println!("::error title=ci-janitor: bad input::{}", escape_data(&e));
+        AppError::Input(e)
+    })?;
+    let path = state_path(inputs, env);
+    let opts = ReadOptions::default();
+    let boot_id = platform::boot_id(&opts.proc_root)?;
+    let baseline = match state::load(&path, &boot_id) {
+        Ok(b) => b,
+        Err(state::StateError::Missing(p)) => {
+            // The job failed before our first step ran: there is no baseline, so nothing
+            // can be told apart safely. Say so and do not fail the job for it.
+            println!(
+                "::warning title=ci-janitor::no baseline at {}: the snapshot step did not run, so \
+                 nothing was swept",
+                escape_data(&p.display().to_string())
+            );
+            return Ok(Exit::Clean);
+        }
+        Err(e) => {
+            println!(
+                "::error title=ci-janitor::{}",
+                escape_data(&format!("failed to {e}"))
+            );
+            return Err(e.into());
+        }
+    };
+    let mut ctx = job_context(&opts.proc_root, env, RootHint::BelowShim);
+    if let Some(job) = &baseline.job {
+        if ctx.tracking_id.is_none() {
+            ctx.tracking_id = job.tracking_id.clone();
+        }
+        ctx.run_marker = job.marker.clone();
+    }
+    if let Some(taker) = baseline.taken_by {
+        ctx.also_protected.push(taker);
+    }
+    if let Some(status) = &inputs.job_status {
+        println!("ci-janitor: job status {status}; sweeping");
+    }
+    let outcome = crate::sweep::sweep(
+        &baseline,
+        &ctx,
+        &settings.policy,
+        &crate::sweep::SweepOptions {
+            grace: settings.grace,
+            deadline: settings.deadline,
+            dry_run: settings.dry_run,
+            proc_root: opts.proc_root,
+        },
+    )?;
+    let report_path = path.with_file_name("report.json");
+    finish_sweep_with(&outcome, &settings, Some(&report_path), env)
+}
+
+/// Appends `name=value` to the file named by `$var` (`GITHUB_ENV`, `GITHUB_STATE`,
+/// `GITHUB_OUTPUT`), in the multi-line form with a random delimiter when the value has a
+/// newline. Without the variable (run by hand), nothing is written.
+pub fn append_file_command(
+    env: Env<'_>,
+    var: &str,
+    name: &str,
+    value: &str,
+) -> Result<(), AppError> {
+    let Some(file) = env(var).filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
+    let text = if value.contains('\n') || value.contains('\r') {
+        let delimiter = format!("ghadelimiter_{}", new_marker(&|_| None));
+        format!("{name}<<{delimiter}\n{value}\n{delimiter}\n")
+    } else {
+        format!("{name}={value}\n")
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| AppError::Internal(format!("write {var} ({file}): {e}")))
+}
+
+/// Escapes the data of a workflow command the way the runner unescapes it.
+pub fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn inputs_keep_hyphens_and_validate() {
+        let env = env_of(&[
+            ("INPUT_FAIL-ON-LEAK", "False"),
+            ("INPUT_GRACE-PERIOD", "2s"),
+            (
+                "INPUT_ALLOW",
+                "uvicorn *\n\n# a comment\ncomm:redis-server\n",
+            ),
+            ("INPUT_DRY-RUN", ""),
+        ]);
+        let i = Inputs::read(&env).unwrap();
+        assert!(!i.fail_on_leak);
+        assert_eq!(i.grace, "2s");
+        assert_eq!(i.allow, vec!["uvicorn *", "comm:redis-server"]);
+        assert!(!i.dry_run);
+        let bad = env_of(&[("INPUT_FAIL-ON-LEAK", "sometimes")]);
+        let e = Inputs::read(&bad).unwrap_err();
+        assert!(e.contains("fail-on-leak"), "{e}");
+        let bad = env_of(&[("INPUT_GRACE-PERIOD", "soon")]);
+        let e = Inputs::read(&bad)
+            .unwrap()
+            .sweep_settings(&bad)
+            .unwrap_err();
+        assert!(e.starts_with("input `grace-period`"), "{e}");
+        let bad = env_of(&[("INPUT_ALLOW", "*")]);
+        assert!(Inputs::read(&bad).unwrap().sweep_settings(&bad).is_err());
+    }
+
+    #[test]
+    fn file_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        let f = file.to_string_lossy().into_owned();
+        let env = move |k: &str| (k == "GITHUB_ENV").then(|| f.clone());
+        append_file_command(&env, "GITHUB_ENV", "A", "1").unwrap();
+        append_file_command(&env, "GITHUB_ENV", "B", "two\nlines").unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "A=1");
+        assert!(lines[1].starts_with("B<<ghadelimiter_"));
+        assert_eq!(lines[2..4], ["two", "lines"]);
+        assert_eq!(lines[4], &lines[1][3..]);
+        // No variable: nothing written, no error.
+        append_file_command(&|_| None, "GITHUB_OUTPUT", "x", "y").unwrap();
+    }
+
+    #[test]
+    fn markers_are_unique_and_plain() {
+        let env = env_of(&[
+            ("GITHUB_RUN_ID", "42"),
+            ("GITHUB_RUN_ATTEMPT", "1"),
+            ("GITHUB_JOB", "te st;x"),
+        ]);
+        let a = new_marker(&env);
+        let b = new_marker(&env);
+        assert_ne!(a, b);
+        assert!(a.starts_with("gha-42-1-testx-"), "{a}");
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escape_data("50%\r\nnext"), "50%25%0D%0Anext");
+    }
+}

