@@ -195,7 +195,7 @@ fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
 
 fn snapshot(args: SnapshotArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let path = settings::state_path(&args.state, env);
-    let snap = platform::read_snapshot(&ReadOptions {
+    let mut snap = platform::read_snapshot(&ReadOptions {
         detail: if args.full {
             platform::Detail::All
         } else {
@@ -203,6 +203,9 @@ fn snapshot(args: SnapshotArgs, env: Env<'_>) -> Result<Exit, AppError> {
         },
         ..ReadOptions::default()
     })?;
+    // The baseline's argv is never matched against (patterns look at processes alive at
+    // sweep time), so it is saved and printed redacted like everything else.
+    crate::redact::redact_snapshot(&mut snap);
     state::save(&path, &snap)?;
     let mut out = std::io::stdout().lock();
     if args.print {
@@ -224,11 +227,12 @@ fn diff(args: DiffArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let opts = ReadOptions::default();
     let boot_id = platform::boot_id(&opts.proc_root)?;
     let baseline = state::load(&path, &boot_id)?;
-    let now = platform::read_snapshot(&ReadOptions {
+    let mut now = platform::read_snapshot(&ReadOptions {
         host_facts: false,
         detail: platform::Detail::new_since(&baseline),
         ..opts
     })?;
+    crate::redact::redact_snapshot(&mut now);
     let appeared = crate::diff::appeared(&baseline, &now);
     let zombies = crate::diff::appeared_zombies(&baseline, &now);
     let mut out = std::io::stdout().lock();
