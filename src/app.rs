@@ -107,6 +107,7 @@ pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
         Command::Diff(args) => diff(args, env),
         Command::Sweep(args) => sweep(args, env),
         Command::Run(args) => crate::run::run(args, env),
+        Command::Report(args) => report::saved::run(&args, env),
     }
 }
 
@@ -154,18 +155,8 @@ pub fn finish_sweep(
 ) -> Result<Exit, AppError> {
     let leaked = outcome.failing_leaks().count() > 0;
     let failed = leaked && settings.fail_on == FailOn::Leak;
-    if let Some(path) = &settings.report_json {
-        let report = report::json::build(outcome, failed);
-        let bytes = serde_json::to_vec_pretty(&report).map_err(std::io::Error::from)?;
-        std::fs::write(path, bytes).map_err(|e| {
-            AppError::Internal(format!("write the JSON report {}: {e}", path.display()))
-        })?;
-    }
-    let style = report::tree::Style {
-        color: settings.color,
-    };
-    let mut out = std::io::stdout().lock();
-    write!(out, "{}", report::terminal::render(outcome, failed, style))?;
+    let built = report::json::build(outcome, failed);
+    report::emit::write_reports(&built, settings, &mut std::io::stdout().lock())?;
     Ok(if failed { Exit::Leaked } else { Exit::Clean })
 }
 
@@ -188,6 +179,7 @@ fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
             deadline: settings.deadline,
             dry_run: settings.dry_run,
             proc_root: opts.proc_root,
+            on_wait: report::progress::stderr_progress(),
         },
     )?;
     finish_sweep(&outcome, &settings)

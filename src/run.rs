@@ -72,6 +72,7 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
             deadline: settings.deadline,
             dry_run: settings.dry_run,
             proc_root: read.proc_root.clone(),
+            on_wait: crate::report::progress::stderr_progress(),
         },
     );
     // Killed orphans are our children now: reap them so nothing is left as a zombie.
