@@ -11,7 +11,7 @@
 //!   and of `"key": "value"` in inline JSON;
 //! - credentials in headers (`Authorization: Bearer x`, `X-Api-Key: x`, `Cookie: x`) and any
 //!   `Bearer x`;
-//! - URL credentials (`https://user:pass@host` becomes `https://***@host`) and secret-looking
+//! - URL credentials (`https://user:pass@host` becomes `https://***:***@host`) and secret-looking
 //!   query parameters (`?token=x`, `&sig=x`);
 //! - well-known token shapes wherever they appear: GitHub (`ghp_`, `gho_`, `ghu_`, `ghs_`,
 //!   `ghr_`, `github_pat_`), GitLab (`glpat-`), Slack (`xoxb-`, …), AWS key ids
@@ -84,19 +84,19 @@ impl Secrets {
 /// Redacts an argv; the removed values go to `secrets`.
 pub fn redact_argv(argv: &[Bytes], secrets: &mut Secrets) -> Vec<Bytes> {
     let args: Vec<&[u8]> = argv.iter().map(Bytes::as_bytes).collect();
-    let ranges = find_argv(&args);
+    let found = find_argv(&args);
     args.iter()
-        .zip(ranges)
-        .map(|(arg, r)| Bytes(apply(arg, r, secrets)))
+        .zip(found)
+        .map(|(arg, f)| Bytes(apply(arg, f, secrets)))
         .collect()
 }
 
 /// Redacts one piece of text (a marker value, a single-string command line).
 pub fn redact_text(text: &str, secrets: &mut Secrets) -> String {
-    let ranges = find_argv(&[text.as_bytes()]);
+    let found = find_argv(&[text.as_bytes()]);
     let out = apply(
         text.as_bytes(),
-        ranges.into_iter().next().unwrap_or_default(),
+        found.into_iter().next().unwrap_or_default(),
         secrets,
     );
     // Only whole ASCII runs are replaced by ASCII, so valid UTF-8 stays valid; lossy is a
@@ -117,8 +117,20 @@ pub fn redact_snapshot(snap: &mut Snapshot) -> Secrets {
     secrets
 }
 
-/// Replaces `ranges` of `arg` by [`MASK`], recording what they held.
-fn apply(arg: &[u8], mut ranges: Vec<Range<usize>>, secrets: &mut Secrets) -> Vec<u8> {
+/// What to redact in one argument.
+#[derive(Debug, Clone, Default)]
+struct Found {
+    /// Secrets: redacted, and their values recorded for masking.
+    ranges: Vec<Range<usize>>,
+    /// Redacted but not recorded: a URL's user name next to a password is usually a
+    /// word like `git` or `oauth2`, which the runner would then hide everywhere in the log.
+    quiet: Vec<Range<usize>>,
+}
+
+/// Replaces the ranges `found` in `arg` by [`MASK`], recording what the loud ones held.
+fn apply(arg: &[u8], found: Found, secrets: &mut Secrets) -> Vec<u8> {
+    let loud = found.ranges;
+    let mut ranges: Vec<Range<usize>> = loud.iter().chain(&found.quiet).cloned().collect();
     if ranges.is_empty() {
         return arg.to_vec();
     }
@@ -138,7 +150,9 @@ fn apply(arg: &[u8], mut ranges: Vec<Range<usize>>, secrets: &mut Secrets) -> Ve
             continue;
         }
         out.extend_from_slice(&arg[at..start]);
-        secrets.add(&arg[start..end]);
+        if loud.iter().any(|l| l.start < end && start < l.end) {
+            secrets.add(&arg[start..end]);
+        }
         out.extend_from_slice(MASK.as_bytes());
         at = end;
     }
@@ -328,7 +342,8 @@ fn assignment_value(arg: &[u8], w: Range<usize>) -> Option<Range<usize>> {
 }
 
 /// Every range to redact, per argument.
-fn find_argv(args: &[&[u8]]) -> Vec<Vec<Range<usize>>> {
+fn find_argv(args: &[&[u8]]) -> Vec<Found> {
+    let mut found: Vec<Found> = vec![Found::default(); args.len()];
     let mut out: Vec<Vec<Range<usize>>> = vec![Vec::new(); args.len()];
     // Word rules run over the words of all arguments in order, so that `--token` and its
     // value match whether they are two argv elements or two words of one `sh -c` script.
@@ -368,14 +383,17 @@ fn find_argv(args: &[&[u8]]) -> Vec<Vec<Range<usize>>> {
     for (i, arg) in args.iter().enumerate() {
         headers(arg, &mut out[i]);
         bearer(arg, &mut out[i]);
-        url_credentials(arg, &mut out[i]);
+        url_credentials(arg, &mut out[i], &mut found[i].quiet);
         query_parameters(arg, &mut out[i]);
         json_fields(arg, &mut out[i]);
         embedded_assignments(arg, &mut out[i]);
         token_shapes(arg, &mut out[i]);
         private_keys(arg, &mut out[i]);
     }
-    out
+    for (f, ranges) in found.iter_mut().zip(out) {
+        f.ranges = ranges;
+    }
+    found
 }
 
 /// End of an inline value: whitespace, a quote, or the end.
@@ -468,8 +486,9 @@ fn bearer(arg: &[u8], out: &mut Vec<Range<usize>>) {
     }
 }
 
-/// `scheme://user:pass@host`: everything between `://` and the last `@` of the authority.
-fn url_credentials(arg: &[u8], out: &mut Vec<Range<usize>>) {
+/// `scheme://user:pass@host`: the user and the password (between `://` and the last `@` of
+/// the authority), each on its own so that each is masked on its own.
+fn url_credentials(arg: &[u8], out: &mut Vec<Range<usize>>, quiet: &mut Vec<Range<usize>>) {
     let mut from = 0;
     while let Some(k) = arg[from..].windows(3).position(|w| w == b"://") {
         let start = from + k + 3;
@@ -483,8 +502,19 @@ fn url_credentials(arg: &[u8], out: &mut Vec<Range<usize>>) {
             })
             .map_or(arg.len(), |k| start + k);
         if let Some(at) = arg[start..end].iter().rposition(|&b| b == b'@') {
-            if at > 0 {
-                out.push(start..start + at);
+            let userinfo = start..start + at;
+            match arg[userinfo.clone()].iter().position(|&b| b == b':') {
+                Some(colon) => {
+                    // A long user name may be a token itself (`https://TOKEN:x-oauth-basic@`).
+                    let user = userinfo.start..userinfo.start + colon;
+                    if user.len() >= 16 {
+                        out.push(user);
+                    } else {
+                        quiet.push(user);
+                    }
+                    out.push(userinfo.start + colon + 1..userinfo.end);
+                }
+                None => out.push(userinfo),
             }
         }
     }
@@ -991,15 +1021,15 @@ mod tests {
     fn urls() {
         assert_eq!(
             r(&["git", "clone", "https://user:pass@github.com/o/r.git"]),
-            "git clone https://***@github.com/o/r.git"
+            "git clone https://***:***@github.com/o/r.git"
         );
         assert_eq!(
             r(&["git", "push", "https://x-access-token:ghs_x@github.com/o/r"]),
-            "git push https://***@github.com/o/r"
+            "git push https://***:***@github.com/o/r"
         );
         assert_eq!(
             r(&["psql", "postgresql://app:pw@db:5432/app"]),
-            "psql postgresql://***@db:5432/app"
+            "psql postgresql://***:***@db:5432/app"
         );
         assert_eq!(
             r(&["curl", "https://h/p?x=1&access_token=abc&y=2#f"]),
@@ -1108,14 +1138,19 @@ mod tests {
             "DB_PASS=x",
             "https://u:pw12@h/",
         ]);
-        assert_eq!(text, "app --token *** DB_PASS=*** https://***@h/");
-        assert_eq!(values, vec!["abcd1234", "u:pw12", "x"]);
+        assert_eq!(text, "app --token *** DB_PASS=*** https://***:***@h/");
+        assert_eq!(values, vec!["abcd1234", "pw12", "x"]);
+        let (_, values) = red(&[
+            "git",
+            "https://0123456789abcdef0123:x-oauth-basic@github.com/",
+        ]);
+        assert_eq!(values, vec!["0123456789abcdef0123", "x-oauth-basic"]);
         let mut s = Secrets::default();
         s.add(b"x");
         s.add(b"abcd1234");
         assert_eq!(s.to_mask().collect::<Vec<_>>(), vec!["abcd1234"]);
         assert_eq!(format!("{s:?}"), "Secrets(2 values)");
-        let (again, more) = red(&["app", "--token", "***", "DB_PASS=***", "https://***@h/"]);
+        let (again, more) = red(&["app", "--token", "***", "DB_PASS=***", "https://***:***@h/"]);
         assert_eq!(again, text);
         assert!(more.is_empty(), "{more:?}");
     }

@@ -64,8 +64,14 @@ pub fn normalize(argv: &[String]) -> Normalized {
             normalize_arg(arg, false, &mut n);
             continue;
         }
+        // A program name with spaces is a title a process gave itself (`exec -a`,
+        // setproctitle: `postgres: checkpointer`), masked like any argument.
+        if arg.contains(char::is_whitespace) {
+            normalize_arg(arg, false, &mut n);
+            continue;
+        }
         match arg.rsplit_once('/') {
-            Some((_, name)) if !name.is_empty() && !arg.contains(char::is_whitespace) => {
+            Some((_, name)) if !name.is_empty() => {
                 n.pattern.push('*');
                 normalize_arg(name, true, &mut n);
             }
