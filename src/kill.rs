@@ -170,6 +170,10 @@ pub fn terminate(
             }
             match h.signal(sig) {
                 SignalResult::Sent => {}
+                // A SIGTERM with its default action ends even a stopped process, so a
+                // process can be gone by the time SIGCONT comes: our TERM ended it, and
+                // the wait below sees its exit at once.
+                SignalResult::Gone if sig == Sig::Cont => {}
                 other => fates[*i] = Some(result_fate(other)),
             }
         }
