@@ -13,6 +13,7 @@ mod support;
 
 mod fixture_selftest;
 mod janitor;
+mod reports;
 mod run;
 mod static_build;
 mod sweep;
