@@ -87,13 +87,14 @@ impl Capped {
         self.out.len() + chunk.len() + RESERVE <= self.cap
     }
 
-    /// Appends `chunk` if it fits; else records `what` was left out.
+    /// Appends `chunk` if it fits and nothing before it was left out (so the output
+    /// never skips a part and goes on); else records that `what` was left out.
     fn push(&mut self, chunk: &str, what: &str) -> bool {
         if self.dropped.is_empty() && self.fits(chunk) {
             self.out.push_str(chunk);
             true
         } else {
-            if !what.is_empty() && !self.dropped.iter().any(|d| d == what) {
+            if !self.dropped.iter().any(|d| d == what) {
                 self.dropped.push(what.to_owned());
             }
             false
@@ -345,7 +346,7 @@ fn forests(r: &Report, c: &mut Capped) {
         if shown == MAX_TREE_SIGNATURES {
             c.push(
                 "Trees of the less frequent commands are in the JSON report.\n\n",
-                "",
+                "some process trees",
             );
             break;
         }
@@ -411,7 +412,7 @@ pub fn render(r: &Report, report_path: Option<&str>, cap: usize) -> String {
         cap,
         dropped: Vec::new(),
     };
-    c.push(&headline(r), "");
+    c.push(&headline(r), "the headline");
     if !r.signatures.is_empty() {
         c.push(
             "| Kind | Processes | Command | Ports | Step | Tests | How they ended |\n\
@@ -435,10 +436,10 @@ pub fn render(r: &Report, report_path: Option<&str>, cap: usize) -> String {
                         "processes"
                     )
                 ),
-                "",
+                "rows of the table",
             );
         }
-        c.push("\n", "");
+        c.push("\n", "the table");
         c.push(&next_steps(r), "what to do next");
         forests(r, &mut c);
     }

@@ -3,6 +3,7 @@
 //! were freed, and what to do next. Compact: a signature of 82 processes takes a handful of
 //! lines, not 82.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use crate::classify::Rule;
@@ -20,6 +21,8 @@ const MAX_SIGNATURE: usize = 400;
 const MAX_FREED_LISTED: usize = 5;
 /// Processes listed under a signature before "… and N more".
 const MAX_LISTED: usize = 5;
+/// Signatures listed per section; the JSON report and the job summary have the rest.
+const MAX_SIGNATURES: usize = 50;
 
 fn paint(style: Style, code: &str, text: &str) -> String {
     if style.color {
@@ -138,7 +141,13 @@ fn process_line(out: &mut String, p: &ReportProcess, style: Style, with_command:
     out.push('\n');
 }
 
-fn signature_block(out: &mut String, r: &Report, s: &Signature, style: Style) {
+fn signature_block(
+    out: &mut String,
+    r: &Report,
+    s: &Signature,
+    by_pid: &HashMap<i32, &ReportProcess>,
+    style: Style,
+) {
     let colour = if s.class == "job" { "31;1" } else { "1" };
     let _ = writeln!(
         out,
@@ -168,7 +177,7 @@ fn signature_block(out: &mut String, r: &Report, s: &Signature, style: Style) {
     let members: Vec<&ReportProcess> = s
         .pids
         .iter()
-        .filter_map(|pid| r.processes.iter().find(|p| p.pid == *pid))
+        .filter_map(|pid| by_pid.get(pid).copied())
         .collect();
     for p in members.iter().take(MAX_LISTED) {
         process_line(out, p, style, members.len() == 1);
@@ -207,14 +216,28 @@ pub fn render(r: &Report, style: Style) -> String {
              unless --kill-unattributed):",
         ),
     ];
+    let by_pid: HashMap<i32, &ReportProcess> = r.processes.iter().map(|p| (p.pid, p)).collect();
     for (class, title) in sections {
         let sigs: Vec<&Signature> = r.signatures.iter().filter(|s| s.class == class).collect();
         if sigs.is_empty() {
             continue;
         }
         let _ = writeln!(out, "\n{title}");
-        for s in sigs {
-            signature_block(&mut out, r, s, style);
+        for s in sigs.iter().take(MAX_SIGNATURES) {
+            signature_block(&mut out, r, s, &by_pid, style);
+        }
+        if sigs.len() > MAX_SIGNATURES {
+            let rest = &sigs[MAX_SIGNATURES..];
+            let _ = writeln!(
+                out,
+                "  … and {} ({}) more, in the JSON report (--report-json)",
+                plural(rest.len(), "command", "commands"),
+                plural(
+                    rest.iter().map(|s| s.count).sum::<usize>(),
+                    "process",
+                    "processes"
+                )
+            );
         }
     }
     if !r.ports.is_empty() {
@@ -368,6 +391,16 @@ mod tests {
         insta::assert_snapshot!(text);
         assert!(!text.contains('\r'));
         assert!(!text.contains("hunter2"));
+    }
+
+    #[test]
+    fn thousands_of_commands_stay_readable() {
+        let text = render(&fixtures::many_signatures(5000).report, Style::default());
+        assert!(
+            text.contains("\n  … and 4950 commands (4950 processes) more"),
+            "{text}"
+        );
+        assert!(text.lines().count() < 400, "{} lines", text.lines().count());
     }
 
     #[test]
