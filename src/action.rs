@@ -17,10 +17,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::app::{finish_sweep_with, job_context, AppError, Exit, RootHint};
+use crate::app::{
+    finish_sweep_with, job_baseline, job_context, sweep_job, AppError, Exit, JobMarkers, RootHint,
+};
 use crate::cli::{ActionPhase, FailOn};
-use crate::model::JobInfo;
-use crate::platform::{self, Detail, ReadOptions};
+use crate::platform::{self, ReadOptions};
 use crate::settings::{self, Env, SweepSettings};
 use crate::state;
 
@@ -125,11 +126,8 @@ impl Inputs {
             },
             allow: self.allow.clone(),
             ignore: self.ignore.clone(),
-            protect: Vec::new(),
-            no_default_protect: false,
             kill_unattributed: self.kill_unattributed,
-            report_json: None,
-            color: crate::cli::ColorChoice::Never,
+            ..Default::default()
         };
         settings::sweep_settings(&opts, env).map_err(|e| {
             // The flags' names mean nothing in a workflow: name the inputs instead.
@@ -183,14 +181,7 @@ fn new_marker(env: Env<'_>) -> String {
 fn begin(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
     let path = state_path(inputs, env);
     let marker = new_marker(env);
-    let mut snap = platform::read_snapshot(&ReadOptions {
-        detail: Detail::None,
-        ..ReadOptions::default()
-    })?;
-    snap.job = Some(JobInfo {
-        tracking_id: env("RUNNER_TRACKING_ID").filter(|v| !v.is_empty()),
-        marker: Some(marker.clone()),
-    });
+    let snap = job_baseline(env, &marker)?;
     state::save(&path, &snap)?;
     append_file_command(env, "GITHUB_STATE", STATE_KEY, &path.to_string_lossy())?;
     append_file_command(env, "GITHUB_ENV", "CI_JANITOR_RUN", &marker)?;
@@ -238,32 +229,13 @@ fn end(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
             return Err(e.into());
         }
     };
-    let mut ctx = job_context(&opts.proc_root, env, RootHint::BelowShim);
-    if let Some(job) = &baseline.job {
-        if ctx.tracking_id.is_none() {
-            ctx.tracking_id = job.tracking_id.clone();
-        }
-        ctx.run_marker = job.marker.clone();
-    }
-    if let Some(taker) = baseline.taken_by {
-        ctx.also_protected.push(taker);
-    }
+    let ctx = job_context(&opts.proc_root, env, RootHint::BelowShim);
     if let Some(status) = &inputs.job_status {
         println!("ci-janitor: job status {status}; sweeping");
     }
-    let outcome = crate::sweep::sweep(
-        &baseline,
-        &ctx,
-        &settings.policy,
-        &crate::sweep::SweepOptions {
-            grace: settings.grace,
-            deadline: settings.deadline,
-            dry_run: settings.dry_run,
-            proc_root: opts.proc_root,
-        },
-    )?;
+    let outcome = sweep_job(&baseline, ctx, &settings, JobMarkers::Fallback)?;
     let report_path = path.with_file_name("report.json");
-    finish_sweep_with(&outcome, &settings, Some(&report_path), env)
+    finish_sweep_with(&outcome, &settings, Some(&report_path))
 }
 
 /// Appends `name=value` to the file named by `$var` (`GITHUB_ENV`, `GITHUB_STATE`,

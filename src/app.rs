@@ -109,6 +109,7 @@ pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
         Command::Run(args) => crate::run::run(args, env),
         Command::Action(args) => crate::action::run(args.phase, env),
         Command::Hooks(args) => crate::hooks::run(args.command, env),
+        Command::Report(args) => report::saved::run(&args, env),
     }
 }
 
@@ -172,9 +173,8 @@ pub fn job_context(proc_root: &std::path::Path, env: Env<'_>, hint: RootHint) ->
 pub fn finish_sweep(
     outcome: &crate::sweep::SweepOutcome,
     settings: &settings::SweepSettings,
-    env: Env<'_>,
 ) -> Result<Exit, AppError> {
-    finish_sweep_with(outcome, settings, None, env)
+    finish_sweep_with(outcome, settings, None)
 }
 
 /// [`finish_sweep`], also writing the JSON report to `extra_report` (the Action keeps one
@@ -183,66 +183,87 @@ pub fn finish_sweep_with(
     outcome: &crate::sweep::SweepOutcome,
     settings: &settings::SweepSettings,
     extra_report: Option<&std::path::Path>,
-    env: Env<'_>,
 ) -> Result<Exit, AppError> {
     let leaked = outcome.failing_leaks().count() > 0;
     let failed = leaked && settings.fail_on == FailOn::Leak;
-    let report = report::json::build(outcome, failed);
-    let paths: Vec<&std::path::Path> = settings
-        .report_json
-        .as_deref()
-        .into_iter()
-        .chain(extra_report)
-        .collect();
-    for path in &paths {
-        let bytes = serde_json::to_vec_pretty(&report).map_err(std::io::Error::from)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        std::fs::write(path, bytes).map_err(|e| {
-            AppError::Internal(format!("write the JSON report {}: {e}", path.display()))
-        })?;
+    let built = report::json::build(outcome, failed);
+    let mut settings = settings.clone();
+    if settings.report_json.is_none() {
+        settings.report_json = extra_report.map(std::path::Path::to_path_buf);
     }
-    let style = report::tree::Style {
-        color: settings.color,
-    };
-    let text = report::terminal::render(outcome, failed, style);
-    let mut out = std::io::stdout().lock();
-    if env("GITHUB_ACTIONS").as_deref() == Some("true") {
-        report::github::emit(&report, &text, paths.first().copied(), env, &mut out)?;
-    } else {
-        write!(out, "{text}")?;
-    }
+    report::emit::write_reports(&built, &settings, &mut std::io::stdout().lock())?;
     Ok(if failed { Exit::Leaked } else { Exit::Clean })
 }
 
 fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let settings = settings::sweep_settings(&args.opts, env).map_err(AppError::Input)?;
     let path = settings::state_path(&args.state, env);
-    let opts = ReadOptions::default();
-    let boot_id = platform::boot_id(&opts.proc_root)?;
-    let baseline = state::load(&path, &boot_id)?;
-    let mut ctx = job_context(&opts.proc_root, env, RootHint::Parent);
+    let proc_root = ReadOptions::default().proc_root;
+    let baseline = state::load(&path, &platform::boot_id(&proc_root)?)?;
+    let ctx = job_context(&proc_root, env, RootHint::Parent);
+    let outcome = sweep_job(&baseline, ctx, &settings, JobMarkers::Fallback)?;
+    finish_sweep(&outcome, &settings)
+}
+
+/// How a baseline's recorded job markers combine with the sweep's own context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobMarkers {
+    /// Ours come first (from the environment); the baseline's fill what is missing.
+    Fallback,
+    /// Only the baseline's count: it is an earlier job's, swept on its behalf.
+    Only,
+}
+
+/// Sweeps what appeared since `baseline`, with `ctx` completed from the baseline: the job
+/// markers it recorded, and the process that took it (protected).
+pub fn sweep_job(
+    baseline: &crate::model::Snapshot,
+    mut ctx: Context,
+    settings: &settings::SweepSettings,
+    markers: JobMarkers,
+) -> Result<crate::sweep::SweepOutcome, AppError> {
+    let job = baseline.job.clone().unwrap_or_default();
+    if markers == JobMarkers::Only || ctx.tracking_id.is_none() {
+        ctx.tracking_id = job.tracking_id;
+    }
+    if markers == JobMarkers::Only || ctx.run_marker.is_none() {
+        ctx.run_marker = job.marker;
+    }
     if let Some(taker) = baseline.taken_by {
         ctx.also_protected.push(taker);
     }
-    let outcome = crate::sweep::sweep(
-        &baseline,
+    Ok(crate::sweep::sweep(
+        baseline,
         &ctx,
         &settings.policy,
         &crate::sweep::SweepOptions {
             grace: settings.grace,
             deadline: settings.deadline,
             dry_run: settings.dry_run,
-            proc_root: opts.proc_root,
+            proc_root: ReadOptions::default().proc_root,
+            on_wait: report::progress::stderr_progress(),
         },
-    )?;
-    finish_sweep(&outcome, &settings, env)
+    )?)
+}
+
+/// A baseline for a job: every process and socket now, with the job's markers recorded
+/// (its RUNNER_TRACKING_ID, and the CI_JANITOR_RUN marker we give its steps).
+pub fn job_baseline(env: Env<'_>, marker: &str) -> Result<crate::model::Snapshot, AppError> {
+    let mut snap = platform::read_snapshot(&ReadOptions {
+        detail: platform::Detail::None,
+        ..ReadOptions::default()
+    })?;
+    crate::redact::redact_snapshot(&mut snap);
+    snap.job = Some(crate::model::JobInfo {
+        tracking_id: env("RUNNER_TRACKING_ID").filter(|v| !v.is_empty()),
+        marker: Some(marker.to_owned()),
+    });
+    Ok(snap)
 }
 
 fn snapshot(args: SnapshotArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let path = settings::state_path(&args.state, env);
-    let snap = platform::read_snapshot(&ReadOptions {
+    let mut snap = platform::read_snapshot(&ReadOptions {
         detail: if args.full {
             platform::Detail::All
         } else {
@@ -250,6 +271,9 @@ fn snapshot(args: SnapshotArgs, env: Env<'_>) -> Result<Exit, AppError> {
         },
         ..ReadOptions::default()
     })?;
+    // The baseline's argv is never matched against (patterns look at processes alive at
+    // sweep time), so it is saved and printed redacted like everything else.
+    crate::redact::redact_snapshot(&mut snap);
     state::save(&path, &snap)?;
     let mut out = std::io::stdout().lock();
     if args.print {
@@ -271,11 +295,12 @@ fn diff(args: DiffArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let opts = ReadOptions::default();
     let boot_id = platform::boot_id(&opts.proc_root)?;
     let baseline = state::load(&path, &boot_id)?;
-    let now = platform::read_snapshot(&ReadOptions {
+    let mut now = platform::read_snapshot(&ReadOptions {
         host_facts: false,
         detail: platform::Detail::new_since(&baseline),
         ..opts
     })?;
+    crate::redact::redact_snapshot(&mut now);
     let appeared = crate::diff::appeared(&baseline, &now);
     let zombies = crate::diff::appeared_zombies(&baseline, &now);
     let mut out = std::io::stdout().lock();

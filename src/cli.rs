@@ -65,6 +65,9 @@ pub enum Command {
     /// Install or remove the self-hosted runner's job hooks, which sweep every job on that
     /// runner without changing any workflow.
     Hooks(HooksArgs),
+    /// Render a saved JSON report (from --report-json) again: as text, as the job summary's
+    /// Markdown, as GitHub annotations, or as JUnit XML.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -198,12 +201,42 @@ pub struct SweepOpts {
     /// started them (by default they are only reported).
     #[arg(long)]
     pub kill_unattributed: bool,
-    /// Write the report as JSON to FILE.
+    /// Write the report as JSON to FILE [default under GitHub Actions:
+    /// $RUNNER_TEMP/ci-janitor/report.json].
     #[arg(long, value_name = "FILE")]
     pub report_json: Option<PathBuf>,
+    /// Write the report as JUnit XML to FILE (one test case per leaked command), for the
+    /// test UI of GitLab, Jenkins and others.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Append the report as Markdown to FILE [default: $GITHUB_STEP_SUMMARY when set].
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
     /// Colour: auto (on a terminal, unless NO_COLOR is set), always or never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+}
+
+impl Default for SweepOpts {
+    /// The same values the command line defaults to, for the Action and the hooks, which
+    /// build their options from inputs rather than flags.
+    fn default() -> Self {
+        SweepOpts {
+            grace: "5s".into(),
+            deadline: "30s".into(),
+            dry_run: false,
+            fail_on: FailOn::Leak,
+            allow: Vec::new(),
+            ignore: Vec::new(),
+            protect: Vec::new(),
+            no_default_protect: false,
+            kill_unattributed: false,
+            report_json: None,
+            junit: None,
+            summary: None,
+            color: ColorChoice::Never,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -227,6 +260,31 @@ pub struct RunArgs {
     /// The command and its arguments (after `--`).
     #[arg(required = true, last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The JSON report to render.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// What to render it as.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Colour (text format): auto (on a terminal, unless NO_COLOR is set), always or never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// What `sweep` prints on a terminal.
+    Text,
+    /// The GitHub job summary.
+    Markdown,
+    /// GitHub workflow commands (`::error`, `::notice`).
+    Annotations,
+    /// JUnit XML.
+    Junit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,10 +17,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::action::append_file_command;
-use crate::app::{finish_sweep, job_context, AppError, Exit, RootHint};
+use crate::app::{
+    finish_sweep, job_baseline, job_context, sweep_job, AppError, Exit, JobMarkers, RootHint,
+};
 use crate::cli::{FailOn, HooksCommand};
-use crate::model::JobInfo;
-use crate::platform::{self, Detail, ReadOptions};
+use crate::platform::{self, ReadOptions};
 use crate::settings::{self, Env};
 use crate::state;
 
@@ -254,14 +255,7 @@ fn job_started(state_dir: &Path, env: Env<'_>) -> Result<Exit, AppError> {
         }
     }
     let marker = crate::action::new_job_marker(env);
-    let mut snap = platform::read_snapshot(&ReadOptions {
-        detail: Detail::None,
-        ..ReadOptions::default()
-    })?;
-    snap.job = Some(JobInfo {
-        tracking_id: env("RUNNER_TRACKING_ID").filter(|v| !v.is_empty()),
-        marker: Some(marker.clone()),
-    });
+    let snap = job_baseline(env, &marker)?;
     state::save(&path, &snap)?;
     std::fs::write(active_file(state_dir), b"")
         .map_err(|e| io_err("write", &active_file(state_dir), e))?;
@@ -305,54 +299,29 @@ fn sweep_with_state(
     previous: bool,
 ) -> Result<Exit, AppError> {
     let opts = ReadOptions::default();
-    let boot_id = platform::boot_id(&opts.proc_root)?;
-    let baseline = state::load(path, &boot_id)?;
+    let baseline = state::load(path, &platform::boot_id(&opts.proc_root)?)?;
     let mut settings = settings::sweep_settings(
         &crate::cli::SweepOpts {
             grace: grace.to_owned(),
-            deadline: "30s".into(),
-            dry_run: false,
             fail_on,
-            allow: Vec::new(),
-            ignore: Vec::new(),
-            protect: Vec::new(),
-            no_default_protect: false,
-            kill_unattributed: false,
-            report_json: None,
-            color: crate::cli::ColorChoice::Never,
+            ..Default::default()
         },
         env,
     )
     .map_err(AppError::Input)?;
     settings.report_json = Some(path.with_file_name("report.json"));
-    let mut ctx = if previous {
-        crate::classify::Context {
+    let (ctx, markers) = if previous {
+        let ctx = crate::classify::Context {
             me: platform::self_id(&opts.proc_root),
             ..Default::default()
-        }
+        };
+        (ctx, JobMarkers::Only)
     } else {
-        job_context(&opts.proc_root, env, RootHint::Parent)
+        let ctx = job_context(&opts.proc_root, env, RootHint::Parent);
+        (ctx, JobMarkers::Fallback)
     };
-    let job = baseline.job.clone().unwrap_or_default();
-    if previous || ctx.tracking_id.is_none() {
-        ctx.tracking_id = job.tracking_id;
-    }
-    ctx.run_marker = job.marker;
-    if let Some(taker) = baseline.taken_by {
-        ctx.also_protected.push(taker);
-    }
-    let outcome = crate::sweep::sweep(
-        &baseline,
-        &ctx,
-        &settings.policy,
-        &crate::sweep::SweepOptions {
-            grace: settings.grace,
-            deadline: settings.deadline,
-            dry_run: false,
-            proc_root: opts.proc_root,
-        },
-    )?;
-    finish_sweep(&outcome, &settings, env)
+    let outcome = sweep_job(&baseline, ctx, &settings, markers)?;
+    finish_sweep(&outcome, &settings)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! and a group signal would reach them.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,53 @@ pub struct RoundOptions {
     pub grace: Duration,
     /// After this instant nothing new is started, and waits end.
     pub deadline: Instant,
+    /// Told how the grace-period wait is going (a progress line on a terminal).
+    pub on_wait: Option<OnWait>,
+}
+
+/// Called during the grace-period wait, at most every [`PROGRESS_STEP`], with the number of
+/// processes still alive and the time since SIGTERM; and once more with 0 when the wait ends.
+#[derive(Clone)]
+pub struct OnWait(pub Arc<dyn Fn(usize, Duration) + Send + Sync>);
+
+impl std::fmt::Debug for OnWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnWait(..)")
+    }
+}
+
+/// How often [`OnWait`] hears from a wait.
+pub const PROGRESS_STEP: Duration = Duration::from_millis(100);
+
+/// [`platform::wait_exits`] in steps of [`PROGRESS_STEP`], telling `on_wait` after each;
+/// the plain wait when nobody listens.
+fn wait_exits(
+    handles: &[&Handle],
+    until: Instant,
+    since: Instant,
+    on_wait: Option<&OnWait>,
+) -> Vec<(usize, Instant)> {
+    let Some(on_wait) = on_wait else {
+        return platform::wait_exits(handles, until);
+    };
+    let mut exited: Vec<(usize, Instant)> = Vec::new();
+    let mut pending: Vec<usize> = (0..handles.len()).collect();
+    loop {
+        (on_wait.0)(pending.len(), since.elapsed());
+        let step_end = (Instant::now() + PROGRESS_STEP).min(until);
+        let batch: Vec<&Handle> = pending.iter().map(|&i| handles[i]).collect();
+        let done: Vec<(usize, Instant)> = platform::wait_exits(&batch, step_end)
+            .into_iter()
+            .map(|(k, when)| (pending[k], when))
+            .collect();
+        pending.retain(|i| !done.iter().any(|(d, _)| d == i));
+        exited.extend(done);
+        if pending.is_empty() || Instant::now() >= until {
+            break;
+        }
+    }
+    (on_wait.0)(0, since.elapsed());
+    exited
 }
 
 /// How long to wait for a SIGKILLed process to disappear before calling it a survivor.
@@ -122,6 +170,10 @@ pub fn terminate(
             }
             match h.signal(sig) {
                 SignalResult::Sent => {}
+                // A SIGTERM with its default action ends even a stopped process, so a
+                // process can be gone by the time SIGCONT comes: our TERM ended it, and
+                // the wait below sees its exit at once.
+                SignalResult::Gone if sig == Sig::Cont => {}
                 other => fates[*i] = Some(result_fate(other)),
             }
         }
@@ -132,16 +184,20 @@ pub fn terminate(
         .collect();
     let grace_end = (start + opts.grace).min(opts.deadline);
     let term_sent = Instant::now();
-    let exited: Vec<usize> =
-        platform::wait_exits(&live.iter().map(|(_, h)| h).collect::<Vec<_>>(), grace_end)
-            .into_iter()
-            .map(|(k, when)| {
-                fates[live[k].0] = Some(Fate::Terminated {
-                    after_ms: when.saturating_duration_since(term_sent).as_millis() as u64,
-                });
-                k
-            })
-            .collect();
+    let exited: Vec<usize> = wait_exits(
+        &live.iter().map(|(_, h)| h).collect::<Vec<_>>(),
+        grace_end,
+        term_sent,
+        opts.on_wait.as_ref(),
+    )
+    .into_iter()
+    .map(|(k, when)| {
+        fates[live[k].0] = Some(Fate::Terminated {
+            after_ms: when.saturating_duration_since(term_sent).as_millis() as u64,
+        });
+        k
+    })
+    .collect();
     // Anything still alive gets SIGKILL; nothing ignores or blocks it.
     let survivors: Vec<&(usize, Handle)> = live
         .iter()

@@ -14,6 +14,7 @@
 //! - [`classify`]: whose each appeared process is, with the evidence (pure).
 //! - [`kill`] / [`sweep`]: one round of signals by identity; the rounds until nothing is left.
 //! - [`run`]: `ci-janitor run -- CMD`, the command under a subreaper, then a sweep.
+//! - [`redact`]: secrets in command lines replaced before anything is printed or saved.
 //! - [`report`]: rendering for people and machines.
 //! - [`cli`] / [`settings`] / [`app`]: the command line, its meaning, and dispatch.
 
@@ -26,6 +27,7 @@ pub mod hooks;
 pub mod kill;
 pub mod model;
 pub mod platform;
+pub mod redact;
 pub mod report;
 pub mod run;
 pub mod settings;

@@ -78,11 +78,12 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
             deadline: settings.deadline,
             dry_run: settings.dry_run,
             proc_root: read.proc_root.clone(),
+            on_wait: crate::report::progress::stderr_progress(),
         },
     );
     // Killed orphans are our children now: reap them so nothing is left as a zombie.
     child.reap_for(std::time::Duration::from_millis(200));
-    let verdict = finish_sweep(&outcome?, &settings, env)?;
+    let verdict = finish_sweep(&outcome?, &settings)?;
     // The command's own failure comes first; a status that does not fit in an exit code
     // (never, in practice) still reads as a failure.
     Ok(match exit.as_status() {

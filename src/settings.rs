@@ -62,7 +62,15 @@ pub struct SweepSettings {
     pub dry_run: bool,
     pub fail_on: FailOn,
     pub policy: Policy,
+    /// The JSON report; defaults to `$RUNNER_TEMP/ci-janitor/report.json` under Actions.
     pub report_json: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
+    /// The Markdown summary, appended to: `--summary`, else `$GITHUB_STEP_SUMMARY`.
+    pub summary: Option<PathBuf>,
+    /// `GITHUB_ACTIONS=true`: stdout carries workflow commands (see `report::emit`).
+    pub github_actions: bool,
+    /// `$GITHUB_OUTPUT`, appended to under Actions.
+    pub github_output: Option<PathBuf>,
     pub color: bool,
 }
 
@@ -76,6 +84,8 @@ pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, Stri
             o.deadline, o.grace
         ));
     }
+    let env_path = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let github_actions = env("GITHUB_ACTIONS").is_some_and(|v| v == "true");
     let patterns = |flag: &str, v: &[String]| -> Result<Vec<Pattern>, String> {
         v.iter()
             .map(|p| Pattern::parse(p).map_err(|e| format!("{flag}: {e}")))
@@ -94,7 +104,19 @@ pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, Stri
             kill_unattributed: o.kill_unattributed,
             only_attributed: false,
         },
-        report_json: o.report_json.clone(),
+        report_json: o.report_json.clone().or_else(|| {
+            github_actions
+                .then(|| env_path("RUNNER_TEMP"))
+                .flatten()
+                .map(|t| t.join("ci-janitor").join("report.json"))
+        }),
+        junit: o.junit.clone(),
+        summary: o
+            .summary
+            .clone()
+            .or_else(|| env_path("GITHUB_STEP_SUMMARY")),
+        github_actions,
+        github_output: github_actions.then(|| env_path("GITHUB_OUTPUT")).flatten(),
         color: use_color(o.color, env),
     })
 }
@@ -102,6 +124,41 @@ pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn github_defaults_come_from_the_environment() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::parse_from(["ci-janitor", "sweep"]);
+        let crate::cli::Command::Sweep(args) = cli.command else {
+            panic!("not a sweep")
+        };
+        let vars = [
+            ("GITHUB_ACTIONS", "true"),
+            ("RUNNER_TEMP", "/rt"),
+            ("GITHUB_STEP_SUMMARY", "/rt/summary"),
+            ("GITHUB_OUTPUT", "/rt/output"),
+        ];
+        let env = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let s = sweep_settings(&args.opts, &env).unwrap();
+        assert!(s.github_actions);
+        assert_eq!(
+            s.report_json,
+            Some(PathBuf::from("/rt/ci-janitor/report.json"))
+        );
+        assert_eq!(s.summary, Some(PathBuf::from("/rt/summary")));
+        assert_eq!(s.github_output, Some(PathBuf::from("/rt/output")));
+        let none = |_: &str| None;
+        let s = sweep_settings(&args.opts, &none).unwrap();
+        assert!(!s.github_actions);
+        assert_eq!(
+            (s.report_json, s.summary, s.github_output),
+            (None, None, None)
+        );
+    }
 
     #[test]
     fn durations() {

@@ -181,7 +181,9 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Snapshot, StateError> {
 }
 
 /// Checks that cannot be faked by editing one field: every baseline process started before
-/// the snapshot was taken, and the versions agree.
+/// the snapshot was finished, and the versions agree. A process may start while the
+/// snapshot reads `/proc` (after `taken_at_boot_ticks`, which is when reading began) and
+/// still be listed; it may not start after the reading ended.
 fn check_consistent(s: &Snapshot) -> Result<(), String> {
     if s.schema_version != SCHEMA_VERSION {
         return Err(format!(
@@ -189,14 +191,15 @@ fn check_consistent(s: &Snapshot) -> Result<(), String> {
             s.schema_version
         ));
     }
-    if let Some(p) = s
-        .processes
-        .iter()
-        .find(|p| p.id.start_ticks > s.taken_at_boot_ticks)
-    {
+    let hz = s.machine.clock_ticks_per_second.max(1);
+    // The reading's duration in ticks, rounded up, plus one tick for the rounding down of
+    // both ends.
+    let read_ticks = (s.duration_us.saturating_mul(hz)).div_ceil(1_000_000) + 1;
+    let finished = s.taken_at_boot_ticks.saturating_add(read_ticks);
+    if let Some(p) = s.processes.iter().find(|p| p.id.start_ticks > finished) {
         return Err(format!(
-            "process {} started at tick {}, after the snapshot's tick {}",
-            p.id.pid, p.id.start_ticks, s.taken_at_boot_ticks
+            "process {} started at tick {}, after the snapshot ended at tick {finished}",
+            p.id.pid, p.id.start_ticks
         ));
     }
     if s.processes.is_empty() {
@@ -251,7 +254,7 @@ mod tests {
             processes: vec![Process {
                 id: ProcessId {
                     pid: 1,
-                    start_ticks: 1,
+                    start_ticks: 500,
                 },
                 ppid: 0,
                 pgid: 1,
@@ -322,6 +325,18 @@ mod tests {
             check(edited.as_bytes()),
             StateError::Tampered { .. }
         ));
+    }
+
+    #[test]
+    fn a_process_born_during_the_read_is_consistent() {
+        // Regression: a process started while /proc was being read is listed with a start
+        // time after `taken_at_boot_ticks`; that is not an inconsistency.
+        let mut s = sample();
+        s.duration_us = 20_000; // 2 ticks at 100 Hz
+        s.processes[0].id.start_ticks = s.taken_at_boot_ticks + 2;
+        assert!(check_consistent(&s).is_ok());
+        s.processes[0].id.start_ticks = s.taken_at_boot_ticks + 4;
+        assert!(check_consistent(&s).is_err());
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct SweepOptions {
     pub deadline: Duration,
     pub dry_run: bool,
     pub proc_root: PathBuf,
+    /// Progress of the grace-period waits (see [`kill::OnWait`]).
+    pub on_wait: Option<kill::OnWait>,
 }
 
 /// One appeared process, what we decided and what happened to it.
@@ -170,6 +172,7 @@ pub fn sweep(
                 &RoundOptions {
                     grace: opts.grace,
                     deadline,
+                    on_wait: opts.on_wait.clone(),
                 },
             )
             .into_iter()

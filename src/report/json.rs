@@ -1,16 +1,27 @@
 //! The sweep report as JSON: a versioned wire type of its own, built from a
 //! [`SweepOutcome`], written by `--report-json` and read back by `ci-janitor report`.
+//! Every other renderer (terminal, annotations, summary, JUnit) reads this type, so a saved
+//! report renders exactly as the live one did. The schema is documented in
+//! `docs/report-schema.md`; a change that removes or re-means a field bumps
+//! [`REPORT_SCHEMA_VERSION`], added fields do not.
+//!
+//! [`build`] is the one place where a sweep's data becomes report data, and so the one place
+//! where command lines are redacted: nothing downstream sees a raw argv.
+
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{Class, Rule};
 use crate::kill::Fate;
 use crate::model::{Bytes, Machine, Markers};
+use crate::redact::{self, Secrets};
 use crate::sweep::{PortOutcome, SweepOutcome};
 
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub schema_version: u32,
     pub tool_version: String,
@@ -29,9 +40,76 @@ pub struct Report {
     pub zombies: usize,
     pub processes: Vec<ReportProcess>,
     pub ports: Vec<ReportPort>,
+    /// The reported processes (job, unattributed, allowed) grouped by masked command line,
+    /// ranked: failing first, then most processes first. Recomputed on load when absent.
+    #[serde(default)]
+    pub signatures: Vec<Signature>,
+    /// How many distinct secret values were redacted from command lines.
+    #[serde(default)]
+    pub redacted_values: usize,
+    /// Step names by `GITHUB_ACTION` id, when the caller found them ([`name_steps`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub step_names: BTreeMap<String, String>,
+    /// The number of job processes over time, recorded by the guard. Absent when no guard
+    /// ran: the summary's chart is drawn only from real samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<Vec<Sample>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Leaked processes that share a masked command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signature {
+    /// First 12 hex digits of the SHA-256 of `command`: stable across runs.
+    pub id: String,
+    /// `job` (fails the run), `unattributed` or `allowed`.
+    pub class: String,
+    /// The command line, redacted, with numbers, temp paths, hashes and UUIDs masked
+    /// (`<N>`, `<tmp>`, `<hash>`, `<uuid>`); control characters shown as `\xNN`.
+    pub command: String,
+    pub count: usize,
+    pub pids: Vec<i32>,
+    /// TCP/UDP ports its processes listened on.
+    pub ports: Vec<u16>,
+    /// Every listening socket label (`tcp 127.0.0.1:8000`, `unix /tmp/s.sock`).
+    pub listening: Vec<String>,
+    /// `GITHUB_ACTION` of the steps that started them, most frequent first.
+    pub steps: Vec<Tally>,
+    /// `PYTEST_CURRENT_TEST` of the tests that started them, most frequent first.
+    pub tests: Vec<Tally>,
+    /// `PYTEST_XDIST_WORKER` values (`gw0`, ...).
+    pub xdist_workers: Vec<String>,
+    /// Every attribution rule that matched one of them.
+    pub evidence: Vec<Rule>,
+    /// How they ended, most frequent first.
+    pub fates: Vec<FateTally>,
+    /// A `--allow` pattern that accepts every one of them (and the same leak next run).
+    pub allow_pattern: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub value: String,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FateTally {
+    /// The fate's name (`terminated`, `killed`, `unkillable`, ..., or `not-signalled`).
+    pub fate: String,
+    pub count: usize,
+    /// The longest time from SIGTERM to exit (terminated) or to SIGKILL (killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_after_ms: Option<u64>,
+}
+
+/// One guard sample: how many of the job's processes were alive at an instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    pub at_unix_ms: u64,
+    pub processes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportProcess {
     pub pid: i32,
     pub start_ticks: u64,
@@ -52,7 +130,7 @@ pub struct ReportProcess {
     pub listening: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportPort {
     pub socket: String,
     pub held_by: Vec<i32>,
@@ -62,8 +140,18 @@ pub struct ReportPort {
     pub now_held_by: Vec<i32>,
 }
 
-pub fn build(outcome: &SweepOutcome, failed: bool) -> Report {
-    Report {
+/// A report and the secret values that were redacted out of it. The secrets are for
+/// `::add-mask::` only and are never written anywhere else.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub report: Report,
+    pub secrets: Secrets,
+}
+
+/// Builds the report of a sweep, with command lines redacted and signatures computed.
+pub fn build(outcome: &SweepOutcome, failed: bool) -> Built {
+    let mut secrets = Secrets::default();
+    let mut report = Report {
         schema_version: REPORT_SCHEMA_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").into(),
         baseline_taken_at_unix_ms: outcome.baseline_taken_at_unix_ms,
@@ -117,5 +205,183 @@ pub fn build(outcome: &SweepOutcome, failed: bool) -> Report {
                 }
             })
             .collect(),
+        signatures: Vec::new(),
+        redacted_values: 0,
+        step_names: BTreeMap::new(),
+        samples: None,
+    };
+    redact_report(&mut report, &mut secrets);
+    report.signatures = super::signature::compute(&report.processes);
+    Built { report, secrets }
+}
+
+/// Redacts every command line (and test marker, and process name) in `report`, in place.
+fn redact_report(report: &mut Report, secrets: &mut Secrets) {
+    for p in &mut report.processes {
+        p.argv = redact::redact_argv(&p.argv, secrets);
+        if let Some(comm) = redact::redact_argv(std::slice::from_ref(&p.comm), secrets).pop() {
+            p.comm = comm;
+        }
+        if let Some(t) = &p.markers.pytest_current_test {
+            p.markers.pytest_current_test = Some(redact::redact_text(t, secrets));
+        }
+    }
+    report.redacted_values = report.redacted_values.max(secrets.len());
+}
+
+/// Records step names (by `GITHUB_ACTION` id) for the renderers, e.g. from the workflow
+/// file or the jobs API. Names are shown next to ids; ids stay the key.
+pub fn name_steps(report: &mut Report, names: &BTreeMap<String, String>) {
+    report
+        .step_names
+        .extend(names.iter().map(|(k, v)| (k.clone(), v.clone())));
+}
+
+/// Why a saved report could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("read the report {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("parse the report {path}: {source} (is it a file written by --report-json?)")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error(
+        "read the report {path}: schema version {found} is not {REPORT_SCHEMA_VERSION} \
+         (render it with the ci-janitor version that wrote it)"
+    )]
+    Version { path: String, found: u32 },
+}
+
+/// Reads a saved report. Command lines are redacted again (a no-op on reports this version
+/// wrote) and signatures computed when the file has none.
+pub fn load(path: &Path) -> Result<Report, LoadError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    #[derive(Deserialize)]
+    struct Version {
+        schema_version: u32,
+    }
+    let v: Version = serde_json::from_slice(&bytes).map_err(|source| LoadError::Parse {
+        path: shown.clone(),
+        source,
+    })?;
+    if v.schema_version != REPORT_SCHEMA_VERSION {
+        return Err(LoadError::Version {
+            path: shown,
+            found: v.schema_version,
+        });
+    }
+    let mut report: Report = serde_json::from_slice(&bytes).map_err(|source| LoadError::Parse {
+        path: shown,
+        source,
+    })?;
+    let mut secrets = Secrets::default();
+    redact_report(&mut report, &mut secrets);
+    if report.signatures.is_empty() {
+        report.signatures = super::signature::compute(&report.processes);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures;
+
+    #[test]
+    fn json_round_trips() {
+        for b in [
+            fixtures::prefect(),
+            fixtures::mcp(),
+            fixtures::clean(),
+            fixtures::hostile(),
+        ] {
+            let json = serde_json::to_string_pretty(&b.report).unwrap();
+            let back: Report = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, b.report);
+            // And through a file, the way `ci-janitor report` reads it.
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("report.json");
+            std::fs::write(&path, &json).unwrap();
+            assert_eq!(load(&path).unwrap(), b.report);
+        }
+    }
+
+    #[test]
+    fn mcp_json() {
+        insta::assert_json_snapshot!(fixtures::mcp().report);
+    }
+
+    #[test]
+    fn hostile_json_holds_no_secret() {
+        let b = fixtures::hostile();
+        let json = serde_json::to_string_pretty(&b.report).unwrap();
+        for secret in ["hunter2", "ghp_aBc", "pa55w0rd", "t0k3n", "abc.def.ghi"] {
+            assert!(!json.contains(secret), "{secret} in the JSON report");
+        }
+        insta::assert_json_snapshot!(b.report);
+    }
+
+    #[test]
+    fn prefect_signatures_json() {
+        let r = fixtures::prefect().report;
+        assert_eq!(r.signatures.len(), 1);
+        let mut s = r.signatures[0].clone();
+        // 82 of each: the first three say enough.
+        s.pids.truncate(3);
+        s.ports.truncate(3);
+        s.listening.truncate(3);
+        insta::assert_json_snapshot!(s);
+    }
+
+    #[test]
+    fn older_reports_get_signatures_on_load() {
+        let b = fixtures::mcp();
+        let mut v = serde_json::to_value(&b.report).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("signatures");
+        obj.remove("redacted_values");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.json");
+        std::fs::write(&path, v.to_string()).unwrap();
+        assert_eq!(load(&path).unwrap().signatures, b.report.signatures);
+    }
+
+    #[test]
+    fn saved_reports_are_redacted_again_on_load() {
+        let mut r = fixtures::clean().report;
+        r.processes = fixtures::mcp().report.processes;
+        r.processes[0].argv = vec!["srv".into(), "--token".into(), "s3cr3t-value".into()];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raw.json");
+        std::fs::write(&path, serde_json::to_vec(&r).unwrap()).unwrap();
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded.processes[0].argv[2], Bytes::from("***"));
+    }
+
+    #[test]
+    fn bad_files_are_input_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = load(&dir.path().join("nope.json")).unwrap_err();
+        assert!(matches!(missing, LoadError::Read { .. }), "{missing}");
+        let garbage = dir.path().join("garbage.json");
+        std::fs::write(&garbage, "{not json").unwrap();
+        assert!(matches!(
+            load(&garbage).unwrap_err(),
+            LoadError::Parse { .. }
+        ));
+        let future = dir.path().join("future.json");
+        std::fs::write(&future, r#"{"schema_version": 99}"#).unwrap();
+        let e = load(&future).unwrap_err();
+        assert!(matches!(e, LoadError::Version { found: 99, .. }), "{e}");
+        assert!(e.to_string().contains("schema version 99"), "{e}");
     }
 }

@@ -1,25 +1,28 @@
-//! The sweep result for a terminal (and for CI logs outside GitHub): what leaked, the
-//! evidence, how each process died, and which ports were freed.
+//! The sweep result for a terminal (and for CI logs outside GitHub): what leaked, grouped by
+//! signature, with where it came from, the evidence, how each process died, which ports
+//! were freed, and what to do next. Compact: a signature of 82 processes takes a handful of
+//! lines, not 82.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
-use crate::classify::Class;
-use crate::kill::Fate;
-use crate::sweep::{Entry, PortOutcome, SweepOutcome};
+use crate::classify::Rule;
 
-use super::tree::{sanitize, Style};
+use super::json::{Report, ReportProcess, Signature};
+use super::signature::{describe_fates, describe_step, describe_tallies, port_ranges};
+use super::tree::{sanitize, truncate, Style};
 
+/// Longest command shown on a process's line; the JSON report has the whole argv.
 const MAX_COMMAND: usize = 120;
-
-fn short(cmd: &str) -> String {
-    let cmd = sanitize(cmd);
-    if cmd.chars().count() <= MAX_COMMAND {
-        return cmd;
-    }
-    let mut s: String = cmd.chars().take(MAX_COMMAND - 1).collect();
-    s.push('…');
-    s
-}
+/// Longest masked command heading a signature: it is what identifies the leak, so it
+/// may wrap rather than lose its end.
+const MAX_SIGNATURE: usize = 400;
+/// Sockets listed one by one when all were freed; above this, one line says so.
+const MAX_FREED_LISTED: usize = 5;
+/// Processes listed under a signature before "… and N more".
+const MAX_LISTED: usize = 5;
+/// Signatures listed per section; the JSON report and the job summary have the rest.
+const MAX_SIGNATURES: usize = 50;
 
 fn paint(style: Style, code: &str, text: &str) -> String {
     if style.color {
@@ -29,160 +32,270 @@ fn paint(style: Style, code: &str, text: &str) -> String {
     }
 }
 
-fn line(out: &mut String, e: &Entry, style: Style) {
-    let evidence: Vec<&str> = e.evidence.iter().map(|r| r.describe()).collect();
-    let _ = write!(
-        out,
-        "  {} {}",
-        paint(style, "1", &e.process.id.pid.to_string()),
-        short(&e.process.command_line())
-    );
-    if !e.listening.is_empty() {
+/// `n thing` / `n things`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The first line of every report: clean, or how many leaked and what was done.
+pub fn headline(r: &Report) -> String {
+    if r.leaked == 0 {
+        return "clean: nothing the job started is still running".into();
+    }
+    let verb = if r.dry_run {
+        "found (dry run, nothing signalled)"
+    } else {
+        "found and killed"
+    };
+    format!(
+        "{} {verb}",
+        plural(r.leaked, "leaked process", "leaked processes")
+    )
+}
+
+/// The facts about a signature, for one line: ports, step, tests, workers, evidence.
+pub fn signature_facts(r: &Report, s: &Signature) -> Vec<String> {
+    let mut facts = Vec::new();
+    if !s.ports.is_empty() {
+        facts.push(format!(
+            "{} {}",
+            if s.ports.len() == 1 { "port" } else { "ports" },
+            port_ranges(&s.ports)
+        ));
+    } else if !s.listening.is_empty() {
+        facts.push(format!("listening: {}", s.listening.join(", ")));
+    }
+    if !s.steps.is_empty() {
+        let steps: Vec<super::json::Tally> = s
+            .steps
+            .iter()
+            .map(|t| super::json::Tally {
+                value: describe_step(&t.value, &r.step_names),
+                count: t.count,
+            })
+            .collect();
+        facts.push(format!(
+            "{}: {}",
+            if steps.len() == 1 { "step" } else { "steps" },
+            describe_tallies(&steps, 3)
+        ));
+    }
+    if !s.tests.is_empty() {
+        facts.push(format!(
+            "{}: {}",
+            if s.tests.len() == 1 { "test" } else { "tests" },
+            describe_tallies(&s.tests, 3)
+        ));
+    }
+    if !s.xdist_workers.is_empty() {
+        facts.push(format!("xdist: {}", s.xdist_workers.join(", ")));
+    }
+    facts
+}
+
+/// The attribution rules, in words.
+pub fn describe_evidence(rules: &[Rule]) -> String {
+    rules
+        .iter()
+        .map(|r| r.describe())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A process's fate in words, or why it was not signalled.
+pub fn describe_fate(p: &ReportProcess) -> String {
+    match &p.fate {
+        Some(f) => f.describe(),
+        None => "not signalled".into(),
+    }
+}
+
+/// One process: pid, command line (unless `with_command` is false: the signature above
+/// already says it), fate, sockets.
+fn process_line(out: &mut String, p: &ReportProcess, style: Style, with_command: bool) {
+    let _ = write!(out, "      {}", paint(style, "1", &p.pid.to_string()));
+    if with_command {
+        let cmd = if p.argv.is_empty() {
+            format!("[{}]", p.comm.lossy())
+        } else {
+            p.argv
+                .iter()
+                .map(|a| a.lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = write!(out, " {}", truncate(sanitize(&cmd), MAX_COMMAND));
+    }
+    let _ = write!(out, "  {}", paint(style, "2", &describe_fate(p)));
+    if !p.listening.is_empty() {
         let _ = write!(
             out,
             "  {}",
             paint(
                 style,
                 "33",
-                &format!("listening: {}", sanitize(&e.listening.join(", ")))
+                &format!("listening: {}", sanitize(&p.listening.join(", ")))
             )
         );
     }
     out.push('\n');
-    let mut detail = Vec::new();
-    if let Some(f) = &e.fate {
-        detail.push(f.describe());
+}
+
+fn signature_block(
+    out: &mut String,
+    r: &Report,
+    s: &Signature,
+    by_pid: &HashMap<i32, &ReportProcess>,
+    style: Style,
+) {
+    let colour = if s.class == "job" { "31;1" } else { "1" };
+    let _ = writeln!(
+        out,
+        "  {} {}",
+        paint(style, colour, &format!("{} ×", s.count)),
+        truncate(sanitize(&s.command), MAX_SIGNATURE)
+    );
+    let facts = signature_facts(r, s);
+    if !facts.is_empty() {
+        let _ = writeln!(
+            out,
+            "      {}",
+            paint(style, "2", &sanitize(&facts.join(" · ")))
+        );
     }
-    if !evidence.is_empty() {
-        detail.push(format!("evidence: {}", evidence.join("; ")));
+    if !s.evidence.is_empty() {
+        let _ = writeln!(
+            out,
+            "      {}",
+            paint(
+                style,
+                "2",
+                &format!("evidence: {}", describe_evidence(&s.evidence))
+            )
+        );
     }
-    if let Some(t) = &e.process.markers.pytest_current_test {
-        detail.push(format!("test: {}", sanitize(t)));
+    let members: Vec<&ReportProcess> = s
+        .pids
+        .iter()
+        .filter_map(|pid| by_pid.get(pid).copied())
+        .collect();
+    for p in members.iter().take(MAX_LISTED) {
+        process_line(out, p, style, members.len() == 1);
     }
-    if let Some(a) = &e.process.markers.github_action {
-        detail.push(format!("step: {}", sanitize(a)));
-    }
-    if !detail.is_empty() {
-        let _ = writeln!(out, "      {}", paint(style, "2", &detail.join(" · ")));
+    if members.len() > MAX_LISTED {
+        let _ = writeln!(
+            out,
+            "      … and {} more; all of them: {}",
+            members.len() - MAX_LISTED,
+            describe_fates(&s.fates)
+        );
     }
 }
 
-/// Renders the outcome. `failed` says whether the policy fails the run.
-pub fn render(o: &SweepOutcome, failed: bool, style: Style) -> String {
+/// Renders the report for a terminal.
+pub fn render(r: &Report, style: Style) -> String {
     let mut out = String::new();
-    let leaked: Vec<&Entry> = o.failing_leaks().collect();
-    let allowed: Vec<&Entry> = o
-        .entries
-        .iter()
-        .filter(|e| matches!(e.class, Class::Allowed { .. }))
-        .collect();
-    let unattributed: Vec<&Entry> = o
-        .entries
-        .iter()
-        .filter(|e| e.class == Class::Unattributed)
-        .collect();
-    let untouched = o
-        .entries
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.class,
-                Class::Protected { .. } | Class::Ignored { .. } | Class::OtherJob { .. }
-            )
-        })
-        .count();
-    let headline = if leaked.is_empty() {
-        paint(
-            style,
-            "32",
-            "clean: nothing the job started is still running",
-        )
+    let head = headline(r);
+    let head = if r.leaked == 0 {
+        paint(style, "32", &head)
     } else {
-        let verb = if o.dry_run {
-            "found (dry run, nothing signalled)"
-        } else {
-            "found and killed"
-        };
-        paint(
-            style,
-            "31;1",
-            &format!(
-                "{} leaked process{} {verb}",
-                leaked.len(),
-                if leaked.len() == 1 { "" } else { "es" }
-            ),
-        )
+        paint(style, "31;1", &head)
     };
     let _ = writeln!(
         out,
-        "ci-janitor: {headline} ({} round{}, {:.2} s)",
-        o.rounds,
-        if o.rounds == 1 { "" } else { "s" },
-        o.elapsed.as_secs_f64()
+        "ci-janitor: {head} ({}, {:.2} s)",
+        plural(r.rounds as usize, "round", "rounds"),
+        r.elapsed_ms as f64 / 1000.0
     );
-    let sections: [(&str, &[&Entry]); 3] = [
-        ("Leaked (the job's):", &leaked),
-        ("Allowed (killed, not failing):", &allowed),
+    let sections: [(&str, &str); 3] = [
+        ("job", "Leaked (the job's):"),
+        ("allowed", "Allowed (killed, not failing):"),
         (
+            "unattributed",
             "Unattributed (appeared during the job, no evidence it is the job's; not signalled \
              unless --kill-unattributed):",
-            &unattributed,
         ),
     ];
-    for (title, entries) in sections {
-        if entries.is_empty() {
+    let by_pid: HashMap<i32, &ReportProcess> = r.processes.iter().map(|p| (p.pid, p)).collect();
+    for (class, title) in sections {
+        let sigs: Vec<&Signature> = r.signatures.iter().filter(|s| s.class == class).collect();
+        if sigs.is_empty() {
             continue;
         }
         let _ = writeln!(out, "\n{title}");
-        for e in entries {
-            line(&mut out, e, style);
+        for s in sigs.iter().take(MAX_SIGNATURES) {
+            signature_block(&mut out, r, s, &by_pid, style);
+        }
+        if sigs.len() > MAX_SIGNATURES {
+            let rest = &sigs[MAX_SIGNATURES..];
+            let _ = writeln!(
+                out,
+                "  … and {} ({}) more, in the JSON report (--report-json)",
+                plural(rest.len(), "command", "commands"),
+                plural(
+                    rest.iter().map(|s| s.count).sum::<usize>(),
+                    "process",
+                    "processes"
+                )
+            );
         }
     }
-    if !o.ports.is_empty() {
+    if !r.ports.is_empty() {
         let _ = writeln!(out, "\nPorts:");
-        for p in &o.ports {
-            let holders: Vec<String> = p.held_by.iter().map(|i| i.pid.to_string()).collect();
-            let result = match &p.outcome {
-                PortOutcome::Freed => paint(style, "32", "free again"),
-                PortOutcome::NotChecked => "not checked (dry run)".into(),
-                PortOutcome::StillHeld(by) => paint(
+        let pids = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
+        let freed = r.ports.iter().filter(|p| p.outcome == "freed").count();
+        let one_by_one = r.ports.len() <= MAX_FREED_LISTED;
+        if !one_by_one && freed > 0 {
+            let _ = writeln!(
+                out,
+                "  {} the leaked processes listened on {}",
+                plural(freed, "socket", "sockets"),
+                paint(
+                    style,
+                    "32",
+                    if freed == 1 {
+                        "is free again"
+                    } else {
+                        "are free again"
+                    }
+                )
+            );
+        }
+        for p in r
+            .ports
+            .iter()
+            .filter(|p| one_by_one || p.outcome != "freed")
+        {
+            let result = match p.outcome.as_str() {
+                "freed" => paint(style, "32", "free again"),
+                "not-checked" => "not checked (dry run)".into(),
+                "still-held" => paint(
                     style,
                     "31",
-                    &format!(
-                        "STILL HELD by {}",
-                        by.iter()
-                            .map(|i| i.pid.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    &format!("STILL HELD by {}", pids(&p.now_held_by)),
                 ),
-                PortOutcome::Reused(by) => format!(
-                    "freed, but now held by {} (not ours)",
-                    by.iter()
-                        .map(|i| i.pid.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                "reused" => format!("freed, but now held by {} (not ours)", pids(&p.now_held_by)),
+                other => sanitize(other),
             };
             let _ = writeln!(
                 out,
                 "  {} held by {} -> {result}",
-                sanitize(&p.listener.label()),
-                holders.join(", ")
+                sanitize(&p.socket),
+                pids(&p.held_by)
             );
         }
     }
-    let survivors: Vec<&Entry> = o.survivors().collect();
+    let survivors: Vec<&ReportProcess> = r.processes.iter().filter(|p| is_survivor(p)).collect();
     if !survivors.is_empty() {
         let _ = writeln!(out, "\nStill alive after the sweep:");
-        for e in survivors {
-            line(&mut out, e, style);
+        for p in survivors {
+            process_line(&mut out, p, style, true);
         }
     }
-    let not_permitted = o
-        .entries
+    let not_permitted = r
+        .processes
         .iter()
-        .filter(|e| e.fate == Some(Fate::NotPermitted))
+        .filter(|p| matches!(p.fate, Some(crate::kill::Fate::NotPermitted)))
         .count();
     if not_permitted > 0 {
         let _ = writeln!(
@@ -191,25 +304,109 @@ pub fn render(o: &SweepOutcome, failed: bool, style: Style) -> String {
              (run the sweep as that user or as root)."
         );
     }
+    let untouched = r
+        .processes
+        .iter()
+        .filter(|p| matches!(p.class.name(), "protected" | "ignored"))
+        .count();
     let mut notes = Vec::new();
     if untouched > 0 {
         notes.push(format!("{untouched} protected, ignored or another job's"));
     }
-    if o.zombies > 0 {
-        notes.push(format!("{} already exited (zombies)", o.zombies));
+    if r.zombies > 0 {
+        notes.push(format!("{} already exited (zombies)", r.zombies));
     }
-    if o.deadline_hit {
+    if r.deadline_hit {
         notes.push("the deadline ended the sweep".into());
+    }
+    if r.redacted_values > 0 {
+        notes.push(format!(
+            "{} redacted from command lines",
+            plural(r.redacted_values, "secret", "secrets")
+        ));
     }
     if !notes.is_empty() {
         let _ = writeln!(out, "\n({})", notes.join("; "));
     }
-    if failed {
+    if r.failed {
         let _ = writeln!(
             out,
-            "\nFailing: the job left processes running. Fix the leak, or accept it with \
-             --allow 'PATTERN' (killed, not failing) or --fail-on never."
+            "\nFailing: the job left processes running. Fix the leak, or accept it (killed, \
+             not failing) with:"
         );
+        for s in r.signatures.iter().filter(|s| s.class == "job").take(5) {
+            let _ = writeln!(
+                out,
+                "  --allow {}",
+                shell_quote(&sanitize(&s.allow_pattern))
+            );
+        }
+        let _ = writeln!(out, "or pass --fail-on never.");
     }
     out
+}
+
+/// Whether a process is still alive after the sweep, by its fate.
+pub fn is_survivor(p: &ReportProcess) -> bool {
+    use crate::kill::Fate;
+    matches!(
+        p.fate,
+        Some(
+            Fate::Unkillable { .. }
+                | Fate::Survived { .. }
+                | Fate::Failed { .. }
+                | Fate::DeadlinePassed
+        )
+    )
+}
+
+/// `'text'` for a POSIX shell (a `'` inside becomes `'\''`).
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures;
+
+    #[test]
+    fn prefect_servers() {
+        insta::assert_snapshot!(render(&fixtures::prefect().report, Style::default()));
+    }
+
+    #[test]
+    fn mcp_server_without_markers() {
+        insta::assert_snapshot!(render(&fixtures::mcp().report, Style::default()));
+    }
+
+    #[test]
+    fn clean_run() {
+        insta::assert_snapshot!(render(&fixtures::clean().report, Style::default()));
+    }
+
+    #[test]
+    fn hostile_argv_stays_on_its_line() {
+        let text = render(&fixtures::hostile().report, Style::default());
+        insta::assert_snapshot!(text);
+        assert!(!text.contains('\r'));
+        assert!(!text.contains("hunter2"));
+    }
+
+    #[test]
+    fn thousands_of_commands_stay_readable() {
+        let text = render(&fixtures::many_signatures(5000).report, Style::default());
+        assert!(
+            text.contains("\n  … and 4950 commands (4950 processes) more"),
+            "{text}"
+        );
+        assert!(text.lines().count() < 400, "{} lines", text.lines().count());
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let r = fixtures::prefect().report;
+        assert!(!render(&r, Style { color: false }).contains('\x1b'));
+        assert!(render(&r, Style { color: true }).contains("\x1b[31;1m"));
+    }
 }

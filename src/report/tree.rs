@@ -39,50 +39,76 @@ pub fn sanitize(text: &str) -> String {
 }
 
 fn shorten(text: String) -> String {
-    if text.chars().count() <= MAX_COMMAND {
+    truncate(text, MAX_COMMAND)
+}
+
+/// At most `max` characters, the last one `…` when something was cut.
+pub fn truncate(text: String, max: usize) -> String {
+    if text.chars().count() <= max {
         return text;
     }
-    let mut s: String = text.chars().take(MAX_COMMAND - 1).collect();
+    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
     s.push('…');
     s
 }
 
 /// Renders `forest` (ids of processes in `now`) as indented lines.
 pub fn render_forest(now: &Snapshot, forest: &Forest, style: Style) -> String {
+    draw_forest(
+        &forest.roots,
+        |node| &forest.nodes[node].children,
+        |node| {
+            let p = now.process(forest.nodes[node].id)?;
+            let pid = style.paint("1", &p.id.pid.to_string());
+            let command = shorten(sanitize(&p.command_line()));
+            let mut line = format!(
+                "{pid} {command}  {}",
+                style.paint("2", &format!("(pgid {}, sid {})", p.pgid, p.sid))
+            );
+            let ports: Vec<String> = now
+                .listeners_of(p.id)
+                .map(|l| sanitize(&l.label()))
+                .collect();
+            if !ports.is_empty() {
+                let _ = write!(
+                    line,
+                    "  {}",
+                    style.paint("33", &format!("listening: {}", ports.join(", ")))
+                );
+            }
+            Some(line)
+        },
+    )
+}
+
+/// Draws a forest, one line per node, children under their parent with `├─`/`└─`
+/// branches. `label` gives a node's line (`None` skips the node and its subtree). Iterative,
+/// so a 500-deep chain cannot overflow the stack; a node is drawn at most once, so a
+/// malformed parent map (a cycle) cannot loop.
+pub fn draw_forest<'a>(
+    roots: &[usize],
+    children: impl Fn(usize) -> &'a [usize],
+    mut label: impl FnMut(usize) -> Option<String>,
+) -> String {
     let mut out = String::new();
+    let mut drawn = std::collections::HashSet::new();
     // Explicit stack: (node, prefix for its line, prefix for its children).
-    let mut stack: Vec<(usize, String, String)> = forest
-        .roots
+    let mut stack: Vec<(usize, String, String)> = roots
         .iter()
         .rev()
         .map(|&r| (r, String::new(), String::new()))
         .collect();
     while let Some((node, line_prefix, child_prefix)) = stack.pop() {
-        let tree = &forest.nodes[node];
-        let Some(p) = now.process(tree.id) else {
+        if !drawn.insert(node) {
+            continue;
+        }
+        let Some(line) = label(node) else {
             continue;
         };
-        let pid = style.paint("1", &p.id.pid.to_string());
-        let command = shorten(sanitize(&p.command_line()));
-        let _ = write!(
-            out,
-            "{line_prefix}{pid} {command}  {}",
-            style.paint("2", &format!("(pgid {}, sid {})", p.pgid, p.sid))
-        );
-        let ports: Vec<String> = now
-            .listeners_of(p.id)
-            .map(|l| sanitize(&l.label()))
-            .collect();
-        if !ports.is_empty() {
-            let _ = write!(
-                out,
-                "  {}",
-                style.paint("33", &format!("listening: {}", ports.join(", ")))
-            );
-        }
-        out.push('\n');
-        let n = tree.children.len();
-        for (i, &child) in tree.children.iter().enumerate().rev() {
+        let _ = writeln!(out, "{line_prefix}{line}");
+        let kids = children(node);
+        let n = kids.len();
+        for (i, &child) in kids.iter().enumerate().rev() {
             let last = i + 1 == n;
             let (branch, cont) = if last {
                 ("└─ ", "   ")

@@ -143,7 +143,7 @@ fn a_job_is_swept_by_its_completed_hook() {
         "hygiene hooks report but do not fail the job by default: {text}"
     );
     assert!(
-        text.contains("::warning title=ci-janitor%3A leaked process::"),
+        text.contains("::warning title=ci-janitor%3A 1 leaked process::"),
         "{text}"
     );
     assert!(wait_dead(&leak.spawned().idents(), Duration::from_secs(5)));

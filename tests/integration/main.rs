@@ -15,6 +15,7 @@ mod action;
 mod fixture_selftest;
 mod hooks;
 mod janitor;
+mod reports;
 mod run;
 mod static_build;
 mod sweep;

@@ -312,11 +312,15 @@ fn sigterm_is_forwarded_then_leftovers_swept() {
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     let s = spawned_from(line.as_bytes());
     let me = crate::support::Ident::of(child.id() as i32).unwrap();
+    // Hold the command's stdin open: `wait` would close it, and the `--stay` fixture exits
+    // (with 0) at EOF, racing the forwarded SIGTERM.
+    let stdin = child.stdin.take();
     assert!(crate::support::kill_ident(
         &me,
         crate::support::Signal::TERM
     ));
     let status = child.wait().unwrap();
+    drop(stdin);
     // The fixture died of the forwarded SIGTERM: 128 + 15.
     assert_eq!(status.code(), Some(143));
     let r = Report::read(&report);

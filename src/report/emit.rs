@@ -1,0 +1,324 @@
+//! Writing the reports out: the JSON and JUnit files, the job summary, the step outputs,
+//! and stdout (workflow commands under GitHub Actions, the terminal report elsewhere). The
+//! only module of `report` that touches files; everything it writes comes from the pure
+//! renderers beside it.
+//!
+//! Under GitHub Actions (`GITHUB_ACTIONS=true`) stdout carries workflow commands in place of
+//! the terminal report, which goes inside a collapsed log group at the end: first what the
+//! runner must see before anything else (masks, annotations), then the files, then the
+//! detail. [`emit_all`] is that sequence; it makes no network call, so a caller with a short
+//! cancellation window (the Action's post step) gets the essentials out before its own.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::redact::Secrets;
+use crate::settings::SweepSettings;
+
+use super::json::{Built, Report};
+use super::summary::SUMMARY_CAP;
+use super::{github, junit, summary, terminal, tree::Style};
+
+/// GitHub refuses a step summary over this size (all writers of the step together).
+const GITHUB_SUMMARY_LIMIT: usize = 1024 * 1024;
+
+/// Where the GitHub-facing outputs go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GithubTargets {
+    /// The job summary file (`$GITHUB_STEP_SUMMARY`, or `--summary`), appended to.
+    pub summary: Option<PathBuf>,
+    /// The step outputs file (`$GITHUB_OUTPUT`), appended to.
+    pub output: Option<PathBuf>,
+    /// Where the JSON report was written: the `report-path` output, and named in the
+    /// notice and summary.
+    pub report_path: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    #[error("write the report to stdout: {0}")]
+    Stdout(#[source] std::io::Error),
+    #[error("write the {what} {}: {source}", path.display())]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("serialise the JSON report: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl From<EmitError> for crate::app::AppError {
+    fn from(e: EmitError) -> Self {
+        match e {
+            // Keeps BrokenPipe recognisable (a closed stdout is not a failure).
+            EmitError::Stdout(io) => crate::app::AppError::Output(io),
+            other => crate::app::AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn file_error<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> EmitError + 'a {
+    move |source| EmitError::File {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Appends `text` to `path` (the runner's files are shared by every writer of the step).
+fn append(path: &Path, text: &str, what: &'static str) -> Result<(), EmitError> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(file_error(what, path))?;
+    f.write_all(text.as_bytes()).map_err(file_error(what, path))
+}
+
+/// Writes `bytes` to `path` whole or not at all (a temporary file renamed into place), its
+/// directory created if needed.
+fn write_new(path: &Path, bytes: &[u8], what: &'static str) -> Result<(), EmitError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(file_error(what, path))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(file_error(what, path))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        file_error(what, path)(e)
+    })
+}
+
+/// 16 random bytes as hex, for the output delimiter and the stop-commands token: an argv
+/// cannot guess them. From the kernel; if that fails, from the hasher keys std seeds from
+/// the kernel, mixed with the time and our pid.
+fn random_token() -> String {
+    let mut buf = [0u8; 16];
+    let from_kernel = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .is_ok();
+    if !from_kernel {
+        use std::hash::{BuildHasher, Hasher};
+        for chunk in buf.chunks_mut(8) {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_u32(std::process::id());
+            chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How much of the summary file is left for us: GitHub's limit minus what the step already
+/// wrote, minus a margin, and never more than [`SUMMARY_CAP`].
+fn summary_budget(path: &Path) -> usize {
+    let used = std::fs::metadata(path).map_or(0, |m| m.len() as usize);
+    SUMMARY_CAP.min(GITHUB_SUMMARY_LIMIT.saturating_sub(used + 64 * 1024))
+}
+
+fn display(path: &Option<PathBuf>) -> Option<String> {
+    path.as_ref().map(|p| p.display().to_string())
+}
+
+/// Everything GitHub reads after a sweep, in this order: `::add-mask::` for each redacted
+/// value, the annotations (at most 10 errors and 10 warnings, then one notice), the job
+/// summary, the step outputs (`leaked-count`, `killed-count`, `report-path`, `clean`), and
+/// last the whole text report in a collapsed group. No network. Every part is attempted
+/// even if an earlier one fails; the first error is returned.
+pub fn emit_all(
+    report: &Report,
+    secrets: &Secrets,
+    targets: &GithubTargets,
+    stdout: &mut dyn Write,
+) -> Result<(), EmitError> {
+    let path = display(&targets.report_path);
+    let mut first: Option<EmitError> = None;
+    let mut keep = |r: Result<(), EmitError>| {
+        if let Err(e) = r {
+            first.get_or_insert(e);
+        }
+    };
+    let head = format!(
+        "{}{}",
+        github::add_masks(secrets),
+        github::annotations(report, path.as_deref())
+    );
+    keep(
+        stdout
+            .write_all(head.as_bytes())
+            .and_then(|()| stdout.flush())
+            .map_err(EmitError::Stdout),
+    );
+    if let Some(file) = &targets.summary {
+        let text = summary::render(report, path.as_deref(), summary_budget(file));
+        keep(append(file, &text, "job summary"));
+    }
+    if let Some(file) = &targets.output {
+        let text = github::outputs(
+            report,
+            path.as_deref(),
+            &format!("ghadelimiter_{}", random_token()),
+        );
+        keep(append(file, &text, "step outputs"));
+    }
+    let detail = github::details_group(report, &random_token());
+    keep(
+        stdout
+            .write_all(detail.as_bytes())
+            .and_then(|()| stdout.flush())
+            .map_err(EmitError::Stdout),
+    );
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Writes every report the settings ask for: the JSON report and JUnit file first (so the
+/// paths named later exist), then either [`emit_all`] (under GitHub Actions) or the
+/// terminal report on stdout and, if asked, a job summary file.
+pub fn write_reports(
+    built: &Built,
+    settings: &SweepSettings,
+    stdout: &mut dyn Write,
+) -> Result<(), EmitError> {
+    let report = &built.report;
+    let mut first: Option<EmitError> = None;
+    let mut keep = |r: Result<(), EmitError>| {
+        if let Err(e) = r {
+            first.get_or_insert(e);
+        }
+    };
+    let mut report_json = None;
+    if let Some(path) = &settings.report_json {
+        let written = serde_json::to_vec_pretty(report)
+            .map_err(EmitError::from)
+            .and_then(|mut bytes| {
+                bytes.push(b'\n');
+                write_new(path, &bytes, "JSON report")
+            });
+        // Name the report in the outputs only if it is there.
+        if written.is_ok() {
+            report_json = Some(path.clone());
+        }
+        keep(written);
+    }
+    if let Some(path) = &settings.junit {
+        keep(write_new(
+            path,
+            junit::render(report).as_bytes(),
+            "JUnit report",
+        ));
+    }
+    if settings.github_actions {
+        let targets = GithubTargets {
+            summary: settings.summary.clone(),
+            output: settings.github_output.clone(),
+            report_path: report_json,
+        };
+        keep(emit_all(report, &built.secrets, &targets, stdout));
+    } else {
+        let text = terminal::render(
+            report,
+            Style {
+                color: settings.color,
+            },
+        );
+        keep(
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(EmitError::Stdout),
+        );
+        if let Some(file) = &settings.summary {
+            let path = display(&report_json);
+            keep(append(
+                file,
+                &summary::render(report, path.as_deref(), summary_budget(file)),
+                "job summary",
+            ));
+        }
+    }
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures;
+
+    #[test]
+    fn emit_all_writes_in_order_and_appends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let targets = GithubTargets {
+            summary: Some(dir.path().join("summary.md")),
+            output: Some(dir.path().join("output")),
+            report_path: Some(dir.path().join("report.json")),
+        };
+        std::fs::write(dir.path().join("output"), "earlier=1\n").expect("seed");
+        let b = fixtures::hostile();
+        let mut out = Vec::new();
+        emit_all(&b.report, &b.secrets, &targets, &mut out).expect("emits");
+        let out = String::from_utf8(out).expect("utf-8");
+        let masks = out.find("::add-mask::").expect("masks");
+        let error = out.find("::error ").expect("annotations");
+        let group = out.find("::group::").expect("detail");
+        assert!(masks < error && error < group, "{out}");
+        let outputs = std::fs::read_to_string(dir.path().join("output")).expect("outputs");
+        assert!(
+            outputs.starts_with("earlier=1\nleaked-count=2\nkilled-count=1\n"),
+            "{outputs}"
+        );
+        assert!(outputs.contains("clean=false"), "{outputs}");
+        let summary = std::fs::read_to_string(dir.path().join("summary.md")).expect("summary");
+        assert!(
+            summary.contains("## ❌ ci-janitor: 2 leaked processes"),
+            "{summary}"
+        );
+        // The stop token is random and closes what it opened.
+        let token = out
+            .lines()
+            .find_map(|l| l.strip_prefix("::stop-commands::"))
+            .expect("stop-commands");
+        assert_eq!(token.len(), 32);
+        assert!(out.contains(&format!("\n::{token}::\n")));
+    }
+
+    #[test]
+    fn a_failing_file_does_not_stop_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let targets = GithubTargets {
+            summary: Some(dir.path().join("missing-dir").join("summary.md")),
+            output: Some(dir.path().join("output")),
+            report_path: None,
+        };
+        let b = fixtures::prefect();
+        let mut out = Vec::new();
+        let err = emit_all(&b.report, &b.secrets, &targets, &mut out).expect_err("fails");
+        assert!(err.to_string().contains("job summary"), "{err}");
+        assert!(std::fs::read_to_string(dir.path().join("output"))
+            .expect("outputs written anyway")
+            .contains("leaked-count=82"));
+        assert!(String::from_utf8_lossy(&out).contains("::endgroup::"));
+    }
+
+    #[test]
+    fn tokens_are_random() {
+        let (a, b) = (random_token(), random_token());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
+}

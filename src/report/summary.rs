@@ -1,0 +1,615 @@
+//! The job summary (`$GITHUB_STEP_SUMMARY`) in GitHub-flavoured Markdown: a headline, a
+//! table by signature, what to do next (the exact `allow:` lines), the process forests in
+//! collapsible `<details>`, and — when the guard recorded samples — a chart of the job's
+//! processes over time.
+//!
+//! Everything from a process (argv, test ids, socket paths) is untrusted: in text it is
+//! entity-escaped ([`md`]) so it can neither break the table nor become a link, an image,
+//! a mention or HTML; in `<pre>` blocks it is HTML-escaped; in code fences the fence is
+//! longer than any backtick run inside. The output never exceeds the cap it is given
+//! (GitHub refuses summaries over 1 MiB); what did not fit is named in a closing note.
+
+use std::fmt::Write;
+
+use super::json::{Report, ReportProcess, Sample, Signature};
+use super::signature::{describe_fates, describe_step, describe_tallies, port_ranges};
+use super::terminal::{describe_fate, plural, shell_quote};
+use super::tree::{draw_forest, sanitize, truncate};
+
+/// The default cap: well under GitHub's 1 MiB per step, leaving room for what else the
+/// step writes.
+pub const SUMMARY_CAP: usize = 900 * 1024;
+/// Table rows before "and N more commands".
+const MAX_ROWS: usize = 100;
+/// `allow:` suggestions listed.
+const MAX_ALLOW: usize = 20;
+/// Signatures with a `<details>` block of trees, and trees in each.
+const MAX_TREE_SIGNATURES: usize = 50;
+const MAX_TREES: usize = 20;
+/// Longest command in a table cell or a tree line.
+const MAX_COMMAND: usize = 300;
+/// Kept free for the closing note and footer whatever else happens.
+const RESERVE: usize = 2048;
+/// Points in the chart of samples.
+const MAX_POINTS: usize = 60;
+
+/// Escapes untrusted text for Markdown text and table cells: every character that
+/// Markdown or HTML could read as syntax becomes an entity, control characters `\xNN`.
+pub fn md(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '|' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '!' | '~' | '@' | '\\' | '{'
+            | '}' | '$' | ':' | '\'' => {
+                let _ = write!(out, "&#{};", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes untrusted text for a `<pre>` block.
+pub fn html(text: &str) -> String {
+    sanitize(text)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A code fence longer than any run of backticks in `body`.
+fn fence(body: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in body.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    "`".repeat((longest + 1).max(3))
+}
+
+/// Output with a hard size limit: a chunk that does not fit is refused whole.
+struct Capped {
+    out: String,
+    cap: usize,
+    dropped: Vec<String>,
+}
+
+impl Capped {
+    fn fits(&self, chunk: &str) -> bool {
+        self.out.len() + chunk.len() + RESERVE <= self.cap
+    }
+
+    /// Appends `chunk` if it fits and nothing before it was left out (so the output
+    /// never skips a part and goes on); else records that `what` was left out.
+    fn push(&mut self, chunk: &str, what: &str) -> bool {
+        if self.dropped.is_empty() && self.fits(chunk) {
+            self.out.push_str(chunk);
+            true
+        } else {
+            if !self.dropped.iter().any(|d| d == what) {
+                self.dropped.push(what.to_owned());
+            }
+            false
+        }
+    }
+}
+
+fn kind(s: &Signature) -> &'static str {
+    match s.class.as_str() {
+        "job" => "leaked",
+        "allowed" => "allowed",
+        _ => "unattributed",
+    }
+}
+
+fn headline(r: &Report) -> String {
+    let mut out = String::new();
+    if r.leaked == 0 && r.signatures.is_empty() {
+        let _ = writeln!(out, "## ✅ ci-janitor: clean\n");
+        let _ = writeln!(
+            out,
+            "Nothing the job started is still running (checked in {:.2} s).\n",
+            r.elapsed_ms as f64 / 1000.0
+        );
+        return out;
+    }
+    let icon = if r.failed {
+        "❌"
+    } else if r.leaked > 0 {
+        "⚠️"
+    } else {
+        "✅"
+    };
+    let title = if r.leaked > 0 {
+        plural(r.leaked, "leaked process", "leaked processes")
+    } else {
+        "no failing leaks".into()
+    };
+    let _ = writeln!(out, "## {icon} ci-janitor: {title}\n");
+    let commands = r.signatures.iter().filter(|s| s.class == "job").count();
+    let mut said = Vec::new();
+    if r.leaked > 0 {
+        said.push(format!(
+            "The job left **{}** running, from **{}**.",
+            plural(r.leaked, "process", "processes"),
+            plural(commands, "command", "commands")
+        ));
+    }
+    if r.dry_run {
+        said.push("Dry run: nothing was signalled.".into());
+    } else {
+        said.push(format!(
+            "{} killed in {} ({:.2} s).",
+            plural(r.killed, "process was", "processes were"),
+            plural(r.rounds as usize, "round", "rounds"),
+            r.elapsed_ms as f64 / 1000.0
+        ));
+    }
+    let freed = r.ports.iter().filter(|p| p.outcome == "freed").count();
+    let held = r.ports.iter().filter(|p| p.outcome == "still-held").count();
+    if !r.ports.is_empty() && !r.dry_run {
+        said.push(if held == 0 {
+            format!(
+                "{} they listened on {} free again.",
+                plural(freed, "socket", "sockets"),
+                if freed == 1 { "is" } else { "are" }
+            )
+        } else {
+            format!(
+                "**{} still held** after the sweep.",
+                plural(held, "socket is", "sockets are")
+            )
+        });
+    }
+    let survivors = r
+        .processes
+        .iter()
+        .filter(|p| super::terminal::is_survivor(p))
+        .count();
+    if survivors > 0 {
+        said.push(format!(
+            "**{} still alive** after the sweep.",
+            plural(survivors, "process is", "processes are")
+        ));
+    }
+    said.push(if r.failed {
+        "This fails the run.".into()
+    } else if r.leaked > 0 {
+        "The policy lets the run pass.".into()
+    } else {
+        "Nothing here fails the run.".into()
+    });
+    let _ = writeln!(out, "{}\n", said.join(" "));
+    out
+}
+
+fn table_row(r: &Report, s: &Signature) -> String {
+    let ports = if s.ports.is_empty() {
+        s.listening.join(", ")
+    } else {
+        port_ranges(&s.ports)
+    };
+    let steps: Vec<super::json::Tally> = s
+        .steps
+        .iter()
+        .map(|t| super::json::Tally {
+            value: describe_step(&t.value, &r.step_names),
+            count: t.count,
+        })
+        .collect();
+    let mut tests = describe_tallies(&s.tests, 3);
+    if !s.xdist_workers.is_empty() {
+        tests = format!("{tests} (xdist {})", s.xdist_workers.join(", "));
+    }
+    format!(
+        "| {} | {} | <code>{}</code> | {} | {} | {} | {} |\n",
+        kind(s),
+        s.count,
+        md(&truncate(s.command.clone(), MAX_COMMAND)),
+        md(&truncate(ports, MAX_COMMAND)),
+        md(&describe_tallies(&steps, 2)),
+        md(&truncate(tests, 3 * MAX_COMMAND)),
+        md(&describe_fates(&s.fates)),
+    )
+}
+
+fn next_steps(r: &Report) -> String {
+    let job: Vec<&Signature> = r.signatures.iter().filter(|s| s.class == "job").collect();
+    let unattributed = r
+        .signatures
+        .iter()
+        .filter(|s| s.class == "unattributed")
+        .count();
+    if job.is_empty() && unattributed == 0 {
+        return String::new();
+    }
+    let mut out = String::from("### What to do next\n\n");
+    if !job.is_empty() {
+        out.push_str(
+            "- **Fix the leak** where it starts: stop what the tests and steps above started \
+             (a fixture's teardown, a `finally`, a context manager), then reproduce locally \
+             with `ci-janitor run -- <your test command>`.\n",
+        );
+        out.push_str(
+            "- **Or accept it**: an allowed leak is still killed but no longer fails the run. \
+             In the workflow:\n\n",
+        );
+        let patterns: Vec<String> = job
+            .iter()
+            .take(MAX_ALLOW)
+            .map(|s| sanitize(&s.allow_pattern))
+            .collect();
+        let mut yaml = String::from("with:\n  allow: |\n");
+        for p in &patterns {
+            let _ = writeln!(yaml, "    {p}");
+        }
+        let f = fence(&yaml);
+        let _ = write!(out, "{f}yaml\n{yaml}{f}\n\n");
+        out.push_str("  or on the command line:\n\n");
+        let mut sh = String::from("ci-janitor sweep");
+        for p in &patterns {
+            let _ = write!(sh, " \\\n  --allow {}", shell_quote(p));
+        }
+        sh.push('\n');
+        let f = fence(&sh);
+        let _ = write!(out, "{f}sh\n{sh}{f}\n\n");
+        if job.len() > MAX_ALLOW {
+            let _ = writeln!(
+                out,
+                "  ({} more: see `allow_pattern` in the JSON report.)\n",
+                job.len() - MAX_ALLOW
+            );
+        }
+    }
+    if unattributed > 0 {
+        let _ = writeln!(
+            out,
+            "- **Unattributed** processes appeared during the job with no evidence that it \
+             started them, so they were left alone. If they are the job's, pass \
+             `--kill-unattributed`; if they belong to the machine, `--ignore 'PATTERN'`.\n"
+        );
+    }
+    out
+}
+
+/// The processes a tree is drawn from: every reported (non-protected, non-ignored) one.
+fn reportable(r: &Report) -> Vec<&ReportProcess> {
+    r.processes
+        .iter()
+        .filter(|p| matches!(p.class.name(), "job" | "allowed" | "unattributed"))
+        .collect()
+}
+
+fn tree_line(p: &ReportProcess) -> String {
+    let cmd = if p.argv.is_empty() {
+        format!("[{}]", p.comm.lossy())
+    } else {
+        p.argv
+            .iter()
+            .map(|a| a.lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut line = format!(
+        "{} {}  [{}]",
+        p.pid,
+        html(&truncate(cmd, MAX_COMMAND)),
+        html(&describe_fate(p))
+    );
+    if !p.listening.is_empty() {
+        let _ = write!(line, "  listening: {}", html(&p.listening.join(", ")));
+    }
+    line
+}
+
+/// One `<details>` block per signature whose processes are the roots of trees (a child
+/// appears inside its parent's tree, under the parent's signature).
+fn forests(r: &Report, c: &mut Capped) {
+    let procs = reportable(r);
+    if procs.is_empty() {
+        return;
+    }
+    let index: std::collections::HashMap<i32, usize> =
+        procs.iter().enumerate().map(|(i, p)| (p.pid, i)).collect();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); procs.len()];
+    let mut is_root = vec![true; procs.len()];
+    for (i, p) in procs.iter().enumerate() {
+        if let Some(&parent) = index.get(&p.ppid) {
+            if parent != i {
+                children[parent].push(i);
+                is_root[i] = false;
+            }
+        }
+    }
+    if !c.push("### Process trees\n\n", "the process trees") {
+        return;
+    }
+    let mut shown = 0;
+    for s in &r.signatures {
+        let roots: Vec<usize> = s
+            .pids
+            .iter()
+            .filter_map(|pid| index.get(pid).copied())
+            .filter(|&i| is_root[i])
+            .collect();
+        if roots.is_empty() {
+            continue;
+        }
+        if shown == MAX_TREE_SIGNATURES {
+            c.push(
+                "Trees of the less frequent commands are in the JSON report.\n\n",
+                "some process trees",
+            );
+            break;
+        }
+        shown += 1;
+        let mut block = format!(
+            "<details><summary>{} × <code>{}</code>{}</summary>\n\n<pre>\n",
+            s.count,
+            md(&truncate(s.command.clone(), MAX_COMMAND)),
+            match s.ports.len() {
+                0 => String::new(),
+                1 => format!(" — port {}", s.ports[0]),
+                _ => format!(" — ports {}", md(&port_ranges(&s.ports))),
+            }
+        );
+        block.push_str(&draw_forest(
+            &roots[..roots.len().min(MAX_TREES)],
+            |i| children[i].as_slice(),
+            |i| Some(tree_line(procs[i])),
+        ));
+        if roots.len() > MAX_TREES {
+            let _ = writeln!(
+                block,
+                "… and {} more trees like these",
+                roots.len() - MAX_TREES
+            );
+        }
+        block.push_str("</pre>\n\n</details>\n\n");
+        if !c.push(&block, "some process trees") {
+            break;
+        }
+    }
+}
+
+/// A Mermaid line chart of the job's processes over time, from the guard's samples.
+fn chart(samples: &[Sample], baseline_ms: u64) -> String {
+    if samples.len() < 2 {
+        return String::new();
+    }
+    // At most MAX_POINTS points: the largest count in each bucket, so a spike shows.
+    let per = samples.len().div_ceil(MAX_POINTS);
+    let points: Vec<(u64, u32)> = samples
+        .chunks(per)
+        .map(|b| {
+            let at = b[0].at_unix_ms.saturating_sub(baseline_ms) / 1000;
+            (at, b.iter().map(|s| s.processes).max().unwrap_or(0))
+        })
+        .collect();
+    let xs: Vec<String> = points.iter().map(|(t, _)| t.to_string()).collect();
+    let ys: Vec<String> = points.iter().map(|(_, n)| n.to_string()).collect();
+    format!(
+        "### The job's processes over time\n\n```mermaid\nxychart-beta\n    x-axis \"seconds \
+         since the snapshot\" [{}]\n    y-axis \"processes\"\n    line [{}]\n```\n\n",
+        xs.join(", "),
+        ys.join(", ")
+    )
+}
+
+/// Renders the summary, at most `cap` bytes. `report_path` is where the JSON report was
+/// written, if it was.
+pub fn render(r: &Report, report_path: Option<&str>, cap: usize) -> String {
+    let mut c = Capped {
+        out: String::new(),
+        cap,
+        dropped: Vec::new(),
+    };
+    c.push(&headline(r), "the headline");
+    if !r.signatures.is_empty() {
+        c.push(
+            "| Kind | Processes | Command | Ports | Step | Tests | How they ended |\n\
+             |---|---:|---|---|---|---|---|\n",
+            "the table",
+        );
+        for s in r.signatures.iter().take(MAX_ROWS) {
+            if !c.push(&table_row(r, s), "rows of the table") {
+                break;
+            }
+        }
+        if r.signatures.len() > MAX_ROWS && c.dropped.is_empty() {
+            let rest = &r.signatures[MAX_ROWS..];
+            c.push(
+                &format!(
+                    "\n… and {} ({}) more: all are in the JSON report.\n",
+                    plural(rest.len(), "command", "commands"),
+                    plural(
+                        rest.iter().map(|s| s.count).sum::<usize>(),
+                        "process",
+                        "processes"
+                    )
+                ),
+                "rows of the table",
+            );
+        }
+        c.push("\n", "the table");
+        c.push(&next_steps(r), "what to do next");
+        forests(r, &mut c);
+    }
+    if let Some(samples) = &r.samples {
+        c.push(&chart(samples, r.baseline_taken_at_unix_ms), "the chart");
+    }
+    // The reserve guarantees room for this.
+    let mut tail = String::new();
+    if !c.dropped.is_empty() {
+        let _ = writeln!(
+            tail,
+            "> [!NOTE]\n> Shortened to stay under GitHub's summary size limit: left out {}.{}\n",
+            c.dropped.join(", "),
+            if report_path.is_some() {
+                " Everything is in the JSON report."
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = write!(
+        tail,
+        "<sub>ci-janitor {}",
+        md(&truncate(r.tool_version.clone(), 40))
+    );
+    if r.redacted_values > 0 {
+        let _ = write!(
+            tail,
+            " · {} redacted from command lines",
+            plural(r.redacted_values, "secret", "secrets")
+        );
+    }
+    if let Some(p) = report_path {
+        let _ = write!(
+            tail,
+            " · JSON report: <code>{}</code> (render it again with <code>ci-janitor report \
+             FILE --format text</code>)",
+            md(&truncate(p.to_owned(), 300))
+        );
+    }
+    tail.push_str("</sub>\n\n");
+    if c.out.len() + tail.len() <= c.cap {
+        c.out.push_str(&tail);
+    }
+    c.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures;
+
+    const PATH: Option<&str> = Some("/home/runner/work/_temp/ci-janitor/report.json");
+
+    #[test]
+    fn prefect_summary() {
+        insta::assert_snapshot!(render(&fixtures::prefect().report, PATH, SUMMARY_CAP));
+    }
+
+    #[test]
+    fn mcp_summary() {
+        insta::assert_snapshot!(render(&fixtures::mcp().report, None, SUMMARY_CAP));
+    }
+
+    #[test]
+    fn clean_summary() {
+        insta::assert_snapshot!(render(&fixtures::clean().report, PATH, SUMMARY_CAP));
+    }
+
+    #[test]
+    fn hostile_summary() {
+        let text = render(&fixtures::hostile().report, None, SUMMARY_CAP);
+        insta::assert_snapshot!(text);
+        for bad in ["hunter2", "pa55w0rd", "\r"] {
+            assert!(!text.contains(bad), "{bad:?} in the summary");
+        }
+        let live = outside_fences(&text);
+        for bad in ["<script", "<img"] {
+            assert!(!live.contains(bad), "{bad:?} outside code fences");
+        }
+        let markdown = live
+            .split("<pre>")
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    part
+                } else {
+                    part.split_once("</pre>").map_or("", |p| p.1)
+                }
+            })
+            .collect::<String>();
+        for bad in ["`id`", "|b`", "::error", "](", "@"] {
+            assert!(!markdown.contains(bad), "{bad:?} in Markdown text");
+        }
+    }
+
+    #[test]
+    fn samples_are_charted_only_when_present() {
+        let mut r = fixtures::prefect().report;
+        assert!(!render(&r, None, SUMMARY_CAP).contains("mermaid"));
+        r.samples = Some(
+            (0..200u32)
+                .map(|i| Sample {
+                    at_unix_ms: r.baseline_taken_at_unix_ms + u64::from(i) * 3000,
+                    processes: 3 + i.min(82),
+                })
+                .collect(),
+        );
+        let text = render(&r, None, SUMMARY_CAP);
+        let chart = &text[text.find("```mermaid").expect("a chart")..];
+        insta::assert_snapshot!(&chart[..chart.find("\n```\n").expect("closed") + 5]);
+    }
+
+    #[test]
+    fn five_thousand_leaks_stay_under_the_cap() {
+        let signatures = fixtures::many_signatures(5000);
+        let trees = fixtures::many_trees(5000);
+        for b in [&signatures, &trees] {
+            let text = render(&b.report, PATH, SUMMARY_CAP);
+            assert!(text.len() <= SUMMARY_CAP, "{} bytes", text.len());
+            assert!(text.ends_with("</sub>\n\n"), "the footer survives");
+            assert!(!text.contains("Shortened"), "the count limits come first");
+        }
+        let text = render(&signatures.report, PATH, SUMMARY_CAP);
+        assert!(text.contains("… and 4900 commands (4900 processes) more"));
+        // Whatever the cap, the text stays under it and says what it left out.
+        // The count limits keep these well under the cap (about 36 KB and 3 KB).
+        assert!(render(&signatures.report, PATH, SUMMARY_CAP).len() < 40_000);
+        assert!(render(&trees.report, PATH, SUMMARY_CAP).len() < 4_000);
+        let caps = [
+            (&signatures, 8 * 1024),
+            (&signatures, 32 * 1024),
+            (&trees, 3000),
+        ];
+        for (b, cap) in caps {
+            let text = render(&b.report, PATH, cap);
+            assert!(
+                text.len() <= cap,
+                "{} bytes over a cap of {cap}",
+                text.len()
+            );
+            assert!(text.contains("> Shortened to stay under GitHub's summary size limit"));
+            assert!(text.contains("Everything is in the JSON report."));
+            assert!(text.ends_with("</sub>\n\n"));
+        }
+    }
+
+    /// Text outside code fences (where Markdown and HTML are live).
+    fn outside_fences(text: &str) -> String {
+        let mut live = String::new();
+        let mut fenced = false;
+        for line in text.lines() {
+            if line.starts_with("```") {
+                fenced = !fenced;
+            } else if !fenced {
+                live.push_str(line);
+                live.push('\n');
+            }
+        }
+        live
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            md("a|b`c<d>&e[f](g)@h\n*i*"),
+            "a&#124;b&#96;c&lt;d&gt;&amp;e&#91;f&#93;&#40;g&#41;&#64;h\\x0a&#42;i&#42;"
+        );
+        assert_eq!(html("<pre>&\r"), "&lt;pre&gt;&amp;\\x0d");
+        assert_eq!(fence("a ``` b"), "````");
+        assert_eq!(fence("plain"), "```");
+    }
+}
