@@ -2,7 +2,7 @@
  * spawn_groups: leave G process groups of K idle processes behind, orphaned, like a CI job
  * that leaked its servers. For the sweep benchmark (bench/sweep.sh).
  *
- *   spawn_groups G K IGNORE_PCT LISTEN_PCT TAG
+ *   spawn_groups G K IGNORE_PCT LISTEN_PCT TAG [RESPAWN_PCT [MAX_RESPAWNS]]
  *
  * Forks G group leaders; each calls setpgid(0,0) and forks K-1 members into its group.
  * Process i (i = group * K + member, 0-based) then
@@ -13,13 +13,19 @@
  *   - writes one line "pid starttime pgid ppid I L port" to a shared pipe
  *     (starttime = field 22 of /proc/PID/stat; I/L are 1/0 for ignores TERM / listens;
  *     each line is far below PIPE_BUF, so writes do not interleave) and pause()s forever.
+ * With RESPAWN_PCT > 0, the leader of every group g with (g * RESPAWN_PCT) % 100 <
+ * RESPAWN_PCT is a supervisor: it also ignores SIGTERM and, whenever one of its children
+ * exits, forks a replacement (default SIGTERM disposition, not reported on the pipe: it is
+ * born after the ground truth was taken; same group, cwd, environment and command line),
+ * at most MAX_RESPAWNS times (default 50). Like `while :; do server; done` or a process
+ * manager restarting its workers.
  * TAG is not used; it only makes every process's command line unique to this round (the
  * children are forks of this program, so they share its argv), for `pkill -f`.
  * Everything inherits the environment (the driver sets RUNNER_TRACKING_ID) and the cwd.
  *
  * The parent reads G*K lines (readiness over a pipe, no sleeps), prints
  *
- *   ready n=N groups=G ignore=I listen=L
+ *   ready n=N groups=G ignore=I listen=L supervisors=S
  *
  * then the N lines, on stdout, and exits 0: the leaders are orphaned (reparented to the
  * nearest subreaper, or pid 1), the members stay their leader's children. It does NOT kill
@@ -39,6 +45,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int ready_w = -1, devnull = -1;
@@ -69,8 +76,42 @@ static unsigned long long my_starttime(void) {
 }
 
 /* Role of process i, set up in the process itself; then report and idle forever. */
-static void become_leak(int i, int ignore_pct, int listen_pct) {
-    int ign = ((i + 1) * ignore_pct) % 100 < ignore_pct;
+/* A supervisor: reap children and fork a replacement for each, until the budget is spent. */
+static void supervise(int max_respawns) {
+    sigset_t chld, old;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, &old);
+    int respawned = 0;
+    for (;;) {
+        pid_t c;
+        while ((c = waitpid(-1, NULL, WNOHANG)) > 0) {
+            if (respawned >= max_respawns) continue;
+            respawned++;
+            pid_t r = fork();
+            if (r == 0) {
+                signal(SIGTERM, SIG_DFL);
+                signal(SIGCHLD, SIG_DFL);
+                sigprocmask(SIG_SETMASK, &old, NULL);
+                for (;;) pause();
+            }
+        }
+        sigsuspend(&old); /* SIGCHLD has a handler, so this returns when a child exits */
+    }
+}
+
+static void on_chld(int sig) { (void)sig; }
+
+static void become_leak(int i, int ignore_pct, int listen_pct, int supervisor,
+                        int max_respawns) {
+    if (supervisor) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_chld;
+        sa.sa_flags = SA_NOCLDSTOP;
+        sigaction(SIGCHLD, &sa, NULL);
+    }
+    int ign = supervisor || ((i + 1) * ignore_pct) % 100 < ignore_pct;
     int lis = (i * listen_pct) % 100 < listen_pct;
     int port = 0, ok = 1;
     if (ign) signal(SIGTERM, SIG_IGN);
@@ -97,18 +138,22 @@ static void become_leak(int i, int ignore_pct, int listen_pct) {
         ;
     close(ready_w);
     close(devnull);
+    if (supervisor) supervise(max_respawns);
     for (;;) pause();
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s G K IGNORE_PCT LISTEN_PCT TAG\n", argv[0]);
+    if (argc < 6 || argc > 8) {
+        fprintf(stderr, "usage: %s G K IGNORE_PCT LISTEN_PCT TAG [RESPAWN_PCT [MAX_RESPAWNS]]\n",
+                argv[0]);
         return 2;
     }
     int g = atoi(argv[1]), k = atoi(argv[2]);
     int ignore_pct = atoi(argv[3]), listen_pct = atoi(argv[4]);
+    int respawn_pct = argc > 6 ? atoi(argv[6]) : 0;
+    int max_respawns = argc > 7 ? atoi(argv[7]) : 50;
     if (g <= 0 || k <= 0 || ignore_pct < 0 || ignore_pct > 100 || listen_pct < 0 ||
-        listen_pct > 100) {
+        listen_pct > 100 || respawn_pct < 0 || respawn_pct > 100 || max_respawns < 0) {
         fprintf(stderr, "spawn_groups: bad arguments\n");
         return 2;
     }
@@ -143,9 +188,10 @@ int main(int argc, char **argv) {
                             strerror(errno));
                     break; /* the parent sees fewer lines and fails */
                 }
-                if (c == 0) become_leak(gi * k + m, ignore_pct, listen_pct);
+                if (c == 0) become_leak(gi * k + m, ignore_pct, listen_pct, 0, 0);
             }
-            become_leak(gi * k, ignore_pct, listen_pct);
+            become_leak(gi * k, ignore_pct, listen_pct,
+                        respawn_pct > 0 && (gi * respawn_pct) % 100 < respawn_pct, max_respawns);
         }
     }
     close(fds[1]);
@@ -183,9 +229,11 @@ int main(int argc, char **argv) {
         if (!nl) break;
         p = nl + 1;
     }
-    int nign = 0, nlis = 0;
+    int nign = 0, nlis = 0, nsup = 0;
     for (int i = 0; i < n; i++) {
-        nign += ((i + 1) * ignore_pct) % 100 < ignore_pct;
+        int sup = i % k == 0 && respawn_pct > 0 && ((i / k) * respawn_pct) % 100 < respawn_pct;
+        nsup += sup;
+        nign += sup || ((i + 1) * ignore_pct) % 100 < ignore_pct;
         nlis += (i * listen_pct) % 100 < listen_pct;
     }
     if (got < n || bad) {
@@ -193,7 +241,7 @@ int main(int argc, char **argv) {
         fputs(buf, stdout);
         return 1;
     }
-    printf("ready n=%d groups=%d ignore=%d listen=%d\n", n, g, nign, nlis);
+    printf("ready n=%d groups=%d ignore=%d listen=%d supervisors=%d\n", n, g, nign, nlis, nsup);
     fputs(buf, stdout);
     fflush(stdout);
     return 0;

@@ -5,6 +5,8 @@
 # for RUNNER_TRACKING_ID (what the GitHub runner does). Wall time and survivors.
 #
 #   bash bench/sweep.sh                # 7 interleaved rounds per cleaner + 1 warm-up (~3 min)
+#   bash bench/sweep.sh --subreaper    # orphans adopted and reaped at once (bench/subreaper.c),
+#                                      # as under systemd or tini, instead of by this VM's pid 1
 #   bash bench/sweep.sh --rounds 3     # anything else goes to bench/sweep_bench.py
 #
 # Installs what it needs (lsof, procps, util-linux, gcc via apt-get; psutil via pip), builds a
@@ -19,6 +21,16 @@ OUT=$ROOT/target/bench-sweep
 TOOLS=$OUT/tools
 TRUTH=$OUT/current.truth
 mkdir -p "$TOOLS"
+
+driver_args=()
+wrap=()
+suffix=
+for a in "$@"; do
+  case "$a" in
+    --subreaper) wrap=("$TOOLS/subreaper"); suffix=-subreaper; driver_args+=(--reaper subreaper) ;;
+    *) driver_args+=("$a") ;;
+  esac
+done
 
 log() { echo "[sweep-bench] $*" >&2; }
 
@@ -54,6 +66,7 @@ command -v lsof >/dev/null || need_apt+=(lsof)
 command -v pkill >/dev/null || need_apt+=(procps)
 command -v setsid >/dev/null || need_apt+=(util-linux)
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
+command -v strace >/dev/null || need_apt+=(strace)
 if (( ${#need_apt[@]} )); then
   SUDO=; (( EUID == 0 )) || SUDO=sudo
   log "installing ${need_apt[*]} with apt-get"
@@ -83,6 +96,8 @@ CIJ=$OUT/$HOST/release/ci-janitor
 
 gcc -O2 -Wall -Wextra -o "$TOOLS/spawn_groups" bench/spawn_groups.c
 gcc -O2 -Wall -Wextra -o "$TOOLS/environ_kill" bench/environ_kill.c
+gcc -O2 -Wall -Wextra -o "$TOOLS/subreaper" bench/subreaper.c
+command -v strace >/dev/null || log "strace not found: run with --phases 0, or install strace"
 
 log "limits: pid_max $(cat /proc/sys/kernel/pid_max), ulimit -u $(ulimit -u), ulimit -n $(ulimit -n)/$(ulimit -Hn), load $(cut -d' ' -f1-3 /proc/loadavg)"
 if (( $(ulimit -u) < 3000 )) 2>/dev/null; then
@@ -91,13 +106,13 @@ fi
 
 # ---- run ----------------------------------------------------------------------------------
 # In the background + wait, so that a SIGTERM/SIGINT to this script runs the traps at once.
-"$PY" bench/sweep_bench.py \
+"${wrap[@]}" "$PY" bench/sweep_bench.py \
   --cij "$CIJ" --spawner "$TOOLS/spawn_groups" --environ-kill "$TOOLS/environ_kill" \
   --python "$PY" --workdir "$OUT" --truth-file "$TRUTH" \
-  --out-md "$OUT/results.md" --out-json "$OUT/results.json" \
+  --out-md "$OUT/results$suffix.md" --out-json "$OUT/results$suffix.json" \
   --command-line "$(echo bash bench/sweep.sh "$@")" \
-  "$@" &
+  "${driver_args[@]}" &
 DRIVER_PID=$!
 wait "$DRIVER_PID"
 DRIVER_PID=
-log "table written to $OUT/results.md, raw samples to $OUT/results.json"
+log "tables written to $OUT/results$suffix.md, raw samples to $OUT/results$suffix.json"

@@ -178,14 +178,16 @@ def cleanup_everything(rounds_dir: str, truth_file: str | None) -> int:
 
 
 class Round:
-    def __init__(self, args, cleaner: str, rep: int):
+    def __init__(self, args, cleaner: str, rep: int, respawn_pct: int = 0, tag: str = ""):
         self.args = args
         self.cleaner = cleaner
+        self.respawn_pct = respawn_pct
         self.marker = "cijsweep-" + secrets.token_hex(6)
-        self.dir = os.path.join(args.rounds_dir, f"r{rep:02d}-{cleaner}")
+        self.dir = os.path.join(args.rounds_dir, f"{tag}r{rep:02d}-{cleaner}")
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
         self.state = os.path.join(self.dir, "state.json")
+        self.trace: str | None = None
         self.truth: list[tuple[int, int]] = []
         self.ports: list[int] = []
         self.info: dict = {}
@@ -201,7 +203,7 @@ class Round:
         with open(os.path.join(self.dir, "spawner.err"), "wb") as err:
             p = subprocess.Popen(
                 [a.spawner, str(a.groups), str(a.per_group), str(a.ignore_pct),
-                 str(a.listen_pct), self.marker],
+                 str(a.listen_pct), self.marker, str(self.respawn_pct), str(a.max_respawns)],
                 cwd=self.dir, env=self.env(marker=True), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=err,
             )
@@ -216,7 +218,8 @@ class Round:
         # Hand the identities to the shell's EXIT trap before anything else can fail.
         with open(self.args.truth_file, "w") as f:
             f.writelines(f"{pid} {st}\n" for pid, st in self.truth)
-        m = re.match(r"ready n=(\d+) groups=(\d+) ignore=(\d+) listen=(\d+)", lines[0] if lines else "")
+        m = re.match(r"ready n=(\d+) groups=(\d+) ignore=(\d+) listen=(\d+) supervisors=(\d+)",
+                     lines[0] if lines else "")
         n = a.groups * a.per_group
         if p.returncode != 0 or not m or len(recs) != n:
             raise RuntimeError(f"spawn_groups failed (rc={p.returncode}, {lines[:1]}, {len(recs)} records)")
@@ -224,7 +227,7 @@ class Round:
         leaders = [r for r in recs if r[0] == r[2]]
         self.info = {
             "n": n, "groups": len({r[2] for r in recs}), "ignore": sum(r[4] for r in recs),
-            "listen": len(self.ports), "leaders_ppid": sorted({read_stat(r[0])[1] for r in leaders if read_stat(r[0])}),
+            "listen": len(self.ports), "supervisors": int(m.group(5)), "leaders_ppid": sorted({read_stat(r[0])[1] for r in leaders if read_stat(r[0])}),
         }
         if self.info["groups"] != a.groups or len(leaders) != a.groups:
             raise RuntimeError(f"expected {a.groups} groups, got {self.info}")
@@ -251,7 +254,13 @@ class Round:
         a = self.args
         g = a.grace
         if self.cleaner == "ci-janitor":
-            return ["setsid", "-w", "env", f"RUNNER_TRACKING_ID={self.marker}", a.cij, "sweep",
+            # Phase rounds: under strace, tracing only a few marker syscalls (seccomp-bpf
+            # filter: the untraced ones run at full speed). strace is the sweep's parent, so
+            # an ancestor: protected.
+            trace = ["strace", "-f", "--seccomp-bpf", "-ttt", "-T", "-e",
+                     "trace=execve,socket,pidfd_open,ppoll,poll,write,exit_group",
+                     "-o", self.trace] if self.trace else []
+            return ["setsid", "-w", "env", f"RUNNER_TRACKING_ID={self.marker}", *trace, a.cij, "sweep",
                     "--state", self.state, "--grace", f"{int(g * 1000)}ms", "--fail-on", "never",
                     "--color", "never"]
         if self.cleaner == "psutil":
@@ -267,8 +276,10 @@ class Round:
             return [a.environ_kill, self.marker]
         raise ValueError(self.cleaner)
 
-    def run(self) -> dict:
+    def run(self, trace: bool = False) -> dict:
         a = self.args
+        if trace:
+            self.trace = os.path.join(self.dir, "sweep.strace")
         if self.cleaner == "ci-janitor":
             subprocess.run([a.cij, "snapshot", "--state", self.state], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env(False))
@@ -288,8 +299,10 @@ class Round:
             out_text = f.read()
         with open(err_path, errors="replace") as f:
             err_text = f.read()
-        # Survivors: live 0.5 s after the cleaner returned (SIGKILL is asynchronous).
-        live = [i for i in self.truth if is_live(i)]
+        # Survivors: live `settle` seconds after the cleaner returned (SIGKILL is
+        # asynchronous). Found by cwd, which also catches processes born after the ground
+        # truth (respawned workers); the ground truth's own survivors are counted apart.
+        live = set(i for i in self.truth if is_live(i)) | set(live_with_cwd_under(self.dir))
         fds = {}
         for ident in live:
             fd = open_identity(ident)
@@ -299,12 +312,17 @@ class Round:
         survivors = [fds[fd] for fd in fds if fd not in done]
         for fd in fds:
             os.close(fd)
+        truth = set(self.truth)
         res = {
             "cleaner": self.cleaner, "marker": self.marker, "wall_ms": wall_ms, "rc": rc,
-            "survivors": len(survivors), "spawn_s": t_spawn, "info": self.info,
-            "ports": len(self.ports),
+            "survivors": len(survivors),
+            "survivors_truth": sum(1 for i in survivors if i in truth),
+            "spawn_s": t_spawn, "info": self.info, "ports": len(self.ports),
+            "respawn_pct": self.respawn_pct,
         }
         self.parse_output(res, out_text, err_text)
+        if self.trace:
+            res["phases"] = parse_trace(self.trace, a.grace * 1000, wall_ms)
         # Kill the survivors by identity; nothing of this round may stay alive.
         left = kill_identities(survivors, wait=10)
         stray = live_with_cwd_under(self.dir)
@@ -330,7 +348,7 @@ class Round:
             res["reported_killed"] = int(m.group(1))
             res["sweep_rounds"] = int(m.group(2))
             res["inner_ms"] = float(m.group(3)) * 1000
-            if res["reported_killed"] != n:
+            if res["reported_killed"] < n or (self.respawn_pct == 0 and res["reported_killed"] != n):
                 raise RuntimeError(f"ci-janitor killed {res['reported_killed']} processes, spawned {n}")
             res["unattributed"] = "Unattributed" in out
         elif self.cleaner == "psutil":
@@ -346,6 +364,59 @@ class Round:
             if not m or int(m.group(1)) != n:
                 raise RuntimeError(f"environ_kill: {out.strip()!r} {err.strip()!r}, spawned {n}")
             res["matched"] = int(m.group(1))
+
+
+# ---------------------------------------------------------------- where ci-janitor's time goes
+
+PHASES = [
+    ("startup", "exec, state file load + check, job context (exec → first netlink socket)"),
+    ("scan", "first read of /proc + sockets, classify (→ first pidfd_open)"),
+    ("overshoot", "grace timer overshoot (poll timeout return − first pidfd_open − grace)"),
+    ("kill", "SIGKILL the survivors + wait for their exit"),
+    ("rescan", "second read of /proc for newborns + classify (→ third socket)"),
+    ("ports", "third read: are the ports free again (→ report write)"),
+    ("report", "write the report, exit"),
+    ("outside", "wall time not between ci-janitor's exec and exit (setsid, env, fork/exec, wait)"),
+]
+
+
+def parse_trace(path: str, grace_ms: float, wall_ms: float) -> dict:
+    """Phase durations (ms) from `strace -ttt` of one sweep (see PHASES)."""
+    ev = []
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"(\d+)\s+([\d.]+) (\w+)\((.*)", line)
+            if m:
+                ev.append((float(m.group(2)) * 1000, m.group(3), line))
+            else:
+                m = re.match(r"(\d+)\s+([\d.]+) \+\+\+ exited", line)
+                if m:
+                    ev.append((float(m.group(2)) * 1000, "exited", line))
+    execs = [t for t, n, l in ev if n == "execve" and "ci-janitor" in l.split("(", 1)[1][:200]]
+    t_exec = execs[-1]
+    sockets = [t for t, n, l in ev if n == "socket" and "NETLINK_SOCK_DIAG" in l and t >= t_exec]
+    t_open = min(t for t, n, _ in ev if n == "pidfd_open" and t >= t_exec)
+    polls = [(t, l) for t, n, l in ev if n in ("ppoll", "poll") and t > t_open]
+    # The grace wait ends when the first poll that times out returns (-ttt stamps the
+    # call's entry, -T gives its duration).
+    t_to, l_to = next((t, l) for t, l in polls if "Timeout" in l)
+    t_grace_end = t_to + float(re.search(r"<([\d.]+)>\s*$", l_to).group(1)) * 1000
+    t_kill_done = min(t for t in sockets if t > t_grace_end)  # next read starts right after
+    later = [t for t in sockets if t > t_grace_end]
+    t_rescan, t_ports = later[0], later[-1]
+    t_write = min(t for t, n, l in ev if n == "write" and l.split("(", 1)[1].startswith("1,") and t > t_ports)
+    t_exit = max(t for t, n, _ in ev if n in ("exit_group", "exited"))
+    return {
+        "startup": sockets[0] - t_exec,
+        "scan": t_open - sockets[0],
+        "overshoot": t_grace_end - t_open - grace_ms,
+        "kill": t_kill_done - t_grace_end,
+        "rescan": t_ports - t_rescan,
+        "ports": t_write - t_ports,
+        "report": t_exit - t_write,
+        "outside": wall_ms - (t_exit - t_exec),
+        "rounds_reads": len(later),
+    }
 
 
 # ---------------------------------------------------------------- report
@@ -365,14 +436,14 @@ LABELS = {
 }
 
 
-def table(results: list[dict], args) -> str:
-    by = {c: [r for r in results if r["cleaner"] == c] for c in args.cleaners}
+def table(results: list[dict], args, cleaners) -> str:
+    by = {c: [r for r in results if r["cleaner"] == c] for c in cleaners}
     g_ms = args.grace * 1000
     lines = [
         "| cleaner | what runs | wall ms, median (min – max) | beyond the 1 s grace, median ms | survivors, median (max) |",
         "|---|---|---:|---:|---:|",
     ]
-    for c in args.cleaners:
+    for c in cleaners:
         rs = by[c]
         if not rs:
             continue
@@ -382,6 +453,26 @@ def table(results: list[dict], args) -> str:
         beyond = f"{w['median'] - g_ms:.0f}" if graced else "— (no grace)"
         lines.append(f"| {label} | {cmd} | {w['median']:.0f} ({w['min']:.0f} – {w['max']:.0f}) | {beyond} "
                      f"| {sv['median']:.0f} ({sv['max']}) |")
+    return "\n".join(lines)
+
+
+def phase_table(phases: list[dict], args) -> str:
+    wall = stats([r["wall_ms"] for r in phases])
+    lines = [
+        f"Where ci-janitor's time beyond the grace goes: {len(phases)} more rounds of the main workload, the "
+        f"sweep under `strace -f --seccomp-bpf -ttt -T -e trace=execve,socket,pidfd_open,ppoll,poll,write,exit_group` "
+        f"(only those syscalls stop; each /proc read starts with a netlink socket). Wall time under strace: "
+        f"median {wall['median']:.0f} ms ({wall['min']:.0f} – {wall['max']:.0f}).",
+        "",
+        "| phase | what | median ms | min – max ms |",
+        "|---|---|---:|---:|",
+    ]
+    tot = []
+    for key, what in PHASES:
+        st = stats([r["phases"][key] for r in phases])
+        lines.append(f"| {key} | {what} | {st['median']:.1f} | {st['min']:.1f} – {st['max']:.1f} |")
+    tot = stats([sum(r["phases"][k] for k, _ in PHASES) for r in phases])
+    lines.append(f"| **sum** | = wall − grace | **{tot['median']:.1f}** | {tot['min']:.1f} – {tot['max']:.1f} |")
     return "\n".join(lines)
 
 
@@ -399,15 +490,18 @@ def extra_notes(results: list[dict], args) -> str:
         inner = stats([r["inner_ms"] for r in ps])
         out.append(f"- psutil without interpreter start-up and `import psutil` (timed inside the script): median "
                    f"{inner['median']:.0f} ms ({inner['min']:.0f} – {inner['max']:.0f}), i.e. "
-                   f"{inner['median'] - args.grace * 1000:.0f} ms beyond the grace; `wait_procs` reported "
-                   f"{statistics.median([r['terminated'] for r in ps]):.0f} gone after TERM (median).")
+                   f"{inner['median'] - args.grace * 1000:.0f} ms beyond the grace. `wait_procs` counted "
+                   f"{statistics.median([r['terminated'] for r in ps]):.0f} of the {ps[0]['info']['n'] - ps[0]['info']['ignore']} "
+                   f"TERM-able processes as gone (median): psutil waits on a process that is not its child "
+                   f"until its pid disappears, and a zombie keeps its pid until it is reaped; it then kill()s "
+                   f"the rest, zombies included (harmless).")
     sp = stats([r["spawn_s"] * 1000 for r in results])
     out.append(f"- spawning the {results[0]['info']['n']:,} processes took {sp['median']:.0f} ms (median, "
                f"untimed); group leaders' parent after the spawner exited: "
                f"{sorted({p for r in results for p in r['info']['leaders_ppid']})}.")
     unreaped = max(r["unreaped_after_wait"] for r in results)
     rw = stats([r["reap_wait_s"] for r in results])
-    out.append(f"- after each round the driver waited for pid 1 to reap the round's zombies: median "
+    out.append(f"- after each round the driver waited until the round's zombies were reaped: median "
                f"{rw['median']:.1f} s (max {rw['max']:.1f} s); still unreaped when the next round started: max {unreaped}.")
     return "\n".join(out)
 
@@ -429,7 +523,10 @@ def machine_facts(args) -> str:
         f"meanwhile (load average at the start: {args.load_at_start})",
         f"- kernel: {platform.release()} ({platform.machine()}); pid_max {sh('cat /proc/sys/kernel/pid_max')}, "
         f"RLIMIT_NPROC {resource.getrlimit(resource.RLIMIT_NPROC)[0]}, RLIMIT_NOFILE {nofile[0]}/{nofile[1]}",
-        f"- pid 1: `{sh('cat /proc/1/comm')}` (reaps orphaned zombies only every 1–2 s)",
+        (f"- pid 1: `{sh('cat /proc/1/comm')}` (reaps orphaned zombies only every 1–2 s); the orphans go to it"
+         if args.reaper == "pid1" else
+         f"- orphans are adopted by `bench/subreaper` (PR_SET_CHILD_SUBREAPER, reaps at once, like systemd or "
+         f"tini), not by pid 1 `{sh('cat /proc/1/comm')}` (which reaps only every 1–2 s)"),
         f"- ci-janitor: {sh(f'{args.cij} --version')} (static release build, commit "
         f"{sh('git -C ' + BENCH_DIR + ' rev-parse --short HEAD')})",
         f"- procps: {sh('pkill -V')}; lsof: {sh('lsof -v 2>&1 | grep -m1 revision').strip()}; "
@@ -457,13 +554,21 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=0.5, help="seconds a killed process gets to die before it counts as a survivor")
     ap.add_argument("--reap-wait", type=float, default=10.0)
     ap.add_argument("--cleaners", default=",".join(CLEANERS))
+    ap.add_argument("--respawn-pct", type=int, default=10, help="respawn variant: %% of groups led by a supervisor (0: skip the variant)")
+    ap.add_argument("--respawn-rounds", type=int, default=5)
+    ap.add_argument("--respawn-cleaners", default="ci-janitor,psutil,pkill,environ")
+    ap.add_argument("--max-respawns", type=int, default=50)
+    ap.add_argument("--phases", type=int, default=5, help="extra ci-janitor rounds under strace, to see where the time goes")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--reaper", default="pid1", choices=["pid1", "subreaper"],
+                    help="who adopts the orphans (set by bench/sweep.sh --subreaper)")
     ap.add_argument("--out-md", default=None)
     ap.add_argument("--out-json", default=None)
     ap.add_argument("--command-line", default=None)
     args = ap.parse_args()
     args.rounds_dir = os.path.join(args.workdir, "rounds")
     args.cleaners = args.cleaners.split(",")
+    args.respawn_cleaners = args.respawn_cleaners.split(",")
 
     if args.cleanup_only:
         left = cleanup_everything(args.rounds_dir, args.truth_file)
@@ -474,25 +579,43 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda s, f: sys.exit(128 + s))
     args.load_at_start = open("/proc/loadavg").read().split()[0]
+    # One pidfd per spawned process while counting survivors.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.makedirs(args.rounds_dir, exist_ok=True)
     rng = random.Random(args.seed)
-    results = []
+    variants = [("main", 0, args.cleaners)]
+    if args.respawn_pct > 0 and args.respawn_rounds > 0:
+        variants.append(("respawn", args.respawn_pct, args.respawn_cleaners))
+    results: dict[str, list] = {v[0]: [] for v in variants}
+    phases: list[dict] = []
     t_start = time.monotonic()
+
+    def one(tag, c, rep, respawn, warm, trace=False):
+        res = Round(args, c, rep, respawn, tag).run(trace=trace)
+        res.update(rep=rep, warmup=warm, load=open("/proc/loadavg").read().split()[0])
+        log(f"{tag}round {rep}{' (warm-up)' if warm else ''} {c}: {res['wall_ms']:.0f} ms, "
+            f"{res['survivors']} survivors"
+            + (f", inner {res['inner_ms']:.0f} ms" if "inner_ms" in res else "")
+            + (f", killed {res['reported_killed']}" if "reported_killed" in res else ""))
+        shutil.rmtree(os.path.join(args.rounds_dir, f"{tag}r{rep:02d}-{c}"), ignore_errors=True)
+        return res
+
     try:
-        for rep in range(args.warmup + args.rounds):
-            order = list(args.cleaners)
-            rng.shuffle(order)
-            for c in order:
-                res = Round(args, c, rep).run()
-                res["rep"] = rep
-                res["warmup"] = rep < args.warmup
-                res["load"] = open("/proc/loadavg").read().split()[0]
-                if not res["warmup"]:
-                    results.append(res)
-                log(f"round {rep}{' (warm-up)' if res['warmup'] else ''} {c}: {res['wall_ms']:.0f} ms, "
-                    f"{res['survivors']} survivors"
-                    + (f", inner {res['inner_ms']:.0f} ms" if "inner_ms" in res else ""))
-                shutil.rmtree(os.path.join(args.rounds_dir, f"r{rep:02d}-{c}"), ignore_errors=True)
+        for name, respawn, cleaners in variants:
+            rounds = args.rounds if name == "main" else args.respawn_rounds
+            tag = "" if name == "main" else "respawn-"
+            for rep in range(args.warmup + rounds):
+                order = list(cleaners)
+                rng.shuffle(order)
+                for c in order:
+                    res = one(tag, c, rep, respawn, rep < args.warmup)
+                    if not res["warmup"]:
+                        results[name].append(res)
+        for rep in range(args.phases):
+            res = one("phases-", "ci-janitor", rep, 0, False, trace=True)
+            phases.append(res)
     finally:
         left = cleanup_everything(args.rounds_dir, args.truth_file)
         if left:
@@ -500,7 +623,7 @@ def main() -> int:
     log(f"done in {time.monotonic() - t_start:.0f} s")
 
     n = args.groups * args.per_group
-    info = results[0]["info"]
+    info = results["main"][0]["info"]
     md = [
         f"Command: `{args.command_line or ' '.join(sys.argv)}`",
         "",
@@ -509,14 +632,31 @@ def main() -> int:
         f"{n:,} processes in {info['groups']} groups of {args.per_group} ({info['ignore']} ignore SIGTERM, "
         f"{info['listen']} listen on TCP 127.0.0.1), one cleaner per round, {args.rounds} interleaved rounds "
         f"after {args.warmup} warm-up round, grace {args.grace:g} s. Wall time from fork to exit of the "
-        f"cleaner's command, taken by the driver; survivors: spawned processes still alive "
-        f"{args.settle:g} s after the cleaner returned (zombies count as dead).",
+        f"cleaner's command, taken by the driver; survivors: processes of the round (by cwd, so also any "
+        f"born after the spawn) still alive {args.settle:g} s after the cleaner returned (zombies count as dead).",
         "",
-        table(results, args),
+        table(results["main"], args, args.cleaners),
         "",
-        extra_notes(results, args),
+        extra_notes(results["main"], args),
         "",
     ]
+    if "respawn" in results and results["respawn"]:
+        rinfo = results["respawn"][0]["info"]
+        cij = [r for r in results["respawn"] if r["cleaner"] == "ci-janitor"]
+        md += [
+            f"Respawn variant: the same, but the leaders of {rinfo['supervisors']} groups are supervisors: they "
+            f"ignore SIGTERM ({rinfo['ignore']} TERM-ignoring processes in all) and fork a replacement whenever "
+            f"a child exits (at most {args.max_respawns} each). {args.respawn_rounds} interleaved rounds after "
+            f"{args.warmup} warm-up round.",
+            "",
+            table(results["respawn"], args, args.respawn_cleaners),
+            "",
+        ]
+        if cij:
+            md += [f"- ci-janitor killed {sorted({r['reported_killed'] for r in cij})} processes in "
+                   f"{sorted({r['sweep_rounds'] for r in cij})} sweep rounds (its report).", ""]
+    if phases:
+        md += [phase_table(phases, args), ""]
     text = "\n".join(md)
     print(text)
     if args.out_md:
@@ -524,9 +664,8 @@ def main() -> int:
             f.write(text + "\n")
     if args.out_json:
         with open(args.out_json, "w") as f:
-            json.dump({"argv": sys.argv, "results": results}, f, indent=1)
+            json.dump({"argv": sys.argv, "results": results, "phases": phases}, f, indent=1)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
