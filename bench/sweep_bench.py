@@ -500,6 +500,9 @@ def extra_notes(results: list[dict], args) -> str:
     out.append(f"- spawning the {results[0]['info']['n']:,} processes took {sp['median']:.0f} ms (median, "
                f"untimed); group leaders' parent after the spawner exited: "
                f"{sorted({p for r in results for p in r['info']['leaders_ppid']})}.")
+    loads = sorted(float(r["load"]) for r in results)
+    out.append(f"- 1-minute load average after each round: median {statistics.median(loads):.1f} "
+               f"(min {loads[0]:.1f}, max {loads[-1]:.1f}) on 2 CPUs: other jobs shared the machine.")
     unreaped = max(r["unreaped_after_wait"] for r in results)
     rw = stats([r["reap_wait_s"] for r in results])
     out.append(f"- after each round the driver waited until the round's zombies were reaped: median "
