@@ -199,7 +199,19 @@ pub fn sweep(
             })
             .collect()
     } else {
-        check_ports(held, &read(false)?)
+        // Most ports are simply free after the kill: the socket list alone shows it. Only
+        // when one is still listed are the owners (a walk over every process) worth reading.
+        let (after, _) = platform::read_listeners_only(&opts.proc_root);
+        let still_listed = held.values().any(|(l, _)| {
+            after
+                .iter()
+                .any(|a| a.inode == l.inode || same_address(a, l))
+        });
+        if still_listed {
+            check_ports(held, &read(false)?.listeners)
+        } else {
+            check_ports(held, &after)
+        }
     };
     Ok(SweepOutcome {
         baseline_taken_at_unix_ms: baseline.taken_at_unix_ms,
@@ -214,19 +226,21 @@ pub fn sweep(
     })
 }
 
-fn check_ports(held: HashMap<u64, (Listener, Vec<ProcessId>)>, after: &Snapshot) -> Vec<PortCheck> {
+fn same_address(a: &Listener, b: &Listener) -> bool {
+    a.protocol == b.protocol && a.address == b.address && a.port == b.port && a.path == b.path
+}
+
+fn check_ports(
+    held: HashMap<u64, (Listener, Vec<ProcessId>)>,
+    after: &[Listener],
+) -> Vec<PortCheck> {
     let mut out: Vec<PortCheck> = held
         .into_values()
         .map(|(listener, held_by)| {
-            let same_socket = after.listeners.iter().find(|l| l.inode == listener.inode);
+            let same_socket = after.iter().find(|l| l.inode == listener.inode);
             let outcome = if let Some(l) = same_socket {
                 PortOutcome::StillHeld(l.owners.clone())
-            } else if let Some(l) = after.listeners.iter().find(|l| {
-                l.protocol == listener.protocol
-                    && l.address == listener.address
-                    && l.port == listener.port
-                    && l.path == listener.path
-            }) {
+            } else if let Some(l) = after.iter().find(|l| same_address(l, &listener)) {
                 PortOutcome::Reused(l.owners.clone())
             } else {
                 PortOutcome::Freed

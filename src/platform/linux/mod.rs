@@ -173,6 +173,14 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
     })
 }
 
+/// The listening sockets alone, without their owners (no walk over `/proc/*/fd`): enough
+/// to tell whether a port is free.
+pub fn read_listeners_only(proc_root: &Path) -> (Vec<Listener>, Vec<Unreadable>) {
+    let mut unreadable = Vec::new();
+    let listeners = read_listeners(proc_root, &mut unreadable);
+    (listeners, unreadable)
+}
+
 /// Reads just one process by pid, for the re-checks before a signal and for finding our own
 /// identity. `None` when it is gone (or is not a readable process).
 pub fn read_one(proc_root: &Path, pid: i32) -> Option<Process> {
@@ -382,7 +390,10 @@ impl ProcReader {
             markers: Default::default(),
             unreadable: Vec::new(),
         };
-        if p.kernel_thread {
+        if p.kernel_thread || p.is_zombie() {
+            // A zombie has exited: no memory, files, cwd or environment left, and it is
+            // never classified. Reading more of it is what made re-scans after a kill slow
+            // (hundreds of unreaped orphans, three files each).
             return Ok((p, Vec::new()));
         }
         if !detail.wants(&p.id) {
