@@ -48,6 +48,8 @@ pub enum AppError {
     State(#[from] state::StateError),
     #[error(transparent)]
     Read(#[from] platform::ReadError),
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
     #[error("write output: {0}")]
     Output(#[from] std::io::Error),
     #[error("{0}")]
@@ -61,6 +63,8 @@ impl AppError {
             AppError::Input(_) => Exit::Usage,
             AppError::State(S::Write { .. } | S::Read { .. }) => Exit::Internal,
             AppError::State(_) => Exit::Usage,
+            AppError::Guard(e) if e.is_usage() => Exit::Usage,
+            AppError::Guard(_) => Exit::Internal,
             AppError::Read(_) | AppError::Output(_) | AppError::Internal(_) => Exit::Internal,
         }
     }
@@ -107,6 +111,7 @@ pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
         Command::Diff(args) => diff(args, env),
         Command::Sweep(args) => sweep(args, env),
         Command::Run(args) => crate::run::run(args, env),
+        Command::Guard(args) => crate::guard::command(args, env),
     }
 }
 
@@ -172,6 +177,9 @@ pub fn finish_sweep(
 fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let settings = settings::sweep_settings(&args.opts, env).map_err(AppError::Input)?;
     let path = settings::state_path(&args.state, env);
+    // The guard goes first: stopped (it must not watch the sweep, nor be swept), and its
+    // journal read.
+    let guard = crate::guard::for_sweep(&path);
     let opts = ReadOptions::default();
     let boot_id = platform::boot_id(&opts.proc_root)?;
     let baseline = state::load(&path, &boot_id)?;
@@ -179,6 +187,8 @@ fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
     if let Some(taker) = baseline.taken_by {
         ctx.also_protected.push(taker);
     }
+    ctx.also_protected.extend(guard.protect.iter().copied());
+    ctx.lineage = guard.lineage.clone().map(std::sync::Arc::new);
     let outcome = crate::sweep::sweep(
         &baseline,
         &ctx,
@@ -190,7 +200,9 @@ fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
             proc_root: opts.proc_root,
         },
     )?;
-    finish_sweep(&outcome, &settings)
+    let exit = finish_sweep(&outcome, &settings)?;
+    write!(std::io::stdout().lock(), "{}", guard.render())?;
+    Ok(exit)
 }
 
 fn snapshot(args: SnapshotArgs, env: Env<'_>) -> Result<Exit, AppError> {

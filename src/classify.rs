@@ -7,7 +7,8 @@
 //!    `Runner.Worker`) and a shipped list of shared daemons (dockerd, sshd, ...). Never
 //!    touched, whatever else matches.
 //! 2. **ignored** — matches an `--ignore` pattern. Never touched.
-//! 3. **job** — there is evidence the job started it, strongest first: the `run` marker or
+//! 3. **job** — there is evidence the job started it, strongest first: the guard saw it
+//!    born into the job (its journal); the `run` marker or
 //!    descent from `ci-janitor run`; this job's `RUNNER_TRACKING_ID`; the job's cgroup;
 //!    live descent from the job's root process; the sweep's own session; descent from a
 //!    process already found to be the job's. Killed; fails the run unless it matches an
@@ -41,6 +42,8 @@ pub struct Context {
     pub job_cgroup: Option<String>,
     /// The job's session (our own): a process that appeared in it is the job's.
     pub job_session: Option<i32>,
+    /// The guard's journal: who was born into the job.
+    pub lineage: Option<std::sync::Arc<crate::guard::lineage::Lineage>>,
 }
 
 /// Patterns and switches from the command line.
@@ -61,6 +64,9 @@ pub struct Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
+    /// The guard saw it born below the job's root (strongest: it survives reparenting and
+    /// a scrubbed environment).
+    GuardLineage,
     /// It carries the `CI_JANITOR_RUN` marker of this `ci-janitor run`.
     RunMarker,
     /// It carries this job's `RUNNER_TRACKING_ID`.
@@ -78,6 +84,7 @@ pub enum Rule {
 impl Rule {
     pub fn describe(self) -> &'static str {
         match self {
+            Rule::GuardLineage => "was born into the job (the guard's lineage)",
             Rule::RunMarker => "carries this `ci-janitor run`'s marker",
             Rule::TrackingId => "carries this job's RUNNER_TRACKING_ID",
             Rule::Cgroup => "is in the job's cgroup",
@@ -193,6 +200,9 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
             let mut evidence = Vec::new();
             if class == Class::Unattributed {
                 let m = &p.markers;
+                if ctx.lineage.as_ref().is_some_and(|l| l.in_job(p.id)) {
+                    evidence.push(Rule::GuardLineage);
+                }
                 if ctx.run_marker.is_some() && m.ci_janitor_run == ctx.run_marker {
                     evidence.push(Rule::RunMarker);
                 }
@@ -673,6 +683,30 @@ mod tests {
         };
         let plan = classify(&now, &appeared, &ctx, &Policy::default());
         assert!(plan.decisions[2].evidence.is_empty());
+    }
+
+    #[test]
+    fn guard_lineage_is_the_strongest_evidence() {
+        let (now, mut ctx) = scene();
+        let lineage = crate::guard::lineage::Lineage::with_job(&[
+            now.processes[6].id, // 98: also carries the tracking id
+            now.processes[7].id, // 99: no other evidence at all
+        ]);
+        ctx.lineage = Some(std::sync::Arc::new(lineage));
+        let appeared: Vec<&Process> = now.processes.iter().collect();
+        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        let get = |p: i32| plan.decisions.iter().find(|d| d.id.pid == p).unwrap();
+        assert_eq!(get(98).evidence, vec![Rule::GuardLineage, Rule::TrackingId]);
+        assert_eq!(get(99).class, Class::Job);
+        assert_eq!(get(99).evidence, vec![Rule::GuardLineage]);
+        // Lineage never overrides protection: the sweep's ancestors stay protected.
+        let ancestors = crate::guard::lineage::Lineage::with_job(&[now.processes[1].id]);
+        ctx.lineage = Some(std::sync::Arc::new(ancestors));
+        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        assert_eq!(
+            plan.get(now.processes[1].id).unwrap().class.name(),
+            "protected"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`diff`]: what appeared since the baseline.
 //! - [`classify`]: whose each appeared process is, with the evidence (pure).
 //! - [`kill`] / [`sweep`]: one round of signals by identity; the rounds until nothing is left.
+//! - [`guard`]: the background tracker: lineage at birth, journal, dead man's switch.
 //! - [`run`]: `ci-janitor run -- CMD`, the command under a subreaper, then a sweep.
 //! - [`report`]: rendering for people and machines.
 //! - [`cli`] / [`settings`] / [`app`]: the command line, its meaning, and dispatch.
@@ -21,6 +22,7 @@ pub mod app;
 pub mod classify;
 pub mod cli;
 pub mod diff;
+pub mod guard;
 pub mod kill;
 pub mod model;
 pub mod platform;
