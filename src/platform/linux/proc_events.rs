@@ -501,6 +501,9 @@ pub struct Placement {
     pub pid_ns: Option<String>,
 }
 
+/// `/proc/self/ns/pid` in the initial pid namespace (`PROC_PID_INIT_INO`).
+pub const INITIAL_PID_NAMESPACE: &str = "pid:[4026531836]";
+
 /// Reads where we run. `root` is the filesystem root (`/` outside tests).
 pub fn placement(proc_root: &Path, root: &Path, env: &dyn Fn(&str) -> Option<String>) -> Placement {
     let status = std::fs::read(proc_root.join("self/status")).unwrap_or_default();
@@ -517,8 +520,14 @@ pub fn placement(proc_root: &Path, root: &Path, env: &dyn Fn(&str) -> Option<Str
     } else {
         container_cgroup(&cgroup).map(|c| format!("cgroup {c}"))
     };
+    // The initial pid namespace has a fixed inode (PROC_PID_INIT_INO); NSpid catches a
+    // nested namespace whose /proc is the host's, the inode one with a /proc of its own.
+    let nested = nspid_depth(&status) > 1
+        || pid_ns
+            .as_deref()
+            .is_some_and(|ns| ns != INITIAL_PID_NAMESPACE);
     Placement {
-        nested_pid_namespace: nspid_depth(&status) > 1,
+        nested_pid_namespace: nested,
         container,
         pid_ns,
     }
