@@ -12,6 +12,7 @@
 mod support;
 
 mod fixture_selftest;
+mod guard;
 mod janitor;
 mod run;
 mod static_build;
