@@ -99,6 +99,9 @@ pub struct GuardStartArgs {
     /// Poll /proc even where the proc connector works.
     #[arg(long, hide = true)]
     pub poll: bool,
+    /// The proc connector's receive buffer in bytes (tests of dropped events).
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub rcvbuf: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +130,8 @@ pub struct GuardRunArgs {
     pub warn_over: usize,
     #[arg(long)]
     pub poll: bool,
+    #[arg(long)]
+    pub rcvbuf: Option<usize>,
     /// The job's facts (JSON) gathered by `guard start`.
     #[arg(long)]
     pub context: Option<String>,

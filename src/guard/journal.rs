@@ -182,6 +182,9 @@ pub struct Stop {
     pub exits: u64,
     pub gaps: u64,
     pub overruns: u64,
+    /// Execs of job processes that were gone before they could be read.
+    #[serde(default)]
+    pub exec_misses: u64,
 }
 
 /// A live warning: written when it happens, shown by `guard status` and `sweep`.

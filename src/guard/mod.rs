@@ -164,6 +164,8 @@ pub struct StartOptions {
     pub warn_over: usize,
     /// Poll `/proc` even when the proc connector is available (tests, comparisons).
     pub force_poll: bool,
+    /// The connector's receive buffer (tests of dropped events); default: 32 MiB.
+    pub rcvbuf: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,6 +267,9 @@ pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
     }
     if opts.force_poll {
         cmd.arg("--poll");
+    }
+    if let Some(bytes) = opts.rcvbuf {
+        cmd.arg("--rcvbuf").arg(bytes.to_string());
     }
     let child = cmd.spawn().map_err(|source| GuardError::Spawn {
         exe: exe.clone(),
@@ -704,6 +709,7 @@ pub fn command(
                 watch: a.watch,
                 warn_over: a.warn_over,
                 force_poll: a.poll,
+                rcvbuf: a.rcvbuf,
             };
             let paths = GuardPaths::for_state(&opts.state);
             match start(&opts, env)? {
@@ -772,6 +778,7 @@ pub fn command(
                     watch,
                     warn_over: a.warn_over,
                     force_poll: a.poll,
+                    rcvbuf: a.rcvbuf,
                     job,
                 },
                 env,

@@ -95,6 +95,9 @@ pub struct Stats {
     pub exits: u64,
     pub gaps: u64,
     pub overruns: u64,
+    /// Exec events of job processes that were gone before their command line and
+    /// environment could be read: their children inherit what their parent had.
+    pub exec_misses: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -536,7 +539,8 @@ impl Tracker {
         if !in_job {
             return;
         }
-        let Some(facts) = src.facts(pid, true) else {
+        let Some(facts) = src.facts(pid, true).filter(|f| !f.is_dead()) else {
+            self.stats.exec_misses += 1;
             return;
         };
         if self

@@ -856,7 +856,9 @@ fn warns_of_a_step_that_left_processes_and_of_many_alike() {
                 .collect();
             warnings.len() >= 2
         }),
-        "{warnings:?}"
+        "{warnings:?}\njournal:\n{}\nlog:\n{}",
+        std::fs::read_to_string(journal_path(&state)).unwrap_or_default(),
+        std::fs::read_to_string(job.path("state.guard.log")).unwrap_or_default()
     );
     let kinds: Vec<(String, Option<String>, usize)> = warnings
         .iter()
@@ -922,4 +924,75 @@ fn a_guard_in_a_foreign_pid_namespace_says_it_is_degraded() {
     let degraded = v["degraded"].to_string();
     assert!(degraded.contains("nested pid namespace"), "{degraded}");
     assert!(degraded.contains("no proc connector"), "{degraded}");
+}
+
+/// Births of `fixture`'s children in the journal, and the overruns it records.
+fn burst_births(state: &Path, fixture: Ident) -> (usize, u32) {
+    let recs = journal(state);
+    // A frozen guard reads the fixture only after it exited: then its start time is
+    // unknown (a gap) and its children name it by pid alone.
+    let born = births(&recs)
+        .iter()
+        .filter(|b| {
+            b.parent.pid == fixture.pid
+                && b.parent
+                    .start_ticks
+                    .is_none_or(|t| t == fixture.start_ticks)
+        })
+        .count();
+    let lost = recs
+        .iter()
+        .map(|r| match r {
+            Rec::Lost { overruns } => *overruns,
+            _ => 0,
+        })
+        .sum();
+    (born, lost)
+}
+
+/// A guard frozen (SIGSTOP) through a burst of `count` forks, then thawed and stopped.
+fn frozen_through_a_burst(job: &mut Job, start_args: &str, count: u32) -> (usize, u32, String) {
+    job.ok(&format!(
+        "$JANITOR guard start --state state.json {start_args}"
+    ));
+    let state = job.path("state.json");
+    let guard = PidFileJ::read(&state).unwrap().ident();
+    assert!(kill_ident(&guard, Signal::STOP));
+    job.ok(&format!("$FIXTURE burst --count {count} > fixture.json"));
+    let fx = job.spawned("fixture.json");
+    assert!(kill_ident(&guard, Signal::CONT));
+    let status_out = job
+        .ok("$JANITOR guard stop --state state.json && $JANITOR guard status --state state.json");
+    let (born, lost) = burst_births(&state, fx.fixture);
+    (born, lost, status_out)
+}
+
+#[test]
+fn dropped_events_are_reported_never_silently() {
+    let _g = serial();
+    let dir = ScratchDir::new("guard_enobufs");
+    let mut job = Job::start(dir.path());
+    job.ok("$JANITOR snapshot --state state.json");
+    // A receive buffer of a few events, and a guard that cannot read while 500 forks happen:
+    // the kernel must drop events.
+    let (born, lost, status) = frozen_through_a_burst(&mut job, "--rcvbuf 4096", 500);
+    eprintln!("tiny buffer: {born} of 500 births journaled, {lost} overruns reported");
+    assert!(born < 500, "nothing was dropped from a 4 KiB buffer?");
+    assert!(
+        lost > 0,
+        "events were dropped silently ({born} of 500 journaled)"
+    );
+    assert!(!status.contains(" 0 kernel overruns"), "{status}");
+    let (_, out) = job.run(SWEEP);
+    assert!(out.contains("the kernel dropped process events"), "{out}");
+}
+
+#[test]
+fn the_default_buffer_holds_a_burst_while_the_guard_is_frozen() {
+    // The control of the test above: same freeze, same kind of burst, the default buffer.
+    let _g = serial();
+    let dir = ScratchDir::new("guard_bigbuf");
+    let mut job = Job::start(dir.path());
+    let (born, lost, _) = frozen_through_a_burst(&mut job, "", 2000);
+    assert_eq!((born, lost), (2000, 0));
 }

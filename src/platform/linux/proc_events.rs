@@ -51,9 +51,9 @@ const EVENT_DATA: usize = 16;
 
 /// How long to wait for the kernel's answer to the subscription.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
-/// The receive buffer asked for: at roughly 1 KiB of kernel memory per queued event, room
-/// for some 30,000 events while the guard is busy.
-const RCVBUF: usize = 32 * 1024 * 1024;
+/// The receive buffer asked for by default: at roughly 1 KiB of kernel memory per queued
+/// event, room for some 30,000 events while the guard is busy.
+pub const RCVBUF: usize = 32 * 1024 * 1024;
 /// One connector datagram is 76 bytes; a larger buffer costs nothing.
 const RECV_BUF: usize = 4096;
 
@@ -118,8 +118,9 @@ pub struct Drained {
 }
 
 impl Connector {
-    /// Opens the socket, subscribes, and waits for the kernel to confirm.
-    pub fn open() -> Result<Connector, ConnectorError> {
+    /// Opens the socket with a receive buffer of `rcvbuf` bytes ([`RCVBUF`] unless testing
+    /// overflows), subscribes, and waits for the kernel to confirm.
+    pub fn open(rcvbuf: usize) -> Result<Connector, ConnectorError> {
         let fd = rustix::net::socket_with(
             AddressFamily::NETLINK,
             SocketType::DGRAM,
@@ -128,10 +129,10 @@ impl Connector {
         )
         .map_err(|e| ConnectorError::Socket(e.into()))?;
         let rcvbuf_forced =
-            rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, RCVBUF).is_ok();
+            rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, rcvbuf).is_ok();
         if !rcvbuf_forced {
             // Capped by net.core.rmem_max; whatever we get is reported.
-            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, RCVBUF);
+            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, rcvbuf);
         }
         let rcvbuf = rustix::net::sockopt::socket_recv_buffer_size(&fd).unwrap_or(0);
         rustix::net::bind(&fd, &SocketAddrNetlink::new(0, CN_IDX_PROC))
