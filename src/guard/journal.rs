@@ -185,6 +185,9 @@ pub struct Stop {
     /// Execs of job processes that were gone before they could be read.
     #[serde(default)]
     pub exec_misses: u64,
+    /// Events handled (connector), the rest of the machine's included.
+    #[serde(default)]
+    pub events: u64,
 }
 
 /// A live warning: written when it happens, shown by `guard status` and `sweep`.
@@ -314,6 +317,11 @@ impl Writer {
     pub fn write(&mut self, record: &Record) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, record)?;
         self.out.write_all(b"\n")
+    }
+
+    /// Whether records wait in the buffer.
+    pub fn pending(&self) -> bool {
+        !self.out.buffer().is_empty()
     }
 
     /// Hands everything buffered to the kernel: from then on it survives our death (the

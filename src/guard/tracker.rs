@@ -98,6 +98,8 @@ pub struct Stats {
     /// Exec events of job processes that were gone before their command line and
     /// environment could be read: their children inherit what their parent had.
     pub exec_misses: u64,
+    /// Every event handled, the rest of the machine's included.
+    pub events: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +222,7 @@ impl Tracker {
         // Fork events by child pid: a child met before its own fork event takes its parent
         // from there, and a pid forked again later in the batch was reused, so reading it
         // now could read the wrong process.
+        self.stats.events += events.len() as u64;
         let mut forks: HashMap<i32, Vec<LaterFork>> = HashMap::new();
         for (i, ev) in events.iter().enumerate() {
             if let ProcEvent::Fork {

@@ -211,6 +211,11 @@ impl Connector {
         self.fd.as_fd()
     }
 
+    /// Whether events that arrived while subscribing wait to be drained.
+    pub fn has_early_events(&self) -> bool {
+        !self.early.is_empty()
+    }
+
     /// Reads every datagram queued now (at most `max`), without blocking, appending the
     /// events to `out`.
     pub fn drain(&mut self, out: &mut Vec<ProcEvent>, max: usize) -> io::Result<Drained> {
@@ -393,14 +398,34 @@ impl ProcFacts {
 /// through one directory descriptor, so every field belongs to the same process. `None`
 /// when the process is gone.
 pub fn read_facts(proc_root: &Path, pid: i32, details: bool) -> Option<ProcFacts> {
-    let dir = rustix::fs::open(
-        proc_root.join(pid.to_string()),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
     let mut buf = Vec::with_capacity(1024);
-    read_at(&dir, "stat", &mut buf).ok()?;
+    // The stat alone is one file: opened by path, it costs no directory descriptor (this is
+    // every job fork's read).
+    let path = |name: &str| {
+        let mut p = proc_root.to_path_buf();
+        p.push(pid.to_string());
+        p.push(name);
+        p
+    };
+    let dir = if details {
+        let dir = rustix::fs::open(
+            path(""),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        read_at(&dir, "stat", &mut buf).ok()?;
+        Some(dir)
+    } else {
+        let fd = rustix::fs::open(
+            path("stat"),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        read_all(&fd, &mut buf).ok()?;
+        None
+    };
     let stat = parse_stat(&buf).ok()?;
     let kernel_thread = stat.is_kernel_thread();
     let mut facts = ProcFacts {
@@ -417,9 +442,9 @@ pub fn read_facts(proc_root: &Path, pid: i32, details: bool) -> Option<ProcFacts
         pid_ns: None,
         unreadable: Vec::new(),
     };
-    if !details || kernel_thread || facts.is_dead() {
+    let Some(dir) = dir.filter(|_| !kernel_thread && !facts.is_dead()) else {
         return Some(facts);
-    }
+    };
     match read_at(&dir, "cmdline", &mut buf) {
         Ok(()) => facts.argv = Some(parse_cmdline(&buf)),
         Err(Errno::SRCH) => return Some(facts),
@@ -446,10 +471,14 @@ fn errno_text(e: Errno) -> &'static str {
 
 fn read_at(dir: &OwnedFd, name: &str, buf: &mut Vec<u8>) -> Result<(), Errno> {
     let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    read_all(&fd, buf)
+}
+
+fn read_all(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<(), Errno> {
     buf.clear();
     let mut chunk = [0u8; 4096];
     loop {
-        match rustix::io::read(&fd, &mut chunk) {
+        match rustix::io::read(fd, &mut chunk) {
             Ok(0) => return Ok(()),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(Errno::INTR) => continue,
@@ -477,12 +506,6 @@ pub fn watch(proc_root: &Path, id: ProcessId) -> io::Result<OwnedFd> {
         Some(t) if t == id.start_ticks => Ok(fd),
         _ => Err(io::Error::from_raw_os_error(libc::ESRCH)),
     }
-}
-
-/// Whether a pidfd from [`watch`] says its process has exited.
-pub fn has_exited(fd: BorrowedFd<'_>) -> bool {
-    let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
-    matches!(rustix::event::poll(&mut fds, Some(&timespec(Duration::ZERO))), Ok(n) if n > 0)
 }
 
 // ---------------------------------------------------------------------------------------
