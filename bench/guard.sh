@@ -2,7 +2,7 @@
 # Guard overhead: CPU time and peak memory of the guard over a steady fork workload,
 # against the polling loop a user would write instead (`ps` every 100 ms).
 #
-#   bash bench/guard.sh                    # 100 forks/s for 60 s, three runs in a row (~3.5 min)
+#   bash bench/guard.sh                    # 100 forks/s for 60 s, four runs in a row (~4.5 min)
 #   RATE=200 SECS=20 bash bench/guard.sh   # another rate or length
 #
 # The workload is bench/fork_rate.c: RATE children per second on an absolute schedule, each
@@ -60,7 +60,7 @@ cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
 ROWS=()
-run_guard() {  # $1: label, $2: extra guard args
+run_guard() {  # $1: label, $2: extra guard args, $3: "idle" for no workload
   local dir=$OUT/$1
   rm -rf "$dir"; mkdir -p "$dir"
   GUARD_STATE=$dir/state.json
@@ -70,9 +70,14 @@ run_guard() {  # $1: label, $2: extra guard args
   local mode; mode=$(jq -r .mode "$dir/state.guard.pid")
   local c0; c0=$(cpu_ns "$gpid")
   local t0; t0=$(date +%s%N)
-  "$TOOLS/fork_rate" "$RATE" "$SECS" > "$dir/fork.txt" &
-  local fpid=$!
-  wait "$fpid"
+  local fpid=0
+  if [[ ${3:-} == idle ]]; then
+    sleep "$SECS"; echo "forks 0" > "$dir/fork.txt"
+  else
+    "$TOOLS/fork_rate" "$RATE" "$SECS" > "$dir/fork.txt" &
+    fpid=$!
+    wait "$fpid"
+  fi
   local t1; t1=$(date +%s%N)
   local c1; c1=$(cpu_ns "$gpid")
   local hwm; hwm=$(hwm_kib "$gpid")
@@ -87,14 +92,15 @@ run_guard() {  # $1: label, $2: extra guard args
   local pct; pct=$(awk -v c="$cpu_s" -v w="$wall_s" 'BEGIN {printf "%.2f", 100 * c / w}')
   local mib; mib=$(awk -v k="$hwm" 'BEGIN {printf "%.1f", k / 1024}')
   log "$1 ($mode): cpu ${cpu_s}s over ${wall_s}s = ${pct}% of a core, peak ${mib} MiB, $births/$forks births, $events events"
-  ROWS+=("| guard, $mode | \`ci-janitor guard start $2\` | $cpu_s | $wall_s | **$pct%** | **$mib** | $births / $forks | $events |")
+  local what="guard, $mode"; [[ ${3:-} == idle ]] && what="guard, $mode, **no workload**"
+  ROWS+=("| $what | \`ci-janitor guard start $2\` | $cpu_s | $wall_s | **$pct%** | **$mib** | $births / $forks | $events |")
 }
 
 run_ps_loop() {
   local dir=$OUT/ps-loop
   rm -rf "$dir"; mkdir -p "$dir"
   /usr/bin/time -o "$dir/time.txt" -f "%e %U %S %M" bash -c \
-    "end=\$((SECONDS + $SECS)); while (( SECONDS < end )); do ps -eo pid,ppid,pgid,sid,lstart,args > /dev/null; sleep 0.1; done" &
+    "for ((i = 0; i < $SECS * 10; i++)); do ps -eo pid,ppid,pgid,sid,lstart,args > /dev/null; sleep 0.1; done" &
   LOOP_PID=$!
   "$TOOLS/fork_rate" "$RATE" "$SECS" > "$dir/fork.txt"
   wait "$LOOP_PID"
@@ -109,7 +115,8 @@ run_ps_loop() {
 }
 
 LOAD0=$(cut -d" " -f1-3 /proc/loadavg)
-log "workload: $RATE forks/s (fork + exec /bin/true + exit) for $SECS s, three runs"
+log "workload: $RATE forks/s (fork + exec /bin/true + exit) for $SECS s, four runs"
+run_guard connector "" idle
 run_guard connector ""
 run_guard polling "--poll"
 run_ps_loop

@@ -69,6 +69,13 @@ impl FactSource for ProcSource {
     fn facts(&mut self, pid: i32, details: bool) -> Option<ProcFacts> {
         proc_events::read_facts(&self.root, pid, details)
     }
+
+    fn exec_facts(&mut self, pid: i32, known: Option<ProcessId>) -> Option<ProcFacts> {
+        match known {
+            Some(id) => proc_events::read_exec_facts(&self.root, id),
+            None => proc_events::read_facts(&self.root, pid, true),
+        }
+    }
 }
 
 enum Source {

@@ -24,6 +24,13 @@ use super::signature::signature;
 /// Reads facts about a process: `details` adds argv, markers and the pid namespace.
 pub trait FactSource {
     fn facts(&mut self, pid: i32, details: bool) -> Option<ProcFacts>;
+
+    /// The details after an exec of a process whose identity is already `known` (from its
+    /// fork): the stat — the dearest file to read — can then be skipped.
+    fn exec_facts(&mut self, pid: i32, known: Option<ProcessId>) -> Option<ProcFacts> {
+        let _ = known;
+        self.facts(pid, true)
+    }
 }
 
 /// How long after a step's process exits its descendants are counted: processes that are
@@ -542,7 +549,8 @@ impl Tracker {
         if !in_job {
             return;
         }
-        let Some(facts) = src.facts(pid, true).filter(|f| !f.is_dead()) else {
+        let known = self.live.get(&pid).and_then(|n| n.id);
+        let Some(facts) = src.exec_facts(pid, known).filter(|f| !f.is_dead()) else {
             self.stats.exec_misses += 1;
             return;
         };
