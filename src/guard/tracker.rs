@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::model::{Bytes, Markers, ProcessId};
+use crate::model::{Markers, ProcessId};
 use crate::platform::proc_events::{ProcEvent, ProcFacts};
 
 use super::journal::{Birth, Example, Exec, Exit, Parent, Record, Seed, Via, Warning};
@@ -1009,17 +1009,6 @@ fn example(pid: i32, n: &Node) -> Example {
         start_ticks: n.id.map(|i| i.start_ticks),
         command: n.command.clone(),
     }
-}
-
-/// Argv for people, for records that only keep a command.
-pub fn command_of(argv: &[Bytes]) -> String {
-    short(
-        &argv
-            .iter()
-            .map(|a| a.lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
 }
 
 #[cfg(test)]
