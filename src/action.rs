@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::app::{
-    finish_sweep_with, job_baseline, job_context, sweep_job, AppError, Exit, JobMarkers, RootHint,
+    finish_job, job_baseline, job_context, sweep_job, AppError, Exit, JobMarkers, RootHint,
 };
 use crate::cli::{ActionPhase, FailOn};
 use crate::platform::{self, ReadOptions};
@@ -233,9 +233,9 @@ fn end(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
     if let Some(status) = &inputs.job_status {
         println!("ci-janitor: job status {status}; sweeping");
     }
-    let outcome = sweep_job(&baseline, ctx, &settings, JobMarkers::Fallback)?;
+    let swept = sweep_job(&baseline, &path, ctx, &settings, JobMarkers::Fallback)?;
     let report_path = path.with_file_name("report.json");
-    finish_sweep_with(&outcome, &settings, Some(&report_path))
+    finish_job(&swept, &settings, Some(&report_path))
 }
 
 /// Appends `name=value` to the file named by `$var` (`GITHUB_ENV`, `GITHUB_STATE`,

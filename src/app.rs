@@ -48,6 +48,8 @@ pub enum AppError {
     State(#[from] state::StateError),
     #[error(transparent)]
     Read(#[from] platform::ReadError),
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
     #[error("write output: {0}")]
     Output(#[from] std::io::Error),
     #[error("{0}")]
@@ -61,6 +63,8 @@ impl AppError {
             AppError::Input(_) => Exit::Usage,
             AppError::State(S::Write { .. } | S::Read { .. }) => Exit::Internal,
             AppError::State(_) => Exit::Usage,
+            AppError::Guard(e) if e.is_usage() => Exit::Usage,
+            AppError::Guard(_) => Exit::Internal,
             AppError::Read(_) | AppError::Output(_) | AppError::Internal(_) => Exit::Internal,
         }
     }
@@ -110,6 +114,7 @@ pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
         Command::Action(args) => crate::action::run(args.phase, env),
         Command::Hooks(args) => crate::hooks::run(args.command, env),
         Command::Report(args) => report::saved::run(&args, env),
+        Command::Guard(args) => crate::guard::command(args, env),
     }
 }
 
@@ -201,8 +206,26 @@ fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let proc_root = ReadOptions::default().proc_root;
     let baseline = state::load(&path, &platform::boot_id(&proc_root)?)?;
     let ctx = job_context(&proc_root, env, RootHint::Parent);
-    let outcome = sweep_job(&baseline, ctx, &settings, JobMarkers::Fallback)?;
-    finish_sweep(&outcome, &settings)
+    let swept = sweep_job(&baseline, &path, ctx, &settings, JobMarkers::Fallback)?;
+    finish_job(&swept, &settings, None)
+}
+
+/// A finished sweep of a job, with what its guard (if one ran) had to say.
+#[derive(Debug)]
+pub struct JobSweep {
+    pub outcome: crate::sweep::SweepOutcome,
+    pub guard: crate::guard::AtSweep,
+}
+
+/// Writes the reports of a job's sweep, then the guard's notes, and says how it ends.
+pub fn finish_job(
+    swept: &JobSweep,
+    settings: &settings::SweepSettings,
+    extra_report: Option<&std::path::Path>,
+) -> Result<Exit, AppError> {
+    let exit = finish_sweep_with(&swept.outcome, settings, extra_report)?;
+    write!(std::io::stdout().lock(), "{}", swept.guard.render())?;
+    Ok(exit)
 }
 
 /// How a baseline's recorded job markers combine with the sweep's own context.
@@ -214,14 +237,20 @@ pub enum JobMarkers {
     Only,
 }
 
-/// Sweeps what appeared since `baseline`, with `ctx` completed from the baseline: the job
-/// markers it recorded, and the process that took it (protected).
+/// Sweeps what appeared since `baseline` (saved at `state_path`), with `ctx` completed
+/// from the baseline (the job markers it recorded; the process that took it, protected)
+/// and from the guard beside the state, if one ran: it is stopped first (it must not watch
+/// the sweep, nor be swept), and its journal's lineage is the strongest evidence.
 pub fn sweep_job(
     baseline: &crate::model::Snapshot,
+    state_path: &std::path::Path,
     mut ctx: Context,
     settings: &settings::SweepSettings,
     markers: JobMarkers,
-) -> Result<crate::sweep::SweepOutcome, AppError> {
+) -> Result<JobSweep, AppError> {
+    let guard = crate::guard::for_sweep(state_path);
+    ctx.also_protected.extend(guard.protect.iter().copied());
+    ctx.lineage = guard.lineage.clone().map(std::sync::Arc::new);
     let job = baseline.job.clone().unwrap_or_default();
     if markers == JobMarkers::Only || ctx.tracking_id.is_none() {
         ctx.tracking_id = job.tracking_id;
@@ -232,7 +261,7 @@ pub fn sweep_job(
     if let Some(taker) = baseline.taken_by {
         ctx.also_protected.push(taker);
     }
-    Ok(crate::sweep::sweep(
+    let outcome = crate::sweep::sweep(
         baseline,
         &ctx,
         &settings.policy,
@@ -243,7 +272,8 @@ pub fn sweep_job(
             proc_root: ReadOptions::default().proc_root,
             on_wait: report::progress::stderr_progress(),
         },
-    )?)
+    )?;
+    Ok(JobSweep { outcome, guard })
 }
 
 /// A baseline for a job: every process and socket now, with the job's markers recorded

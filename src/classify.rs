@@ -7,7 +7,8 @@
 //!    `Runner.Worker`) and a shipped list of shared daemons (dockerd, sshd, ...). Never
 //!    touched, whatever else matches.
 //! 2. **ignored** — matches an `--ignore` pattern. Never touched.
-//! 3. **job** — there is evidence the job started it, strongest first: the `run` marker or
+//! 3. **job** — there is evidence the job started it, strongest first: the guard saw it
+//!    born into the job (its journal); the `run` marker or
 //!    descent from `ci-janitor run`; this job's `RUNNER_TRACKING_ID`; the job's cgroup;
 //!    live descent from the job's root process; the sweep's own session; descent from a
 //!    process already found to be the job's. Killed; fails the run unless it matches an
@@ -41,6 +42,8 @@ pub struct Context {
     pub job_cgroup: Option<String>,
     /// The job's session (our own): a process that appeared in it is the job's.
     pub job_session: Option<i32>,
+    /// The guard's journal: who was born into the job.
+    pub lineage: Option<std::sync::Arc<crate::guard::lineage::Lineage>>,
 }
 
 /// Patterns and switches from the command line.
@@ -61,6 +64,9 @@ pub struct Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
+    /// The guard saw it born below the job's root (strongest: it survives reparenting and
+    /// a scrubbed environment).
+    GuardLineage,
     /// It carries the `CI_JANITOR_RUN` marker ci-janitor gave this job (`run`'s command, or
     /// every step after the Action's first step, through `$GITHUB_ENV`).
     RunMarker,
@@ -79,6 +85,7 @@ pub enum Rule {
 impl Rule {
     pub fn describe(self) -> &'static str {
         match self {
+            Rule::GuardLineage => "was born into the job (the guard's lineage)",
             Rule::RunMarker => "carries this job's ci-janitor marker (CI_JANITOR_RUN)",
             Rule::TrackingId => "carries this job's RUNNER_TRACKING_ID",
             Rule::Cgroup => "is in the job's cgroup",
@@ -209,6 +216,9 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
             let mut evidence = Vec::new();
             if class == Class::Unattributed {
                 let m = &p.markers;
+                if ctx.lineage.as_ref().is_some_and(|l| l.in_job(p.id)) {
+                    evidence.push(Rule::GuardLineage);
+                }
                 if let (Some(ours), Some(theirs)) = (&ctx.run_marker, &m.ci_janitor_run) {
                     if marker_chain_has(theirs, ours) {
                         evidence.push(Rule::RunMarker);
@@ -750,6 +760,30 @@ mod tests {
         // A nested `run` chain that includes our marker is ours.
         assert_eq!(get(97).class, Class::Job);
         assert_eq!(get(97).evidence, vec![Rule::RunMarker, Rule::Descendant]);
+    }
+
+    #[test]
+    fn guard_lineage_is_the_strongest_evidence() {
+        let (now, mut ctx) = scene();
+        let lineage = crate::guard::lineage::Lineage::with_job(&[
+            now.processes[6].id, // 98: also carries the tracking id
+            now.processes[7].id, // 99: no other evidence at all
+        ]);
+        ctx.lineage = Some(std::sync::Arc::new(lineage));
+        let appeared: Vec<&Process> = now.processes.iter().collect();
+        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        let get = |p: i32| plan.decisions.iter().find(|d| d.id.pid == p).unwrap();
+        assert_eq!(get(98).evidence, vec![Rule::GuardLineage, Rule::TrackingId]);
+        assert_eq!(get(99).class, Class::Job);
+        assert_eq!(get(99).evidence, vec![Rule::GuardLineage]);
+        // Lineage never overrides protection: the sweep's ancestors stay protected.
+        let ancestors = crate::guard::lineage::Lineage::with_job(&[now.processes[1].id]);
+        ctx.lineage = Some(std::sync::Arc::new(ancestors));
+        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        assert_eq!(
+            plan.get(now.processes[1].id).unwrap().class.name(),
+            "protected"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ Typical use:
   ci-janitor diff                     # what your job started that is still alive (kills nothing)
   ci-janitor sweep                    # kill it, group by group; exit 1 if anything leaked
   ci-janitor run -- pytest -n auto    # or all in one: run a command, then sweep its leftovers
+  ci-janitor guard start              # after the snapshot: track lineage (sweep stops it)
 
 Exit codes: 0 nothing leaked (or the policy passes), 1 leaks found and the policy fails,
 2 bad usage or bad input, 3 internal error.
@@ -68,6 +69,11 @@ pub enum Command {
     /// Render a saved JSON report (from --report-json) again: as text, as the job summary's
     /// Markdown, as GitHub annotations, or as JUnit XML.
     Report(ReportArgs),
+    /// The background tracker for the length of the job: it records every new process's
+    /// lineage at birth (parent chain, first command line, step and test), so that a
+    /// leak that was reparented or scrubbed its environment is still attributed; and it
+    /// sweeps by itself if the job's root dies without a sweep.
+    Guard(GuardArgs),
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +139,79 @@ pub enum ActionPhase {
     Post,
     Snapshot,
     Sweep,
+}
+
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    #[command(subcommand)]
+    pub action: GuardAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuardAction {
+    /// Start the guard in the background and return once it listens (a guard already
+    /// running for this state file is left as it is).
+    Start(GuardStartArgs),
+    /// Stop the guard (nothing to do when none runs). `sweep` does this first by itself.
+    Stop(GuardStateArgs),
+    /// Whether the guard runs, how it sees processes, and what it has journaled.
+    Status(GuardStatusArgs),
+    /// The guard itself, as `start` runs it (detached, in a session of its own).
+    #[command(hide = true)]
+    Run(GuardRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GuardStartArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// The process to watch: its descendants are the job, and if it exits without a
+    /// sweep the guard sweeps [default: `ci-janitor run` when under it, else the job's
+    /// root: the runner's worker, or the process that runs `guard start`]
+    #[arg(long, value_name = "PID")]
+    pub watch: Option<i32>,
+    /// Warn when more than N live job processes share one command line.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub warn_over: usize,
+    /// Poll /proc even where the proc connector works.
+    #[arg(long, hide = true)]
+    pub poll: bool,
+    /// The proc connector's receive buffer in bytes (tests of dropped events).
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub rcvbuf: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct GuardStateArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+}
+
+#[derive(Debug, Args)]
+pub struct GuardStatusArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GuardRunArgs {
+    #[arg(long, value_name = "FILE")]
+    pub state: PathBuf,
+    /// PID:START_TICKS of the process to watch.
+    #[arg(long)]
+    pub watch: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    pub warn_over: usize,
+    #[arg(long)]
+    pub poll: bool,
+    #[arg(long)]
+    pub rcvbuf: Option<usize>,
+    /// The job's facts (JSON) gathered by `guard start`.
+    #[arg(long)]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::action::append_file_command;
 use crate::app::{
-    finish_sweep, job_baseline, job_context, sweep_job, AppError, Exit, JobMarkers, RootHint,
+    finish_job, job_baseline, job_context, sweep_job, AppError, Exit, JobMarkers, RootHint,
 };
 use crate::cli::{FailOn, HooksCommand};
 use crate::platform::{self, ReadOptions};
@@ -320,8 +320,8 @@ fn sweep_with_state(
         let ctx = job_context(&opts.proc_root, env, RootHint::Parent);
         (ctx, JobMarkers::Fallback)
     };
-    let outcome = sweep_job(&baseline, ctx, &settings, markers)?;
-    finish_sweep(&outcome, &settings)
+    let swept = sweep_job(&baseline, path, ctx, &settings, markers)?;
+    finish_job(&swept, &settings, None)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! - [`diff`]: what appeared since the baseline.
 //! - [`classify`]: whose each appeared process is, with the evidence (pure).
 //! - [`kill`] / [`sweep`]: one round of signals by identity; the rounds until nothing is left.
+//! - [`guard`]: the background tracker: lineage at birth, journal, dead man's switch.
 //! - [`run`]: `ci-janitor run -- CMD`, the command under a subreaper, then a sweep.
 //! - [`redact`]: secrets in command lines replaced before anything is printed or saved.
 //! - [`report`]: rendering for people and machines.
@@ -23,6 +24,7 @@ pub mod app;
 pub mod classify;
 pub mod cli;
 pub mod diff;
+pub mod guard;
 pub mod hooks;
 pub mod kill;
 pub mod model;

@@ -134,6 +134,10 @@ pub struct Markers {
     /// recognised even after they leave its process tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ci_janitor_run: Option<String>,
+    /// Markers (by variable name) that are not in the process's own environment but were
+    /// inherited, through the guard's lineage, from the nearest ancestor that had them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherited: Vec<String>,
 }
 
 impl Markers {
@@ -165,6 +169,20 @@ impl Markers {
             _ => return,
         };
         *slot = Some(value);
+    }
+
+    /// The value of the marker `name` (one of [`Markers::NAMES`]).
+    pub fn get(&self, name: &str) -> Option<&String> {
+        match name {
+            "RUNNER_TRACKING_ID" => self.runner_tracking_id.as_ref(),
+            "GITHUB_RUN_ID" => self.github_run_id.as_ref(),
+            "GITHUB_JOB" => self.github_job.as_ref(),
+            "GITHUB_ACTION" => self.github_action.as_ref(),
+            "PYTEST_CURRENT_TEST" => self.pytest_current_test.as_ref(),
+            "PYTEST_XDIST_WORKER" => self.pytest_xdist_worker.as_ref(),
+            "CI_JANITOR_RUN" => self.ci_janitor_run.as_ref(),
+            _ => None,
+        }
     }
 
     pub fn is_empty(&self) -> bool {

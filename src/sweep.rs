@@ -109,12 +109,17 @@ pub fn sweep(
     let deadline = started + opts.deadline;
     let detail = platform::Detail::new_since(baseline);
     let read = |host_facts: bool| {
-        platform::read_snapshot(&ReadOptions {
+        let mut snap = platform::read_snapshot(&ReadOptions {
             proc_root: opts.proc_root.clone(),
             sockets: true,
             host_facts,
             detail: detail.clone(),
-        })
+        })?;
+        // Step and test markers a process's own environment lacks, from the guard.
+        if let Some(lineage) = &ctx.lineage {
+            lineage.fill_markers(&mut snap);
+        }
+        Ok(snap)
     };
     let first = read(true)?;
     let mut entries: Vec<Entry> = Vec::new();

@@ -78,6 +78,7 @@ fn job_markers(step: &str, test: Option<&str>, worker: Option<&str>) -> Markers 
         pytest_current_test: test.map(Into::into),
         pytest_xdist_worker: worker.map(Into::into),
         ci_janitor_run: None,
+        inherited: Vec::new(),
     }
 }
 

@@ -13,6 +13,7 @@ mod support;
 
 mod action;
 mod fixture_selftest;
+mod guard;
 mod hooks;
 mod janitor;
 mod reports;

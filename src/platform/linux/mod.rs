@@ -9,6 +9,7 @@
 pub mod child;
 pub mod net;
 pub mod parse;
+pub mod proc_events;
 pub mod signal;
 pub mod sock_diag;
 

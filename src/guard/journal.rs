@@ -1,0 +1,506 @@
+//! The guard's journal: one JSON object per line, appended beside the state file and
+//! flushed after every batch of events, so that what the guard learned survives the guard
+//! (a crash, a SIGKILL) and is read by `sweep`.
+//!
+//! This is a wire format, versioned by [`JOURNAL_SCHEMA_VERSION`] in each `start` record:
+//! a reader skips the records of a guard whose version it does not know rather than guess.
+//! Only processes of the job are journaled (born below the job's root); the rest of the
+//! machine is tracked in the guard's memory only.
+//!
+//! A journal is read leniently but never generously: a torn last line (the guard died
+//! mid-write) or a garbled line is counted and skipped; nothing is inferred from it.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Bytes, Markers, ProcessId};
+
+pub const JOURNAL_SCHEMA_VERSION: u32 = 1;
+
+/// How the guard learns of processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Every fork, exec and exit, from the netlink proc connector.
+    Connector,
+    /// Scans of `/proc` at an adaptive interval: processes that live shorter than the
+    /// interval are missed, and a parent that exits before its child is seen is lost.
+    Polling,
+}
+
+impl Mode {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mode::Connector => "netlink proc connector (every fork, exec and exit)",
+            Mode::Polling => {
+                "polling /proc (weaker: processes shorter-lived than the interval are missed)"
+            }
+        }
+    }
+}
+
+/// How a birth was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// A fork event.
+    Fork,
+    /// A child's event arrived before its own fork event; read from `/proc`.
+    Early,
+    /// A scan of `/proc` (polling, or a rescan after the kernel dropped events).
+    Scan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Record {
+    Start(Start),
+    /// A job process alive when the guard started (and the job's root).
+    Seed(Seed),
+    Birth(Birth),
+    Exec(Exec),
+    Exit(Exit),
+    Warning(Warning),
+    /// The kernel dropped events (ENOBUFS).
+    Lost(Lost),
+    /// Something makes the guard's view partial.
+    Degraded(Degraded),
+    Stop(Stop),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    pub schema_version: u32,
+    pub tool_version: String,
+    pub boot_id: String,
+    pub at_unix_ms: u64,
+    pub guard: ProcessId,
+    /// The job's root: its descendants at birth are the job's. Also the watched process.
+    pub root: Option<ProcessId>,
+    pub mode: Mode,
+    /// Mode details: receive buffer, kernel filter, polling interval.
+    pub detail: String,
+    pub warn_over: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seed {
+    pub id: ProcessId,
+    pub ppid: i32,
+    pub in_job: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<Bytes>,
+    #[serde(default, skip_serializing_if = "Markers::is_empty")]
+    pub markers: Markers,
+}
+
+/// The identity of a parent: its start time is unknown when the parent was itself a gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parent {
+    pub pid: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Birth {
+    pub pid: i32,
+    /// `None`: the process was gone (or its pid reused) before its start time could be
+    /// read; its lineage is still recorded for the children it had (see `gap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+    pub parent: Parent,
+    /// Ancestors at birth, nearest first, up to the job's root (at most 32).
+    pub chain: Vec<i32>,
+    pub in_job: bool,
+    /// The job markers it carries: its parent's at birth (all inherited until it execs).
+    #[serde(default, skip_serializing_if = "Markers::is_empty")]
+    pub markers: Markers,
+    pub via: Via,
+    /// Why the identity or the parent is uncertain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<String>,
+    /// Microseconds since the guard started.
+    pub t_us: u64,
+}
+
+impl Birth {
+    pub fn id(&self) -> Option<ProcessId> {
+        self.start_ticks.map(|start_ticks| ProcessId {
+            pid: self.pid,
+            start_ticks,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    pub id: ProcessId,
+    pub argv: Vec<Bytes>,
+    pub in_job: bool,
+    /// Its own markers, completed by its parent's where its environment lacks them (those
+    /// are listed in `markers.inherited`).
+    #[serde(default, skip_serializing_if = "Markers::is_empty")]
+    pub markers: Markers,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
+    pub t_us: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    pub pid: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+    pub t_us: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lost {
+    /// `ENOBUFS` errors seen (each is one or more dropped events).
+    pub overruns: u32,
+    /// Processes found by the rescan that followed.
+    pub found_by_rescan: usize,
+    pub t_us: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Degraded {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stop {
+    pub at_unix_ms: u64,
+    /// `stopped` (SIGTERM, `guard stop`, a sweep), `watch-exited` (the dead man's switch).
+    pub reason: String,
+    pub births: u64,
+    pub execs: u64,
+    pub exits: u64,
+    pub gaps: u64,
+    pub overruns: u64,
+    /// Execs of job processes that were gone before they could be read.
+    #[serde(default)]
+    pub exec_misses: u64,
+    /// Events handled (connector), the rest of the machine's included.
+    #[serde(default)]
+    pub events: u64,
+}
+
+/// A live warning: written when it happens, shown by `guard status` and `sweep`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "warning", rename_all = "kebab-case")]
+pub enum Warning {
+    /// A step's process exited while processes it started lived on.
+    StepEndedWithLiveDescendants {
+        step: String,
+        process: ProcessId,
+        command: String,
+        live: usize,
+        examples: Vec<Example>,
+        t_us: u64,
+    },
+    /// More than `over` live job processes share one command-line signature.
+    ManyAlike {
+        signature: String,
+        live: usize,
+        over: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        test: Option<String>,
+        examples: Vec<Example>,
+        t_us: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    pub pid: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+    pub command: String,
+}
+
+impl Warning {
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        let examples = |ex: &[Example]| {
+            ex.iter()
+                .map(|e| format!("{} `{}`", e.pid, e.command))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Warning::StepEndedWithLiveDescendants {
+                step,
+                process,
+                command,
+                live,
+                examples: ex,
+                ..
+            } => format!(
+                "step `{step}` ended (pid {}, `{command}`) while {live} process{} it started \
+                 lived on: {}",
+                process.pid,
+                if *live == 1 { "" } else { "es" },
+                examples(ex)
+            ),
+            Warning::ManyAlike {
+                signature,
+                live,
+                over,
+                step,
+                test,
+                examples: ex,
+                ..
+            } => {
+                let mut s = format!(
+                    "{live} live processes share the command line `{signature}` (more than \
+                     {over})"
+                );
+                if let Some(step) = step {
+                    s.push_str(&format!(", from step `{step}`"));
+                }
+                if let Some(test) = test {
+                    s.push_str(&format!(", test `{test}`"));
+                }
+                s.push_str(&format!(": {}", examples(ex)));
+                s
+            }
+        }
+    }
+}
+
+/// Appends records to a journal file.
+#[derive(Debug)]
+pub struct Writer {
+    out: BufWriter<File>,
+    path: PathBuf,
+}
+
+impl Writer {
+    /// Opens `path` for appending (creating it, mode 0600). A torn last line left by a
+    /// guard that died mid-write is ended first, so it stays one bad line and does not
+    /// swallow the next record.
+    pub fn open(path: &Path) -> io::Result<Writer> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = File::options()
+            .create(true)
+            .read(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            file.seek(SeekFrom::Start(len - 1))?;
+            let mut last = [0u8; 1];
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+            }
+        }
+        Ok(Writer {
+            out: BufWriter::with_capacity(64 * 1024, file),
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Buffers one record; [`Writer::flush`] writes the buffer out.
+    pub fn write(&mut self, record: &Record) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.out.write_all(b"\n")
+    }
+
+    /// Whether records wait in the buffer.
+    pub fn pending(&self) -> bool {
+        !self.out.buffer().is_empty()
+    }
+
+    /// Hands everything buffered to the kernel: from then on it survives our death (the
+    /// page cache outlives the process; only a machine crash could lose it).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A journal as read back.
+#[derive(Debug, Clone, Default)]
+pub struct Journal {
+    pub records: Vec<Record>,
+    /// Lines that did not decode (garbled, or of a newer version), the torn tail included.
+    pub bad_lines: usize,
+    /// The last line had no newline: the guard died while writing it.
+    pub torn_tail: bool,
+    /// Records skipped because their guard wrote a schema version we do not know.
+    pub skipped_other_version: usize,
+}
+
+/// Reads a journal; `Ok(None)` when there is none.
+pub fn read(path: &Path) -> io::Result<Option<Journal>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(parse(&bytes)))
+}
+
+/// Decodes journal bytes, line by line.
+pub fn parse(bytes: &[u8]) -> Journal {
+    let mut j = Journal {
+        torn_tail: !bytes.is_empty() && !bytes.ends_with(b"\n"),
+        ..Journal::default()
+    };
+    let mut known_version = true;
+    for line in bytes.split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Record>(line) {
+            Ok(Record::Start(s)) => {
+                known_version = s.schema_version == JOURNAL_SCHEMA_VERSION;
+                if known_version {
+                    j.records.push(Record::Start(s));
+                } else {
+                    j.skipped_other_version += 1;
+                }
+            }
+            Ok(r) if known_version => j.records.push(r),
+            Ok(_) => j.skipped_other_version += 1,
+            Err(_) => j.bad_lines += 1,
+        }
+    }
+    j
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(pid: i32, t: u64) -> ProcessId {
+        ProcessId {
+            pid,
+            start_ticks: t,
+        }
+    }
+
+    fn start() -> Record {
+        Record::Start(Start {
+            schema_version: JOURNAL_SCHEMA_VERSION,
+            tool_version: "t".into(),
+            boot_id: "b".into(),
+            at_unix_ms: 1,
+            guard: id(5, 1),
+            root: Some(id(2, 1)),
+            mode: Mode::Connector,
+            detail: String::new(),
+            warn_over: 20,
+        })
+    }
+
+    fn birth(pid: i32) -> Record {
+        Record::Birth(Birth {
+            pid,
+            start_ticks: Some(7),
+            parent: Parent {
+                pid: 2,
+                start_ticks: Some(1),
+            },
+            chain: vec![2],
+            in_job: true,
+            markers: Markers {
+                github_action: Some("step".into()),
+                inherited: vec!["GITHUB_ACTION".into()],
+                ..Default::default()
+            },
+            via: Via::Fork,
+            gap: None,
+            t_us: 3,
+        })
+    }
+
+    #[test]
+    fn records_round_trip_as_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let warning = Record::Warning(Warning::ManyAlike {
+            signature: "uvicorn app --port N".into(),
+            live: 21,
+            over: 20,
+            step: Some("Run tests".into()),
+            test: None,
+            examples: vec![Example {
+                pid: 9,
+                start_ticks: Some(3),
+                command: "uvicorn app --port 8001".into(),
+            }],
+            t_us: 9,
+        });
+        let records = vec![start(), birth(9), warning];
+        let mut w = Writer::open(&path).unwrap();
+        for r in &records {
+            w.write(r).unwrap();
+        }
+        w.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        assert!(
+            text.contains(r#""kind":"warning","warning":"many-alike""#),
+            "{text}"
+        );
+        let j = read(&path).unwrap().unwrap();
+        assert_eq!(j.records, records);
+        assert_eq!((j.bad_lines, j.torn_tail), (0, false));
+    }
+
+    #[test]
+    fn a_torn_tail_is_counted_and_the_next_guard_starts_a_fresh_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let mut bytes = serde_json::to_vec(&start()).unwrap();
+        bytes.push(b'\n');
+        let full = serde_json::to_vec(&birth(9)).unwrap();
+        bytes.extend_from_slice(&full[..full.len() / 2]);
+        std::fs::write(&path, &bytes).unwrap();
+        let j = read(&path).unwrap().unwrap();
+        assert_eq!(j.records.len(), 1);
+        assert!(j.torn_tail);
+        assert_eq!(j.bad_lines, 1);
+        // A new guard appends: the torn line stays one bad line.
+        let mut w = Writer::open(&path).unwrap();
+        w.write(&birth(10)).unwrap();
+        w.flush().unwrap();
+        let j = read(&path).unwrap().unwrap();
+        assert_eq!(j.records.len(), 2);
+        assert!(!j.torn_tail);
+        assert_eq!(j.bad_lines, 1);
+    }
+
+    #[test]
+    fn other_versions_and_garbage_are_skipped_not_guessed() {
+        let mut newer = serde_json::to_value(start()).unwrap();
+        newer["schema_version"] = 99.into();
+        let mut text = String::new();
+        text.push_str(&serde_json::to_string(&newer).unwrap());
+        text.push('\n');
+        text.push_str(&serde_json::to_string(&birth(9)).unwrap());
+        text.push_str("\n{\"kind\":\"from-the-future\"}\nnot json\n");
+        text.push_str(&serde_json::to_string(&start()).unwrap());
+        text.push('\n');
+        text.push_str(&serde_json::to_string(&birth(10)).unwrap());
+        text.push('\n');
+        let j = parse(text.as_bytes());
+        assert_eq!(j.skipped_other_version, 2);
+        assert_eq!(j.bad_lines, 2);
+        assert_eq!(j.records, vec![start(), birth(10)]);
+        assert!(read(Path::new("/nonexistent/j.jsonl")).unwrap().is_none());
+    }
+}

@@ -1,0 +1,792 @@
+//! The guard: a detached daemon that lives for the length of the job and journals every
+//! job process's lineage at birth, so that a leak whose parent died (reparented to init)
+//! or whose environment was scrubbed (MCP SDKs, an unset `RUNNER_TRACKING_ID`) is still
+//! attributed to the job, the step and the test that started it. It is also a dead man's
+//! switch: when the process it watches (the runner's worker, the job's root) dies and no
+//! sweep came, it sweeps by itself.
+//!
+//! - [`journal`]: the on-disk JSON-lines format, beside the state file.
+//! - [`tracker`]: events into records and warnings (pure).
+//! - [`lineage`]: the journal digested for a sweep (pure).
+//! - [`daemon`]: `guard run`, the event loop and the dead man's switch.
+//! - this module: `guard start|stop|status`, and what `sweep` asks of the guard.
+//!
+//! Files, for a state file `DIR/NAME.json`: `DIR/NAME.guard.pid`, `DIR/NAME.guard.log`,
+//! `DIR/NAME.journal.jsonl`, and after a dead man's sweep `DIR/NAME.guard-report.json` and
+//! `.txt`.
+
+pub mod daemon;
+pub mod journal;
+pub mod lineage;
+pub mod signature;
+pub mod tracker;
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::ProcessId;
+use crate::platform;
+use crate::settings::Env;
+
+use journal::Mode;
+use lineage::Lineage;
+
+/// How long `guard start` waits for the guard to say it is ready (subscribing takes at
+/// most two seconds, the first scan a fraction of one).
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `guard stop` waits after SIGTERM before SIGKILL, and after SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("start the guard ({exe}): {source}")]
+    Spawn { exe: PathBuf, source: io::Error },
+    #[error("start the guard: {reason} (its log: {log})")]
+    NotReady { reason: String, log: PathBuf },
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("use the guard's pid file {path}: {detail}; remove it if no guard runs")]
+    PidFile { path: PathBuf, detail: String },
+    #[error("stop the guard (pid {pid}): {detail}")]
+    Stop { pid: i32, detail: String },
+    #[error("find the process to watch: {0}")]
+    Watch(String),
+    #[error("start the guard: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Read(#[from] platform::ReadError),
+}
+
+impl GuardError {
+    /// Whether the user's input is at fault (exit code 2), not the machine.
+    pub fn is_usage(&self) -> bool {
+        use crate::state::StateError as S;
+        match self {
+            GuardError::Watch(_) | GuardError::PidFile { .. } => true,
+            GuardError::State(S::Write { .. } | S::Read { .. }) => false,
+            GuardError::State(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The guard's files, beside the state file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardPaths {
+    pub state: PathBuf,
+    pub pid: PathBuf,
+    pub log: PathBuf,
+    pub journal: PathBuf,
+    pub lock: PathBuf,
+    pub report_json: PathBuf,
+    pub report_txt: PathBuf,
+}
+
+impl GuardPaths {
+    pub fn for_state(state: &Path) -> GuardPaths {
+        let state = std::path::absolute(state).unwrap_or_else(|_| state.to_owned());
+        let dir = state.parent().map(Path::to_owned).unwrap_or_default();
+        let stem = state
+            .file_stem()
+            .map_or_else(|| "state".into(), |s| s.to_string_lossy().into_owned());
+        let file = |suffix: &str| dir.join(format!("{stem}.{suffix}"));
+        GuardPaths {
+            pid: file("guard.pid"),
+            log: file("guard.log"),
+            journal: file("journal.jsonl"),
+            lock: file("guard.lock"),
+            report_json: file("guard-report.json"),
+            report_txt: file("guard-report.txt"),
+            state,
+        }
+    }
+}
+
+/// The pid file: who the guard is (by identity) and how it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PidFile {
+    pub pid: i32,
+    pub start_ticks: u64,
+    pub boot_id: String,
+    pub mode: Mode,
+    pub detail: String,
+    #[serde(default)]
+    pub degraded: Vec<String>,
+    pub root: Option<ProcessId>,
+    pub started_at_unix_ms: u64,
+}
+
+impl PidFile {
+    pub fn id(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+        }
+    }
+}
+
+/// What the guard's first line on the readiness pipe says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+enum Readiness {
+    Ready(PidFile),
+    Failed { error: String },
+}
+
+/// What a sweep run by the guard needs to know about the job, gathered by `guard start`
+/// (the guard itself runs detached, in a session of its own).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFacts {
+    pub tracking_id: Option<String>,
+    pub job_cgroup: Option<String>,
+    pub job_session: Option<i32>,
+}
+
+/// `guard start` options.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub state: PathBuf,
+    /// The process to watch, whose descendants are the job; default: the job's root.
+    pub watch: Option<i32>,
+    pub warn_over: usize,
+    /// Poll `/proc` even when the proc connector is available (tests, comparisons).
+    pub force_poll: bool,
+    /// The connector's receive buffer (tests of dropped events); default: 32 MiB.
+    pub rcvbuf: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    New(PidFile),
+    /// A guard for this state file already runs; nothing was started.
+    Already(PidFile),
+}
+
+/// Starts the guard in the background, or finds it running (idempotent). Returns once the
+/// guard is listening: everything forked after this returns is seen.
+pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
+    let paths = GuardPaths::for_state(&opts.state);
+    let proc_root = Path::new("/proc");
+    if let Some(dir) = paths.state.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| GuardError::File {
+            what: "create the state directory",
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let _lock = lock(&paths)?;
+    if let Some(running) = running(&paths, proc_root)? {
+        return Ok(Started::Already(running));
+    }
+    // A dead man's sweep needs a baseline: take one now if the job has none.
+    let boot_id = platform::boot_id(proc_root)?;
+    match crate::state::load(&paths.state, &boot_id) {
+        Ok(_) => {}
+        Err(crate::state::StateError::Missing(_)) => {
+            let snap = platform::read_snapshot(&platform::ReadOptions {
+                detail: platform::Detail::None,
+                ..platform::ReadOptions::default()
+            })?;
+            crate::state::save(&paths.state, &snap)?;
+            eprintln!(
+                "ci-janitor: no snapshot at {}; took one ({} processes)",
+                paths.state.display(),
+                snap.processes.len()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let watch = match opts.watch {
+        Some(pid) => Some(ProcessId {
+            pid,
+            start_ticks: platform::start_ticks(proc_root, pid)
+                .ok_or_else(|| GuardError::Watch(format!("no process {pid} is running")))?,
+        }),
+        None => default_watch(proc_root, env),
+    };
+    let ctx = crate::app::job_context(proc_root, env, crate::app::RootHint::Parent);
+    let facts = JobFacts {
+        tracking_id: ctx.tracking_id,
+        job_cgroup: ctx.job_cgroup,
+        job_session: ctx.job_session,
+    };
+    let exe = std::env::current_exe().map_err(|source| GuardError::Spawn {
+        exe: "ci-janitor".into(),
+        source,
+    })?;
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&paths.log)
+        .map_err(|source| GuardError::File {
+            what: "open the guard's log",
+            path: paths.log.clone(),
+            source,
+        })?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| GuardError::Setup(format!("create the readiness pipe: {e}")))?;
+    let context = serde_json::to_string(&facts).map_err(|e| GuardError::Setup(e.to_string()))?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["guard", "run", "--state"])
+        .arg(&paths.state)
+        .arg("--warn-over")
+        .arg(opts.warn_over.to_string())
+        .arg("--context")
+        .arg(context)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(ready_w))
+        .stderr(Stdio::from(log))
+        // The guard is not a job process: it must not look like one to the runner's own
+        // orphan cleanup, nor to a sweep. The job's tracking id travels in --context.
+        .env_remove("RUNNER_TRACKING_ID")
+        .env_remove("CI_JANITOR_RUN")
+        // Its log is a file: no colour codes in it.
+        .env("NO_COLOR", "1")
+        .env(
+            "CI_JANITOR_LOG",
+            env("CI_JANITOR_LOG")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "info".into()),
+        );
+    if let Some(w) = watch {
+        cmd.arg("--watch")
+            .arg(format!("{}:{}", w.pid, w.start_ticks));
+    }
+    if opts.force_poll {
+        cmd.arg("--poll");
+    }
+    if let Some(bytes) = opts.rcvbuf {
+        cmd.arg("--rcvbuf").arg(bytes.to_string());
+    }
+    let child = cmd.spawn().map_err(|source| GuardError::Spawn {
+        exe: exe.clone(),
+        source,
+    })?;
+    // Drop our copy of the write end (it went into `cmd`), so EOF means the guard died.
+    drop(cmd);
+    let line = read_line(ready_r, Instant::now() + READY_TIMEOUT);
+    let not_ready = |reason: String| GuardError::NotReady {
+        reason,
+        log: paths.log.clone(),
+    };
+    // The guard stays our child until we exit; it is reparented then. Not waited for.
+    drop(child);
+    match line.map_err(not_ready)? {
+        Readiness::Ready(pid_file) => Ok(Started::New(pid_file)),
+        Readiness::Failed { error } => Err(not_ready(error)),
+    }
+}
+
+/// The process a guard watches by default: `ci-janitor run` when we run under it, else the
+/// job's root (the runner's worker, or the shell that started us).
+fn default_watch(proc_root: &Path, env: Env<'_>) -> Option<ProcessId> {
+    // `run` marks its command with `run-PID-TICKS`, last in the chain when nested.
+    let from_run = env("CI_JANITOR_RUN").and_then(|chain| {
+        let m = chain.rsplit(':').next()?.strip_prefix("run-")?;
+        let (pid, ticks) = m.split_once('-')?;
+        let id = ProcessId {
+            pid: pid.parse().ok()?,
+            start_ticks: ticks.parse().ok()?,
+        };
+        (platform::start_ticks(proc_root, id.pid) == Some(id.start_ticks)).then_some(id)
+    });
+    from_run
+        .or_else(|| crate::app::job_context(proc_root, env, crate::app::RootHint::Parent).job_root)
+}
+
+fn read_line(fd: OwnedFd, deadline: Instant) -> Result<Readiness, String> {
+    use rustix::event::{PollFd, PollFlags};
+    let mut file = File::from(fd);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            return serde_json::from_slice(&buf[..end])
+                .map_err(|e| format!("the guard said something unexpected ({e})"));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("the guard was not ready within {READY_TIMEOUT:?}"));
+        }
+        let ts = rustix::time::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(&file, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(format!("wait for the guard: {e}")),
+        }
+        match file.read(&mut chunk) {
+            Ok(0) => return Err("the guard exited before it was ready".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("wait for the guard: {e}")),
+        }
+    }
+}
+
+/// An exclusive lock on the guard's lock file, so two `guard start`s cannot both start one.
+fn lock(paths: &GuardPaths) -> Result<OwnedFd, GuardError> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&paths.lock)
+        .map_err(|source| GuardError::File {
+            what: "open the guard's lock file",
+            path: paths.lock.clone(),
+            source,
+        })?;
+    let fd = OwnedFd::from(file);
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+        GuardError::File {
+            what: "lock",
+            path: paths.lock.clone(),
+            source: e.into(),
+        }
+    })?;
+    Ok(fd)
+}
+
+/// The pid file, if it names a live guard (same boot, same identity).
+pub fn running(paths: &GuardPaths, proc_root: &Path) -> Result<Option<PidFile>, GuardError> {
+    let Some(pf) = read_pid_file(paths)? else {
+        return Ok(None);
+    };
+    let boot = platform::boot_id(proc_root)?;
+    let alive = pf.boot_id == boot
+        && platform::start_ticks(proc_root, pf.pid) == Some(pf.start_ticks)
+        && platform::read_one(proc_root, pf.pid).is_some_and(|p| !p.is_zombie());
+    Ok(alive.then_some(pf))
+}
+
+fn read_pid_file(paths: &GuardPaths) -> Result<Option<PidFile>, GuardError> {
+    match std::fs::read(&paths.pid) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| GuardError::PidFile {
+                path: paths.pid.clone(),
+                detail: format!("it does not decode ({e})"),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(GuardError::PidFile {
+            path: paths.pid.clone(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Writes the pid file atomically (temporary file, then rename).
+pub fn write_pid_file(paths: &GuardPaths, pf: &PidFile) -> Result<(), GuardError> {
+    let err = |source| GuardError::File {
+        what: "write the guard's pid file",
+        path: paths.pid.clone(),
+        source,
+    };
+    let bytes = serde_json::to_vec(pf).map_err(|e| err(e.into()))?;
+    let tmp = paths
+        .pid
+        .with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, &paths.pid))
+        .map_err(err)
+}
+
+/// Removes the pid file if it still names `id` (a newer guard's file is left alone).
+pub fn remove_pid_file(paths: &GuardPaths, id: ProcessId) {
+    if let Ok(Some(pf)) = read_pid_file(paths) {
+        if pf.id() == id {
+            let _ = std::fs::remove_file(&paths.pid);
+        }
+    }
+}
+
+/// What `guard stop` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// No pid file: no guard.
+    NotRunning,
+    /// A pid file for a guard that is gone (crashed, killed, another boot); removed.
+    Stale(PidFile),
+    /// Stopped with SIGTERM (`killed: false`) or, when it did not exit in time, SIGKILL.
+    Stopped { guard: PidFile, killed: bool },
+}
+
+/// Stops the guard of `state` (idempotent).
+pub fn stop(state: &Path) -> Result<Stopped, GuardError> {
+    let paths = GuardPaths::for_state(state);
+    let proc_root = Path::new("/proc");
+    let Some(pf) = read_pid_file(&paths)? else {
+        return Ok(Stopped::NotRunning);
+    };
+    let Some(live) = running(&paths, proc_root)? else {
+        let _ = std::fs::remove_file(&paths.pid);
+        return Ok(Stopped::Stale(pf));
+    };
+    let handle = match platform::open(proc_root, live.id()) {
+        Ok(h) => h,
+        Err(platform::SignalResult::Gone) => {
+            let _ = std::fs::remove_file(&paths.pid);
+            return Ok(Stopped::Stale(pf));
+        }
+        Err(e) => {
+            return Err(GuardError::Stop {
+                pid: pf.pid,
+                detail: describe_signal(e),
+            })
+        }
+    };
+    let mut killed = false;
+    for sig in [platform::Sig::Term, platform::Sig::Kill] {
+        match handle.signal(sig) {
+            platform::SignalResult::Sent | platform::SignalResult::Gone => {}
+            e => {
+                return Err(GuardError::Stop {
+                    pid: pf.pid,
+                    detail: describe_signal(e),
+                })
+            }
+        }
+        if !platform::wait_exits(&[&handle], Instant::now() + STOP_TIMEOUT).is_empty() {
+            break;
+        }
+        if sig == platform::Sig::Kill {
+            return Err(GuardError::Stop {
+                pid: pf.pid,
+                detail: format!("it did not exit within {STOP_TIMEOUT:?} of SIGKILL"),
+            });
+        }
+        tracing::warn!(
+            "the guard (pid {}) did not exit within {STOP_TIMEOUT:?} of SIGTERM; killing it",
+            pf.pid
+        );
+        killed = true;
+    }
+    remove_pid_file(&paths, live.id());
+    Ok(Stopped::Stopped {
+        guard: live,
+        killed,
+    })
+}
+
+fn describe_signal(r: platform::SignalResult) -> String {
+    match r {
+        platform::SignalResult::NotPermitted => {
+            "not permitted (it runs as another user: stop it as that user or as root)".into()
+        }
+        platform::SignalResult::Failed(errno) => io::Error::from_raw_os_error(errno).to_string(),
+        platform::SignalResult::Sent | platform::SignalResult::Gone => "no error".into(),
+    }
+}
+
+/// `guard status`: whether it runs, and what its journal holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub running: bool,
+    pub guard: Option<PidFile>,
+    /// A pid file names a guard that is gone.
+    pub stale: bool,
+    pub journal: PathBuf,
+    pub log: PathBuf,
+    pub births: usize,
+    pub gaps: usize,
+    pub overruns: u64,
+    pub degraded: Vec<String>,
+    pub warnings: Vec<String>,
+    pub journal_problems: Vec<String>,
+    pub last_stop: Option<String>,
+}
+
+pub fn status(state: &Path) -> Result<Status, GuardError> {
+    let paths = GuardPaths::for_state(state);
+    let pf = read_pid_file(&paths)?;
+    let live = running(&paths, Path::new("/proc"))?;
+    let lineage = read_lineage(&paths).unwrap_or_default();
+    Ok(Status {
+        running: live.is_some(),
+        stale: pf.is_some() && live.is_none(),
+        guard: live.or(pf),
+        journal: paths.journal,
+        log: paths.log,
+        births: lineage.births,
+        gaps: lineage.gaps,
+        overruns: lineage.overruns,
+        degraded: lineage.degraded.clone(),
+        warnings: lineage.warnings.iter().map(|w| w.describe()).collect(),
+        journal_problems: lineage.journal_problems.clone(),
+        last_stop: lineage.last_stop.clone(),
+    })
+}
+
+impl Status {
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        match (&self.guard, self.running) {
+            (Some(g), true) => {
+                let _ = writeln!(
+                    s,
+                    "guard: running (pid {}), {}{}",
+                    g.pid,
+                    g.mode.describe(),
+                    if g.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {}", g.detail)
+                    }
+                );
+                if let Some(root) = g.root {
+                    let _ = writeln!(
+                        s,
+                        "watching: pid {} (its descendants are the job)",
+                        root.pid
+                    );
+                }
+            }
+            (Some(g), false) => {
+                let _ = writeln!(
+                    s,
+                    "guard: not running (pid file names pid {}, which is gone)",
+                    g.pid
+                );
+            }
+            (None, _) => {
+                let _ = writeln!(s, "guard: not running");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "journal: {} ({} births, {} without an identity, {} kernel overruns)",
+            self.journal.display(),
+            self.births,
+            self.gaps,
+            self.overruns
+        );
+        if let Some(stop) = &self.last_stop {
+            let _ = writeln!(s, "last stop: {stop}");
+        }
+        for d in &self.degraded {
+            let _ = writeln!(s, "degraded: {d}");
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "warning: {w}");
+        }
+        for p in &self.journal_problems {
+            let _ = writeln!(s, "journal problem: {p}");
+        }
+        s
+    }
+}
+
+fn read_lineage(paths: &GuardPaths) -> Result<Lineage, String> {
+    match journal::read(&paths.journal) {
+        Ok(Some(j)) => Ok(Lineage::from_journal(&j)),
+        Ok(None) => Ok(Lineage::default()),
+        Err(e) => Err(format!("read the journal {}: {e}", paths.journal.display())),
+    }
+}
+
+/// What a sweep gets from the guard.
+#[derive(Debug, Clone, Default)]
+pub struct AtSweep {
+    /// What stopping the guard did (`None`: there was no pid file).
+    pub stopped: Option<Stopped>,
+    /// Guards to protect whatever happened (one that would not stop, older ones).
+    pub protect: Vec<ProcessId>,
+    /// The journal, when there is one.
+    pub lineage: Option<Lineage>,
+    /// Problems met (stopping, reading the journal): reported, never fatal to the sweep.
+    pub problems: Vec<String>,
+}
+
+/// Stops the guard of `state` and reads its journal: the first thing a sweep does.
+pub fn for_sweep(state: &Path) -> AtSweep {
+    let paths = GuardPaths::for_state(state);
+    let mut at = AtSweep::default();
+    if let Ok(Some(pf)) = read_pid_file(&paths) {
+        at.protect.push(pf.id());
+    }
+    match stop(state) {
+        Ok(Stopped::NotRunning) => {}
+        Ok(s) => at.stopped = Some(s),
+        Err(e) => at.problems.push(format!("could not stop the guard: {e}")),
+    }
+    match read_lineage(&paths) {
+        Ok(l) if l.guards.is_empty() && l.births == 0 => {}
+        Ok(l) => {
+            at.protect.extend(l.guards.iter().copied());
+            at.lineage = Some(l);
+        }
+        Err(e) => at.problems.push(e),
+    }
+    at
+}
+
+impl AtSweep {
+    /// The guard's section of a sweep report, for people (empty when there was no guard).
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let Some(l) = &self.lineage else {
+            for p in &self.problems {
+                let _ = writeln!(s, "Guard: {p}");
+            }
+            return s;
+        };
+        let _ = writeln!(s, "\nGuard:");
+        let mode = if l.polling() {
+            Mode::Polling
+        } else {
+            Mode::Connector
+        };
+        let _ = writeln!(s, "  lineage from {}", mode.describe());
+        let _ = writeln!(
+            s,
+            "  {} births journaled ({} without an identity: gone before they could be read)",
+            l.births, l.gaps
+        );
+        match &self.stopped {
+            Some(Stopped::Stopped { guard, killed }) => {
+                let _ = writeln!(
+                    s,
+                    "  stopped the guard (pid {}){}",
+                    guard.pid,
+                    if *killed { " with SIGKILL" } else { "" }
+                );
+            }
+            Some(Stopped::Stale(pf)) => {
+                let _ = writeln!(
+                    s,
+                    "  the guard (pid {}) had died before the sweep: its journal so far was used",
+                    pf.pid
+                );
+            }
+            _ => {}
+        }
+        if l.overruns > 0 {
+            let _ = writeln!(
+                s,
+                "  the kernel dropped process events {} time(s) (ENOBUFS): births in those \
+                 moments may be missing",
+                l.overruns
+            );
+        }
+        for d in &l.degraded {
+            let _ = writeln!(s, "  degraded: {d}");
+        }
+        for w in &l.warnings {
+            let _ = writeln!(s, "  warning: {}", w.describe());
+        }
+        for p in l.journal_problems.iter().chain(&self.problems) {
+            let _ = writeln!(s, "  journal: {p}");
+        }
+        s
+    }
+}
+
+/// `ci-janitor guard start|stop|status|run`.
+pub fn command(
+    args: crate::cli::GuardArgs,
+    env: Env<'_>,
+) -> Result<crate::app::Exit, crate::app::AppError> {
+    use crate::app::{AppError, Exit};
+    use crate::cli::GuardAction;
+    use std::io::Write;
+    match args.action {
+        GuardAction::Start(a) => {
+            let opts = StartOptions {
+                state: crate::settings::state_path(&a.state, env),
+                watch: a.watch,
+                warn_over: a.warn_over,
+                force_poll: a.poll,
+                rcvbuf: a.rcvbuf,
+            };
+            let paths = GuardPaths::for_state(&opts.state);
+            match start(&opts, env)? {
+                Started::New(pf) => {
+                    eprintln!(
+                        "ci-janitor: guard started (pid {}), {}; journal {}",
+                        pf.pid,
+                        pf.mode.describe(),
+                        paths.journal.display()
+                    );
+                    for d in &pf.degraded {
+                        eprintln!("ci-janitor: guard degraded: {d}");
+                    }
+                }
+                Started::Already(pf) => eprintln!(
+                    "ci-janitor: guard already running (pid {}), {}",
+                    pf.pid,
+                    pf.mode.describe()
+                ),
+            }
+            Ok(Exit::Clean)
+        }
+        GuardAction::Stop(a) => {
+            let state = crate::settings::state_path(&a.state, env);
+            match stop(&state)? {
+                Stopped::NotRunning => eprintln!("ci-janitor: no guard is running"),
+                Stopped::Stale(pf) => eprintln!(
+                    "ci-janitor: the guard (pid {}) was no longer running; removed its pid file",
+                    pf.pid
+                ),
+                Stopped::Stopped { guard, killed } => eprintln!(
+                    "ci-janitor: guard (pid {}) stopped{}",
+                    guard.pid,
+                    if killed { " with SIGKILL" } else { "" }
+                ),
+            }
+            Ok(Exit::Clean)
+        }
+        GuardAction::Status(a) => {
+            let state = crate::settings::state_path(&a.state, env);
+            let st = status(&state)?;
+            let mut out = std::io::stdout().lock();
+            if a.json {
+                serde_json::to_writer_pretty(&mut out, &st).map_err(io::Error::from)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{}", st.render())?;
+            }
+            Ok(Exit::Clean)
+        }
+        GuardAction::Run(a) => {
+            let watch = a
+                .watch
+                .as_deref()
+                .map(daemon::parse_identity)
+                .transpose()
+                .map_err(AppError::Input)?;
+            let job: JobFacts = match &a.context {
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|e| AppError::Input(format!("read --context: {e}")))?,
+                None => JobFacts::default(),
+            };
+            daemon::run(
+                daemon::RunOptions {
+                    state: a.state,
+                    watch,
+                    warn_over: a.warn_over,
+                    force_poll: a.poll,
+                    rcvbuf: a.rcvbuf,
+                    job,
+                },
+                env,
+            )?;
+            Ok(Exit::Clean)
+        }
+    }
+}

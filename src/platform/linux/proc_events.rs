@@ -1,0 +1,795 @@
+//! Process events for the guard: births, execs and exits from the netlink proc connector
+//! (`NETLINK_CONNECTOR`, group `CN_IDX_PROC`), and the `/proc` reads that turn an event into
+//! facts about one process (its identity, parent, command line and job markers).
+//!
+//! Messages are built and parsed as plain bytes in native byte order, as in
+//! [`super::sock_diag`], so there is no `unsafe` here.
+//!
+//! Subscribing is checked, never assumed: the kernel answers `PROC_CN_MCAST_LISTEN` with a
+//! `PROC_EVENT_NONE` message carrying an errno (`EPERM` for an unprivileged caller before
+//! Linux 6.6), and ignores the request altogether from a pid or user namespace other than
+//! the initial one (a container). No answer within [`ACK_TIMEOUT`] means no events will
+//! come, and the guard falls back to polling `/proc`.
+//!
+//! The kernel drops events when the socket's receive buffer is full and then fails the
+//! next `recv` with `ENOBUFS`. The buffer is made large (`SO_RCVBUFFORCE` when privileged)
+//! and every `ENOBUFS` is counted and returned, never swallowed.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::net::netlink::SocketAddrNetlink;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+
+use crate::model::{Bytes, Markers, ProcessId};
+
+use super::parse::{parse_cmdline, parse_stat, scan_environ_markers};
+
+// <linux/netlink.h>
+const NLMSG_HDRLEN: usize = 16;
+/// The connector sends (and expects) every message as NLMSG_DONE.
+const NLMSG_DONE: u16 = 3;
+// <linux/connector.h>: cn_msg is idx, val, seq, ack (u32 each), len, flags (u16 each).
+const CN_MSG_LEN: usize = 20;
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+// <linux/cn_proc.h>
+const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_EVENT_NONE: u32 = 0;
+const PROC_EVENT_FORK: u32 = 0x0000_0001;
+const PROC_EVENT_EXEC: u32 = 0x0000_0002;
+const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+/// Where `struct proc_event` starts in a datagram, and its fields within it: `what` (u32),
+/// `cpu` (u32), `timestamp_ns` (u64), then the `event_data` union.
+const EVENT_AT: usize = NLMSG_HDRLEN + CN_MSG_LEN;
+const EVENT_DATA: usize = 16;
+
+/// How long to wait for the kernel's answer to the subscription.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The receive buffer asked for by default: at roughly 1 KiB of kernel memory per queued
+/// event, room for some 30,000 events while the guard is busy.
+pub const RCVBUF: usize = 32 * 1024 * 1024;
+/// One connector datagram is 76 bytes; a larger buffer costs nothing.
+const RECV_BUF: usize = 4096;
+
+/// One process event, as the kernel reported it (pids in the initial pid namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcEvent {
+    /// `parent` (a thread group id) forked the new process `child`. Thread creations are
+    /// left out.
+    Fork { parent: i32, child: i32, at_ns: u64 },
+    /// `pid` called execve (successfully).
+    Exec { pid: i32, at_ns: u64 },
+    /// The process `pid` exited (its last thread, or its leader: see the guard).
+    Exit { pid: i32, at_ns: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("open a NETLINK_CONNECTOR socket: {0}")]
+    Socket(io::Error),
+    #[error("join the proc connector's multicast group: {0}")]
+    Bind(io::Error),
+    #[error("send the proc connector subscription: {0}")]
+    Send(io::Error),
+    #[error(
+        "subscribe to process events: the kernel refused ({0}); run the guard as root or \
+         with CAP_NET_ADMIN (or on Linux 6.6 or later)"
+    )]
+    Refused(io::Error),
+    #[error(
+        "subscribe to process events: no answer from the kernel within {0:?} (this happens \
+         in a pid or user namespace other than the host's, such as a container, and on \
+         kernels without CONFIG_PROC_EVENTS)"
+    )]
+    NoAnswer(Duration),
+    #[error("read the proc connector's answer: {0}")]
+    Recv(io::Error),
+}
+
+/// A subscribed proc connector socket.
+#[derive(Debug)]
+pub struct Connector {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+    /// The receive buffer the kernel granted, in bytes.
+    pub rcvbuf: usize,
+    /// Whether `SO_RCVBUFFORCE` (beyond `net.core.rmem_max`) was allowed.
+    pub rcvbuf_forced: bool,
+    /// Whether the kernel accepted the event filter (FORK, EXEC, EXIT only; Linux 6.6+).
+    /// Without it every event type arrives and is dropped here.
+    pub filtered: bool,
+    /// Events that arrived while waiting for the subscription's answer.
+    early: Vec<ProcEvent>,
+}
+
+/// What one [`Connector::drain`] read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Datagrams read.
+    pub messages: usize,
+    /// `ENOBUFS` errors: each means the kernel dropped one or more events.
+    pub overruns: u32,
+}
+
+impl Connector {
+    /// Opens the socket with a receive buffer of `rcvbuf` bytes ([`RCVBUF`] unless testing
+    /// overflows), subscribes, and waits for the kernel to confirm.
+    pub fn open(rcvbuf: usize) -> Result<Connector, ConnectorError> {
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            Some(rustix::net::netlink::CONNECTOR),
+        )
+        .map_err(|e| ConnectorError::Socket(e.into()))?;
+        let rcvbuf_forced =
+            rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, rcvbuf).is_ok();
+        if !rcvbuf_forced {
+            // Capped by net.core.rmem_max; whatever we get is reported.
+            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, rcvbuf);
+        }
+        let rcvbuf = rustix::net::sockopt::socket_recv_buffer_size(&fd).unwrap_or(0);
+        rustix::net::bind(&fd, &SocketAddrNetlink::new(0, CN_IDX_PROC))
+            .map_err(|e| ConnectorError::Bind(e.into()))?;
+        let mut c = Connector {
+            fd,
+            buf: vec![0; RECV_BUF],
+            rcvbuf,
+            rcvbuf_forced,
+            filtered: false,
+            early: Vec::new(),
+        };
+        // Our own pid makes the answer ours: every listener receives every answer.
+        let nonce = std::process::id();
+        c.send(&subscription(1, nonce, false))?;
+        c.wait_for_answer(nonce)?;
+        // Narrow the subscription to the three events we use. Kernels before 6.6 ignore a
+        // request of this size (and keep sending everything, which we filter here); 6.6+
+        // filter in the kernel and send no answer to it.
+        c.send(&subscription(2, nonce.wrapping_add(2), true))?;
+        c.filtered = kernel_filters_events();
+        Ok(c)
+    }
+
+    fn send(&self, msg: &[u8]) -> Result<(), ConnectorError> {
+        let sent = rustix::net::sendto(
+            &self.fd,
+            msg,
+            SendFlags::empty(),
+            &SocketAddrNetlink::new(0, 0),
+        )
+        .map_err(|e| ConnectorError::Send(e.into()))?;
+        if sent != msg.len() {
+            return Err(ConnectorError::Send(io::Error::other("short send")));
+        }
+        Ok(())
+    }
+
+    fn wait_for_answer(&mut self, nonce: u32) -> Result<(), ConnectorError> {
+        let until = Instant::now() + ACK_TIMEOUT;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ConnectorError::NoAnswer(ACK_TIMEOUT));
+            }
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&timespec(left))) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(ConnectorError::Recv(e.into())),
+            }
+            loop {
+                let len = match rustix::net::recv(&self.fd, &mut self.buf[..], RecvFlags::empty()) {
+                    Ok((n, _)) => n,
+                    Err(Errno::AGAIN) => break,
+                    Err(Errno::INTR | Errno::NOBUFS) => continue,
+                    Err(e) => return Err(ConnectorError::Recv(e.into())),
+                };
+                match parse_datagram(&self.buf[..len]) {
+                    Some(Message::Answer { ack, errno }) if ack == nonce.wrapping_add(1) => {
+                        return if errno == 0 {
+                            Ok(())
+                        } else {
+                            Err(ConnectorError::Refused(io::Error::from_raw_os_error(
+                                errno as i32,
+                            )))
+                        };
+                    }
+                    Some(Message::Event(ev)) => self.early.push(ev),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Whether events that arrived while subscribing wait to be drained.
+    pub fn has_early_events(&self) -> bool {
+        !self.early.is_empty()
+    }
+
+    /// Reads every datagram queued now (at most `max`), without blocking, appending the
+    /// events to `out`.
+    pub fn drain(&mut self, out: &mut Vec<ProcEvent>, max: usize) -> io::Result<Drained> {
+        let mut d = Drained::default();
+        out.append(&mut self.early);
+        while d.messages < max {
+            let len = match rustix::net::recv(&self.fd, &mut self.buf[..], RecvFlags::empty()) {
+                Ok((n, _)) => n,
+                Err(Errno::AGAIN) => break,
+                Err(Errno::INTR) => continue,
+                Err(Errno::NOBUFS) => {
+                    d.overruns += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            d.messages += 1;
+            if let Some(Message::Event(ev)) = parse_datagram(&self.buf[..len]) {
+                out.push(ev);
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// Whether this kernel filters connector events per socket (Linux 6.6 added it with the
+/// 8-byte `proc_input` subscription).
+fn kernel_filters_events() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (6, 6)
+}
+
+/// A subscription message: `PROC_CN_MCAST_LISTEN`, alone (4 bytes, every kernel) or with an
+/// event filter (the 8-byte `struct proc_input` of Linux 6.6+).
+fn subscription(seq: u32, ack: u32, filter: bool) -> Vec<u8> {
+    let mut data = PROC_CN_MCAST_LISTEN.to_ne_bytes().to_vec();
+    if filter {
+        data.extend_from_slice(
+            &(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT).to_ne_bytes(),
+        );
+    }
+    let len = NLMSG_HDRLEN + CN_MSG_LEN + data.len();
+    let mut msg = Vec::with_capacity(len);
+    msg.extend_from_slice(&(len as u32).to_ne_bytes());
+    msg.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
+    msg.extend_from_slice(&seq.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: the kernel fills it in
+    msg.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
+    msg.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
+    msg.extend_from_slice(&seq.to_ne_bytes());
+    msg.extend_from_slice(&ack.to_ne_bytes());
+    msg.extend_from_slice(&(data.len() as u16).to_ne_bytes());
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // cn_msg flags
+    msg.extend_from_slice(&data);
+    msg
+}
+
+/// A connector datagram, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Message {
+    Event(ProcEvent),
+    /// The answer to a subscription: `ack` is the request's ack plus one.
+    Answer {
+        ack: u32,
+        errno: u32,
+    },
+    /// Another event type, a thread's fork or exit, or another connector's message.
+    Other,
+}
+
+fn parse_datagram(buf: &[u8]) -> Option<Message> {
+    let nl_len = u32_at(buf, 0)? as usize;
+    if nl_len < EVENT_AT || nl_len > buf.len() || u16_at(buf, 4)? != NLMSG_DONE {
+        return None;
+    }
+    if u32_at(buf, NLMSG_HDRLEN)? != CN_IDX_PROC || u32_at(buf, NLMSG_HDRLEN + 4)? != CN_VAL_PROC {
+        return Some(Message::Other);
+    }
+    let ack = u32_at(buf, NLMSG_HDRLEN + 12)?;
+    let ev = buf.get(EVENT_AT..nl_len)?;
+    let what = u32_at(ev, 0)?;
+    let at_ns = u64_at(ev, 8)?;
+    let field = |i: usize| i32_at(ev, EVENT_DATA + 4 * i);
+    Some(match what {
+        PROC_EVENT_NONE => Message::Answer {
+            ack,
+            errno: u32_at(ev, EVENT_DATA)?,
+        },
+        // fork: parent_pid, parent_tgid, child_pid, child_tgid
+        PROC_EVENT_FORK => {
+            let (child_pid, child_tgid) = (field(2)?, field(3)?);
+            if child_pid != child_tgid {
+                return Some(Message::Other); // a new thread
+            }
+            Message::Event(ProcEvent::Fork {
+                parent: field(1)?,
+                child: child_tgid,
+                at_ns,
+            })
+        }
+        // exec: process_pid, process_tgid
+        PROC_EVENT_EXEC => Message::Event(ProcEvent::Exec {
+            pid: field(1)?,
+            at_ns,
+        }),
+        // exit: process_pid, process_tgid, exit_code, exit_signal, parent_pid, parent_tgid
+        PROC_EVENT_EXIT => {
+            let (pid, tgid) = (field(0)?, field(1)?);
+            if pid != tgid {
+                return Some(Message::Other); // a thread
+            }
+            Message::Event(ProcEvent::Exit { pid, at_ns })
+        }
+        _ => Message::Other,
+    })
+}
+
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(off..off + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+
+fn i32_at(b: &[u8], off: usize) -> Option<i32> {
+    Some(i32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], off: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(b.get(off..off + 8)?.try_into().ok()?))
+}
+
+fn timespec(d: Duration) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of the connector's event timestamps.
+pub fn monotonic_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+// ---------------------------------------------------------------------------------------
+// Facts about one process, read at an event
+// ---------------------------------------------------------------------------------------
+
+/// What the guard reads about a process when it learns of it. `argv` and `markers` are read
+/// only when asked (at an exec, or when a process is first seen by polling).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcFacts {
+    pub id: ProcessId,
+    pub ppid: i32,
+    pub state: char,
+    pub comm: Bytes,
+    /// A kernel thread: nothing more is read, and it is never the job's.
+    pub kernel_thread: bool,
+    pub argv: Option<Vec<Bytes>>,
+    pub markers: Option<Markers>,
+    /// The pid namespace (`pid:[4026531836]`), read with the details.
+    pub pid_ns: Option<String>,
+    /// Details that could not be read, with the reason (`"environ: permission denied"`).
+    pub unreadable: Vec<String>,
+}
+
+impl ProcFacts {
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Reads `pid`'s stat (and with `details`, its cmdline, environ markers and pid namespace)
+/// through one directory descriptor, so every field belongs to the same process. `None`
+/// when the process is gone.
+pub fn read_facts(proc_root: &Path, pid: i32, details: bool) -> Option<ProcFacts> {
+    let mut buf = Vec::with_capacity(1024);
+    // The stat alone is one file: opened by path, it costs no directory descriptor (this is
+    // every job fork's read).
+    let path = |name: &str| {
+        let mut p = proc_root.to_path_buf();
+        p.push(pid.to_string());
+        p.push(name);
+        p
+    };
+    let dir = if details {
+        let dir = rustix::fs::open(
+            path(""),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        read_at(&dir, "stat", &mut buf).ok()?;
+        Some(dir)
+    } else {
+        let fd = rustix::fs::open(
+            path("stat"),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        read_all(&fd, &mut buf).ok()?;
+        None
+    };
+    let stat = parse_stat(&buf).ok()?;
+    let kernel_thread = stat.is_kernel_thread();
+    let mut facts = ProcFacts {
+        id: ProcessId {
+            pid,
+            start_ticks: stat.start_ticks,
+        },
+        ppid: stat.ppid,
+        state: stat.state,
+        comm: Bytes(stat.comm),
+        kernel_thread,
+        argv: None,
+        markers: None,
+        pid_ns: None,
+        unreadable: Vec::new(),
+    };
+    let Some(dir) = dir.filter(|_| !kernel_thread && !facts.is_dead()) else {
+        return Some(facts);
+    };
+    match read_at(&dir, "cmdline", &mut buf) {
+        Ok(()) => facts.argv = Some(parse_cmdline(&buf)),
+        Err(Errno::SRCH) => return Some(facts),
+        Err(e) => facts.unreadable.push(format!("cmdline: {}", errno_text(e))),
+    }
+    match read_at(&dir, "environ", &mut buf) {
+        Ok(()) => facts.markers = Some(scan_environ_markers(&buf)),
+        Err(Errno::SRCH) => return Some(facts),
+        Err(e) => facts.unreadable.push(format!("environ: {}", errno_text(e))),
+    }
+    facts.pid_ns = rustix::fs::readlinkat(&dir, "ns/pid", Vec::new())
+        .ok()
+        .map(|l| l.to_string_lossy().into_owned());
+    Some(facts)
+}
+
+/// The details of `id` after an exec, without its stat: the identity is known from its
+/// fork, and the kernel reported no exit since, so the pid still names that process (a pid
+/// reused in between would take the pid space wrapping within milliseconds). `None` when
+/// it is gone or a zombie (whose command line and environment read empty).
+pub fn read_exec_facts(proc_root: &Path, id: ProcessId) -> Option<ProcFacts> {
+    let mut dir_path = proc_root.to_path_buf();
+    dir_path.push(id.pid.to_string());
+    let dir = rustix::fs::open(
+        dir_path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut facts = ProcFacts {
+        id,
+        ppid: 0,
+        state: 'R',
+        comm: Bytes::default(),
+        kernel_thread: false,
+        argv: None,
+        markers: None,
+        pid_ns: None,
+        unreadable: Vec::new(),
+    };
+    match read_at(&dir, "cmdline", &mut buf) {
+        Ok(()) if buf.is_empty() => return None,
+        Ok(()) => facts.argv = Some(parse_cmdline(&buf)),
+        Err(Errno::SRCH | Errno::NOENT) => return None,
+        Err(e) => facts.unreadable.push(format!("cmdline: {}", errno_text(e))),
+    }
+    match read_at(&dir, "environ", &mut buf) {
+        Ok(()) => facts.markers = Some(scan_environ_markers(&buf)),
+        Err(Errno::SRCH) => return None,
+        Err(e) => facts.unreadable.push(format!("environ: {}", errno_text(e))),
+    }
+    facts.pid_ns = rustix::fs::readlinkat(&dir, "ns/pid", Vec::new())
+        .ok()
+        .map(|l| l.to_string_lossy().into_owned());
+    Some(facts)
+}
+
+fn errno_text(e: Errno) -> &'static str {
+    match e {
+        Errno::ACCESS | Errno::PERM => "permission denied",
+        Errno::NOENT => "not present",
+        _ => "unreadable",
+    }
+}
+
+fn read_at(dir: &OwnedFd, name: &str, buf: &mut Vec<u8>) -> Result<(), Errno> {
+    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    read_all(&fd, buf)
+}
+
+/// Reads a whole `/proc` file. These files hand over everything that fits in one `read`
+/// (stat and status are formatted whole; cmdline and environ are copied out up to the
+/// size asked), so a read that does not fill the buffer is the end, and the usual
+/// extra read for end-of-file — a system call per file, thousands a second under a fork
+/// storm — is skipped.
+fn read_all(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<(), Errno> {
+    buf.clear();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match rustix::io::read(fd, &mut chunk) {
+            Ok(n) if n < chunk.len() => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(());
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Every pid listed in `proc_root`, ascending.
+pub fn list_pids(proc_root: &Path) -> io::Result<Vec<i32>> {
+    let mut pids: Vec<i32> = std::fs::read_dir(proc_root)?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// A pidfd on the process `id`, checked against its start time after opening (see
+/// [`super::signal::open`]): it becomes readable when that process exits.
+pub fn watch(proc_root: &Path, id: ProcessId) -> io::Result<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(id.pid)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+    match super::start_ticks(proc_root, id.pid) {
+        Some(t) if t == id.start_ticks => Ok(fd),
+        _ => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Where the guard runs: containers and pid namespaces
+// ---------------------------------------------------------------------------------------
+
+/// Facts that make the guard's view partial.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Our pid namespace is nested (`NSpid:` lists more than one pid): processes outside it
+    /// are invisible and the proc connector does not answer.
+    pub nested_pid_namespace: bool,
+    /// Signs of a container (`/.dockerenv`, `/run/.containerenv`, the `container`
+    /// variable, a container runtime's cgroup).
+    pub container: Option<String>,
+    /// Our pid namespace (`pid:[...]`).
+    pub pid_ns: Option<String>,
+}
+
+/// `/proc/self/ns/pid` in the initial pid namespace (`PROC_PID_INIT_INO`).
+pub const INITIAL_PID_NAMESPACE: &str = "pid:[4026531836]";
+
+/// Reads where we run. `root` is the filesystem root (`/` outside tests).
+pub fn placement(proc_root: &Path, root: &Path, env: &dyn Fn(&str) -> Option<String>) -> Placement {
+    let status = std::fs::read(proc_root.join("self/status")).unwrap_or_default();
+    let cgroup = std::fs::read(proc_root.join("self/cgroup")).unwrap_or_default();
+    let pid_ns = std::fs::read_link(proc_root.join("self/ns/pid"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
+    let container = if root.join(".dockerenv").exists() {
+        Some("/.dockerenv exists".to_owned())
+    } else if root.join("run/.containerenv").exists() {
+        Some("/run/.containerenv exists".to_owned())
+    } else if let Some(v) = env("container").filter(|v| !v.is_empty()) {
+        Some(format!("container={v}"))
+    } else {
+        container_cgroup(&cgroup).map(|c| format!("cgroup {c}"))
+    };
+    // The initial pid namespace has a fixed inode (PROC_PID_INIT_INO); NSpid catches a
+    // nested namespace whose /proc is the host's, the inode one with a /proc of its own.
+    let nested = nspid_depth(&status) > 1
+        || pid_ns
+            .as_deref()
+            .is_some_and(|ns| ns != INITIAL_PID_NAMESPACE);
+    Placement {
+        nested_pid_namespace: nested,
+        container,
+        pid_ns,
+    }
+}
+
+/// The number of pids on the `NSpid:` line of `/proc/self/status` (1 in the initial pid
+/// namespace; 0 when the line is missing, before Linux 4.1).
+fn nspid_depth(status: &[u8]) -> usize {
+    status
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"NSpid:"))
+        .map_or(0, |rest| {
+            rest.split(|b| b.is_ascii_whitespace())
+                .filter(|f| !f.is_empty())
+                .count()
+        })
+}
+
+/// A cgroup path that a container runtime made (`/docker/<id>`, `.../kubepods/...`).
+fn container_cgroup(cgroup: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(cgroup);
+    text.lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .find(|path| {
+            [
+                "/docker",
+                "docker-",
+                "/kubepods",
+                "/libpod",
+                "containerd",
+                "/lxc/",
+            ]
+            .iter()
+            .any(|k| path.contains(k))
+        })
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connector datagram as the kernel sends it: nlmsghdr, cn_msg, proc_event.
+    fn datagram(what: u32, ack: u32, data: &[i32]) -> Vec<u8> {
+        let mut ev = Vec::new();
+        ev.extend_from_slice(&what.to_ne_bytes());
+        ev.extend_from_slice(&1u32.to_ne_bytes()); // cpu
+        ev.extend_from_slice(&123_456_789u64.to_ne_bytes());
+        for d in data {
+            ev.extend_from_slice(&d.to_ne_bytes());
+        }
+        while ev.len() < 40 {
+            ev.push(0);
+        }
+        let len = NLMSG_HDRLEN + CN_MSG_LEN + ev.len();
+        let mut b = Vec::new();
+        b.extend_from_slice(&(len as u32).to_ne_bytes());
+        b.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+        b.extend_from_slice(&0u16.to_ne_bytes());
+        b.extend_from_slice(&7u32.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
+        b.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
+        b.extend_from_slice(&7u32.to_ne_bytes());
+        b.extend_from_slice(&ack.to_ne_bytes());
+        b.extend_from_slice(&(ev.len() as u16).to_ne_bytes());
+        b.extend_from_slice(&0u16.to_ne_bytes());
+        b.extend_from_slice(&ev);
+        b
+    }
+
+    #[test]
+    fn parses_fork_exec_exit_and_skips_threads() {
+        let fork = datagram(PROC_EVENT_FORK, 0, &[10, 10, 11, 11]);
+        assert_eq!(
+            parse_datagram(&fork),
+            Some(Message::Event(ProcEvent::Fork {
+                parent: 10,
+                child: 11,
+                at_ns: 123_456_789
+            }))
+        );
+        // A thread of 10 (child_pid != child_tgid).
+        let thread = datagram(PROC_EVENT_FORK, 0, &[10, 10, 12, 10]);
+        assert_eq!(parse_datagram(&thread), Some(Message::Other));
+        // A fork by a thread of 10 names the thread group as parent.
+        let by_thread = datagram(PROC_EVENT_FORK, 0, &[12, 10, 13, 13]);
+        assert!(matches!(
+            parse_datagram(&by_thread),
+            Some(Message::Event(ProcEvent::Fork {
+                parent: 10,
+                child: 13,
+                ..
+            }))
+        ));
+        let exec = datagram(PROC_EVENT_EXEC, 0, &[11, 11]);
+        assert!(matches!(
+            parse_datagram(&exec),
+            Some(Message::Event(ProcEvent::Exec { pid: 11, .. }))
+        ));
+        let exit = datagram(PROC_EVENT_EXIT, 0, &[11, 11, 0, 17, 10, 10]);
+        assert!(matches!(
+            parse_datagram(&exit),
+            Some(Message::Event(ProcEvent::Exit { pid: 11, .. }))
+        ));
+        let thread_exit = datagram(PROC_EVENT_EXIT, 0, &[12, 10, 0, 0, 10, 10]);
+        assert_eq!(parse_datagram(&thread_exit), Some(Message::Other));
+        // Other event types (UID = 4) are not ours.
+        assert_eq!(
+            parse_datagram(&datagram(4, 0, &[11, 11])),
+            Some(Message::Other)
+        );
+    }
+
+    #[test]
+    fn parses_the_subscription_answer() {
+        let ok = datagram(PROC_EVENT_NONE, 78, &[0]);
+        assert_eq!(
+            parse_datagram(&ok),
+            Some(Message::Answer { ack: 78, errno: 0 })
+        );
+        let refused = datagram(PROC_EVENT_NONE, 78, &[1]);
+        assert_eq!(
+            parse_datagram(&refused),
+            Some(Message::Answer { ack: 78, errno: 1 })
+        );
+    }
+
+    #[test]
+    fn malformed_datagrams_are_refused_not_misread() {
+        let good = datagram(PROC_EVENT_FORK, 0, &[10, 10, 11, 11]);
+        for cut in 0..EVENT_AT + EVENT_DATA + 16 {
+            assert!(
+                !matches!(parse_datagram(&good[..cut]), Some(Message::Event(_))),
+                "cut at {cut}"
+            );
+        }
+        let mut other = good.clone();
+        other[NLMSG_HDRLEN] = 9; // another connector (idx 9)
+        assert_eq!(parse_datagram(&other), Some(Message::Other));
+        let mut not_done = good;
+        not_done[4] = 2; // NLMSG_ERROR
+        assert_eq!(parse_datagram(&not_done), None);
+    }
+
+    #[test]
+    fn subscription_layout() {
+        let plain = subscription(1, 42, false);
+        assert_eq!(plain.len(), 40);
+        assert_eq!(u32_at(&plain, 0), Some(40));
+        assert_eq!(u16_at(&plain, 4), Some(NLMSG_DONE));
+        assert_eq!(u32_at(&plain, NLMSG_HDRLEN), Some(CN_IDX_PROC));
+        assert_eq!(u32_at(&plain, NLMSG_HDRLEN + 12), Some(42));
+        assert_eq!(u16_at(&plain, NLMSG_HDRLEN + 16), Some(4));
+        assert_eq!(u32_at(&plain, 36), Some(PROC_CN_MCAST_LISTEN));
+        let filtered = subscription(2, 42, true);
+        assert_eq!(filtered.len(), 44);
+        assert_eq!(u16_at(&filtered, NLMSG_HDRLEN + 16), Some(8));
+        assert_eq!(
+            u32_at(&filtered, 40),
+            Some(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT)
+        );
+    }
+
+    #[test]
+    fn placement_signs() {
+        assert_eq!(nspid_depth(b"Name:\tx\nNSpid:\t4242\n"), 1);
+        assert_eq!(nspid_depth(b"NSpid:\t4242\t7\n"), 2);
+        assert_eq!(nspid_depth(b"Name:\tx\n"), 0);
+        assert_eq!(
+            container_cgroup(b"0::/system.slice/docker-abc.scope\n").as_deref(),
+            Some("/system.slice/docker-abc.scope")
+        );
+        assert_eq!(container_cgroup(b"0::/user.slice/session-1.scope\n"), None);
+        assert_eq!(
+            container_cgroup(b"12:pids:/kubepods/burstable/pod1\n0::/\n").as_deref(),
+            Some("/kubepods/burstable/pod1")
+        );
+    }
+
+    #[test]
+    fn reads_our_own_facts() {
+        let me = std::process::id() as i32;
+        let f = read_facts(Path::new("/proc"), me, true).unwrap();
+        assert_eq!(f.id.pid, me);
+        assert!(f.argv.is_some_and(|a| !a.is_empty()));
+        assert!(f.markers.is_some());
+        assert!(f.pid_ns.is_some());
+        assert!(read_facts(Path::new("/proc"), i32::MAX, true).is_none());
+    }
+}
