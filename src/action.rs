@@ -184,6 +184,31 @@ fn begin(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
     let snap = job_baseline(env, &marker)?;
     state::save(&path, &snap)?;
     append_file_command(env, "GITHUB_STATE", STATE_KEY, &path.to_string_lossy())?;
+    // The guard records every process's lineage at birth for the rest of the job, watching
+    // the runner (whose death without a post step makes it sweep by itself). The post
+    // step's sweep stops it. Without it the sweep still works from markers and ancestry.
+    let proc_root = ReadOptions::default().proc_root;
+    let watch = job_context(&proc_root, env, RootHint::BelowShim)
+        .job_root
+        .map(|r| r.pid);
+    let guard = crate::guard::start(
+        &crate::guard::StartOptions {
+            state: path.clone(),
+            watch,
+            warn_over: 20,
+            force_poll: false,
+            rcvbuf: None,
+        },
+        env,
+    );
+    if let Err(e) = guard {
+        println!(
+            "::warning title=ci-janitor::{}",
+            escape_data(&format!(
+                "the guard did not start ({e}); the sweep relies on markers and ancestry alone"
+            ))
+        );
+    }
     append_file_command(env, "GITHUB_ENV", "CI_JANITOR_RUN", &marker)?;
     if inputs.known_leaks.is_some() {
         println!(

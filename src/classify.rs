@@ -108,6 +108,9 @@ pub enum Protection {
     Daemon(String),
     /// The guard, or another process the caller named.
     Named,
+    /// A ci-janitor guard (`ci-janitor guard run`), this job's or another's: it watches a
+    /// job and stops when that job's sweep stops it, so it is never anyone's leak.
+    Guard,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,6 +331,9 @@ fn protection(
     if comm == b"Runner.Listener" || comm == b"Runner.Worker" {
         return Some(Protection::Runner);
     }
+    if is_guard(p) {
+        return Some(Protection::Guard);
+    }
     if let Some(pat) = policy.protect.iter().find(|pat| pat.matches(p)) {
         return Some(Protection::Daemon(pat.source.clone()));
     }
@@ -337,6 +343,18 @@ fn protection(
         }
     }
     None
+}
+
+/// `ci-janitor guard run ...`: the guard's hidden subcommand, as its argv shows it.
+fn is_guard(p: &Process) -> bool {
+    let named_janitor = p
+        .argv
+        .first()
+        .is_some_and(|a| a.as_bytes().ends_with(b"ci-janitor"))
+        || p.comm.as_bytes() == b"ci-janitor";
+    named_janitor
+        && p.argv.get(1).is_some_and(|a| a.as_bytes() == b"guard")
+        && p.argv.get(2).is_some_and(|a| a.as_bytes() == b"run")
 }
 
 /// The shipped list of daemons that outlive jobs on purpose and are shared between them.
@@ -784,6 +802,33 @@ mod tests {
             plan.get(now.processes[1].id).unwrap().class.name(),
             "protected"
         );
+    }
+
+    #[test]
+    fn every_guard_is_protected() {
+        // Regression: under act two jobs run in one process; one job's sweep saw the other
+        // job's guard born below the shared root and killed it.
+        let (mut now, ctx) = scene();
+        now.processes[4].argv = vec![
+            "/opt/ci-janitor".into(),
+            "guard".into(),
+            "run".into(),
+            "--state".into(),
+            "/tmp/other/state.json".into(),
+        ];
+        let appeared: Vec<&Process> = now.processes.iter().collect();
+        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        assert_eq!(
+            plan.get(now.processes[4].id).unwrap().class,
+            Class::Protected {
+                protection: Protection::Guard
+            }
+        );
+        // Only the guard's own subcommand: `ci-janitor run -- ...` is not protected.
+        now.processes[4].argv = vec!["ci-janitor".into(), "run".into(), "--".into(), "x".into()];
+        let appeared: Vec<&Process> = now.processes.iter().collect();
+        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        assert_eq!(plan.get(now.processes[4].id).unwrap().class, Class::Job);
     }
 
     #[test]

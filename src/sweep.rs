@@ -131,10 +131,24 @@ pub fn sweep(
     loop {
         rounds += 1;
         let appeared = diff::appeared(baseline, &now);
-        if rounds == 1 {
-            zombies = diff::appeared_zombies(baseline, &now).len();
-        }
         let plan: Plan = classify::classify(&now, &appeared, ctx, policy);
+        if rounds == 1 {
+            // Only the job's zombies: exited children of the job's processes, of its root
+            // or of ours (under `run` we adopt its orphans). Other sessions' unreaped
+            // children are none of our business.
+            let parents: HashSet<i32> = plan
+                .decisions
+                .iter()
+                .filter(|d| d.class.is_failing_leak() || matches!(d.class, Class::Allowed { .. }))
+                .map(|d| d.id.pid)
+                .chain(ctx.me.map(|m| m.pid))
+                .chain(ctx.job_root.map(|r| r.pid))
+                .collect();
+            zombies = diff::appeared_zombies(baseline, &now)
+                .iter()
+                .filter(|z| parents.contains(&z.ppid))
+                .count();
+        }
         let fresh: Vec<&Decision> = plan
             .decisions
             .iter()
