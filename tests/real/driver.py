@@ -307,10 +307,38 @@ def run_case(case: Case, janitor: str, timeout: float) -> None:
         if case.check(report_path.exists(), "no JSON report"):
             report = json.loads(report_path.read_text())
             check_report(case, truth, report, bystanders, started)
+        if gap:
+            known_gap(case, janitor, state, env, truth, bystanders)
     finally:
         out.close()
         err.close()
         cleanup(case, truth, bystanders, started)
+
+
+def known_gap(case: Case, janitor: str, state: Path, env: dict, truth: dict, bystanders: list[dict]) -> None:
+    """MCP under snapshot/sweep: the server has no evidence left (the SDK scrubbed its
+    environment, it runs in a session of its own, its parent is now init), so the sweep
+    reports it as unattributed and exits 0. Asserted as it is, so that the suite fails when
+    the guard closes the gap; and `--kill-unattributed` is shown not to be the answer: it
+    would also kill the other job's server that started during the scenario."""
+    case.say(
+        "  KNOWN GAP: without the guard the env-scrubbed MCP server (own session, parent init)"
+        " has no evidence: reported as unattributed, not killed, sweep exits 0"
+    )
+    dry = case.dir / "report-kill-unattributed.json"
+    subprocess.run(
+        ["setsid", janitor, "sweep", "--state", str(state), "--dry-run", "--kill-unattributed", "--color", "never", "--report-json", str(dry)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=120,
+    )
+    if not case.check(dry.exists(), "no report from the --dry-run --kill-unattributed sweep"):
+        return
+    would = {(p["pid"], p["start_ticks"]) for p in json.loads(dry.read_text())["processes"] if (p.get("fate") or {}).get("fate") == "would-kill"}
+    leaks = {(p["pid"], p["start_ticks"]) for p in truth["leaked"]}
+    during = [b for b in bystanders if b["what"].startswith("during")]
+    case.check(leaks <= would, "--kill-unattributed would not even kill the MCP leak")
+    hit = [b["pid"] for b in during if (b["pid"], b["start_ticks"]) in would]
+    case.check(bool(hit), "--kill-unattributed would spare the other job's server (then it is a fix: update)")
+    case.say(f"  --dry-run --kill-unattributed would kill the leak and {len(would) - len(leaks)} other processes, among them the other job's server {hit}")
 
 
 def cleanup(case: Case, truth: dict | None, bystanders: list[dict], started: list[subprocess.Popen]) -> None:
