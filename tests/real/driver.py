@@ -202,6 +202,11 @@ def check_report(case: Case, truth: dict, report: dict, bystanders: list[dict], 
             case.check(r["class"] != "job" and r.get("fate") is None, f"bystander {b['pid']} reported as {r['class']}/{r.get('fate')}")
         if b.get("port"):
             case.check(not procs.port_free(b["port"]), f"bystander's port {b['port']} is no longer listening")
+    for b in bystanders:
+        st = procs.read_stat(b["pid"])
+        same = [p["pid"] for p in leaked.values() if st and p["pgid"] == st.pgid]
+        if same:
+            case.say(f"  bystander {b['pid']} ({b['what']}) was in process group {st.pgid} with leaked {same}, and survived")
     n_ok = sum(procs.alive(b["pid"], b["start_ticks"]) for b in bystanders)
     case.say(f"  bystanders: {n_ok}/{len(bystanders)} alive ({', '.join(b['what'] for b in bystanders)})")
 
