@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +32,9 @@ from leak import SCENARIOS_RUN  # noqa: E402
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 MODES = ("run", "sweep")
+# Extra ci-janitor options, to test the suite itself: with REAL_JANITOR_ARGS=--dry-run
+# every case must fail, and still leave nothing behind.
+EXTRA = os.environ.get("REAL_JANITOR_ARGS", "").split()
 
 # What each scenario is expected to leak, checked against the ground truth: a scenario whose
 # software stops leaking (a fix upstream) fails loudly instead of passing on nothing.
@@ -273,13 +277,13 @@ def run_case(case: Case, janitor: str, timeout: float) -> None:
         t0 = time.monotonic()
         if case.mode == "run":
             main = subprocess.Popen(
-                [janitor, "run", "--color", "never", "--report-json", str(report_path), "--", *leak_cmd],
-                env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                [janitor, "run", "--color", "never", "--report-json", str(report_path), *EXTRA, "--", *leak_cmd],
+                env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=case.dir,
             )
         else:
             env["RUNNER_TRACKING_ID"] = f"real_{case.scenario.replace('-', '_')}_{uuid.uuid4().hex[:12]}"
             subprocess.run([janitor, "snapshot", "--state", str(state)], env=env, check=True, stdout=out, stderr=err)
-            main = subprocess.Popen(leak_cmd, env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+            main = subprocess.Popen(leak_cmd, env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=case.dir)
         started.append(main)
         tf = truth_dir / "truth.json"
         if not procs.wait_until(lambda: tf.exists() or main.poll() is not None, timeout, 0.1) or not tf.exists():
@@ -301,7 +305,7 @@ def run_case(case: Case, janitor: str, timeout: float) -> None:
             main.wait(60)
             t_sweep = time.monotonic()
             sw = subprocess.run(
-                ["setsid", janitor, "sweep", "--state", str(state), "--color", "never", "--report-json", str(report_path)],
+                ["setsid", janitor, "sweep", "--state", str(state), "--color", "never", "--report-json", str(report_path), *EXTRA],
                 env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, timeout=120,
             )
             status = sw.returncode
@@ -380,6 +384,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=400.0, help="bound on setting up one leak")
     ap.add_argument("scenarios", nargs="*")
     args = ap.parse_args()
+    # A cancelled run (SIGTERM) still runs every case's cleanup on its way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scenarios = args.scenarios or list(SCENARIOS_RUN)
     for s in scenarios:
         if s not in SCENARIOS_RUN:
