@@ -196,8 +196,16 @@ pub fn finish_sweep_with(
     if settings.report_json.is_none() {
         settings.report_json = extra_report.map(std::path::Path::to_path_buf);
     }
-    report::emit::write_reports(&built, &settings, &mut std::io::stdout().lock())?;
-    Ok(if failed { Exit::Leaked } else { Exit::Clean })
+    let verdict = if failed { Exit::Leaked } else { Exit::Clean };
+    match report::emit::write_reports(&built, &settings, &mut std::io::stdout().lock()) {
+        // The exit code is the verdict: a reader that closed our stdout early (`sweep | head`)
+        // must not turn "leaked" into success. The files were written before stdout.
+        Err(report::emit::EmitError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(verdict)
+        }
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(verdict),
+    }
 }
 
 fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
@@ -224,8 +232,10 @@ pub fn finish_job(
     extra_report: Option<&std::path::Path>,
 ) -> Result<Exit, AppError> {
     let exit = finish_sweep_with(&swept.outcome, settings, extra_report)?;
-    write!(std::io::stdout().lock(), "{}", swept.guard.render())?;
-    Ok(exit)
+    match write!(std::io::stdout().lock(), "{}", swept.guard.render()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(exit),
+    }
 }
 
 /// How a baseline's recorded job markers combine with the sweep's own context.

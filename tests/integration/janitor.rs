@@ -13,10 +13,9 @@ pub fn janitor_exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ci-janitor"))
 }
 
-/// A `ci-janitor` command with a clean environment for the markers it reads, so the
-/// caller's own RUNNER_TRACKING_ID (a CI run of these tests) cannot leak into a test.
-pub fn janitor() -> Command {
-    let mut c = Command::new(janitor_exe());
+/// Removes from `c` the markers ci-janitor reads, so the caller's own (a CI run of these
+/// tests has RUNNER_TRACKING_ID and GITHUB_ACTIONS) cannot leak into a test.
+fn scrubbed(mut c: Command) -> Command {
     for var in [
         "RUNNER_TRACKING_ID",
         "GITHUB_ACTIONS",
@@ -30,23 +29,18 @@ pub fn janitor() -> Command {
     c
 }
 
+/// A `ci-janitor` command with a clean environment.
+pub fn janitor() -> Command {
+    scrubbed(Command::new(janitor_exe()))
+}
+
 /// The same command run in a new session (`setsid`), so that the sweep's "own session" rule
 /// covers nothing but itself: a test's sweep must never reach processes of the session the
 /// tests run in (a developer's shell, other tools).
 pub fn janitor_in_new_session() -> Command {
     let mut c = Command::new("setsid");
     c.arg("--wait").arg(janitor_exe());
-    for var in [
-        "RUNNER_TRACKING_ID",
-        "GITHUB_ACTIONS",
-        "CI_JANITOR_RUN",
-        "RUNNER_TEMP",
-        "NO_COLOR",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("CI_JANITOR_LOG", "warn").stdin(Stdio::null());
-    c
+    scrubbed(c)
 }
 
 pub fn output_of(mut c: Command) -> Output {

@@ -36,6 +36,34 @@ fn run_fixture(
     )
 }
 
+/// Starts `ci-janitor run -- cij-fixture sleep --stay` (stdin and stdout piped) and waits
+/// for the fixture's line: the leak is in place and the command runs until stdin closes.
+fn run_staying_sleep(
+    dir: &ScratchDir,
+    report: &std::path::Path,
+) -> (
+    std::process::Child,
+    Spawned,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut c = janitor();
+    c.current_dir(dir.path())
+        .args(["run", "--grace", "1s", "--report-json"])
+        .arg(report)
+        .arg("--")
+        .arg(fixture_exe())
+        .args(["sleep", "--stay"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    // The caller holds the read end until the command is done: see
+    // `a_closed_stdout_does_not_hide_a_leak` for what happens when it does not.
+    (child, spawned_from(line.as_bytes()), stdout)
+}
+
 /// The common assertions: exit 1, every leaked process reported as the job's and dead.
 fn assert_all_killed(spawned: &Spawned, report: &Report, code: i32) {
     assert_eq!(code, 1, "a leak fails the run");
@@ -226,20 +254,7 @@ fn processes_outside_the_command_survive() {
     let before = Fixture::spawn("sleep", &[]);
     let dir = ScratchDir::new("run_outside");
     let report = dir.path().join("report.json");
-    let mut c = janitor();
-    c.current_dir(dir.path())
-        .args(["run", "--grace", "1s", "--report-json"])
-        .arg(&report)
-        .arg("--")
-        .arg(fixture_exe())
-        .args(["sleep", "--stay"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let s = spawned_from(line.as_bytes());
+    let (mut child, s, _stdout) = run_staying_sleep(&dir, &report);
     // Started while the command runs, but not by it: a setsid daemon and a plain child of
     // the test.
     let during = Fixture::builder("double-fork").spawn();
@@ -296,21 +311,8 @@ fn sigterm_is_forwarded_then_leftovers_swept() {
     let _g = serial();
     let dir = ScratchDir::new("run_sigterm");
     let report = dir.path().join("report.json");
-    let mut c = janitor();
-    c.current_dir(dir.path())
-        .args(["run", "--grace", "1s", "--report-json"])
-        .arg(&report)
-        .arg("--")
-        .arg(fixture_exe())
-        .args(["sleep", "--stay"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
     // The fixture prints its line once its leak is in place; then stop the janitor.
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let s = spawned_from(line.as_bytes());
+    let (mut child, s, _stdout) = run_staying_sleep(&dir, &report);
     let me = crate::support::Ident::of(child.id() as i32).unwrap();
     // Hold the command's stdin open: `wait` would close it, and the `--stay` fixture exits
     // (with 0) at EOF, racing the forwarded SIGTERM.
@@ -326,4 +328,20 @@ fn sigterm_is_forwarded_then_leftovers_swept() {
     let r = Report::read(&report);
     assert_all_killed(&s, &r, 1);
     assert!(!alive(&s.fixture), "the command itself got the SIGTERM");
+}
+
+#[test]
+fn a_closed_stdout_does_not_hide_a_leak() {
+    // Regression: a reader that closes our stdout early (`ci-janitor run ... | head -1`)
+    // made the report's write fail with EPIPE, and the exit code, which is the verdict,
+    // became 0.
+    let _g = serial();
+    let dir = ScratchDir::new("run_epipe");
+    let report = dir.path().join("report.json");
+    let (mut child, s, stdout) = run_staying_sleep(&dir, &report);
+    drop(stdout);
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "the leak must still fail the run");
+    assert_eq!(Report::read(&report).fate(s.procs[0].ident()), "terminated");
 }
