@@ -197,6 +197,15 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
         .job_root
         .map(|root| descendants_of(root, &now.processes))
         .unwrap_or_default();
+    let weak_rules = ctx.tracking_id.is_none() && ctx.run_marker.is_none();
+    let appeared_pids: HashSet<i32> = appeared.iter().map(|p| p.id.pid).collect();
+    let root_pid = ctx.job_root.map(|r| r.pid);
+    let born_of_a_bystander = |p: &Process| {
+        p.ppid > 1
+            && Some(p.ppid) != root_pid
+            && !appeared_pids.contains(&p.ppid)
+            && by_pid.contains_key(&p.ppid)
+    };
     let job_cgroup = ctx
         .job_cgroup
         .as_deref()
@@ -230,14 +239,20 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
                 if ctx.tracking_id.is_some() && m.runner_tracking_id == ctx.tracking_id {
                     evidence.push(Rule::TrackingId);
                 }
-                if job_cgroup.is_some() && p.cgroup.as_deref() == job_cgroup {
-                    evidence.push(Rule::Cgroup);
-                }
                 if job_root_descendants.contains(&p.id) {
                     evidence.push(Rule::Descendant);
                 }
-                if ctx.job_session.is_some_and(|s| s == p.sid) {
-                    evidence.push(Rule::Session);
+                // The weak rules (cgroup, session) say only "near the job". They count when
+                // the job has no markers at all (a laptop, another CI), and never for a
+                // process whose live parent existed before the job and is not its root: a
+                // build server or daemon that was already running spawned it.
+                if weak_rules && !born_of_a_bystander(p) {
+                    if job_cgroup.is_some() && p.cgroup.as_deref() == job_cgroup {
+                        evidence.push(Rule::Cgroup);
+                    }
+                    if ctx.job_session.is_some_and(|s| s == p.sid) {
+                        evidence.push(Rule::Session);
+                    }
                 }
             }
             Decision {
@@ -829,6 +844,42 @@ mod tests {
         let appeared: Vec<&Process> = now.processes.iter().collect();
         let plan = classify(&now, &appeared, &ctx, &Policy::default());
         assert_eq!(plan.get(now.processes[4].id).unwrap().class, Class::Job);
+    }
+
+    #[test]
+    fn weak_rules_need_a_job_without_markers_and_a_parent_of_the_job() {
+        // Regression: a sweep in a shared terminal session killed a `rustc` that a build
+        // started before the snapshot (`cargo`, alive) spawned during the job: same session.
+        let mut cargo = proc_at(50, 1, 1); // in the baseline: not in `appeared`
+        cargo.sid = 7;
+        let mut rustc = proc_at(51, 50, 60);
+        rustc.sid = 7;
+        let mut leak = proc_at(52, 1, 61); // an orphan in the session: init adopted it
+        leak.sid = 7;
+        let now = snapshot_of(vec![cargo, rustc, leak], 0);
+        let appeared: Vec<&Process> = now.processes[1..].iter().collect();
+        let ctx = Context {
+            job_session: Some(7),
+            ..Default::default()
+        };
+        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        assert_eq!(
+            plan.decisions[0].class,
+            Class::Unattributed,
+            "rustc is the build's"
+        );
+        assert_eq!(plan.decisions[1].evidence, vec![Rule::Session]);
+        // With job markers known, the session says nothing.
+        let ctx = Context {
+            job_session: Some(7),
+            tracking_id: Some("github_1".into()),
+            ..Default::default()
+        };
+        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        assert!(plan
+            .decisions
+            .iter()
+            .all(|d| d.class == Class::Unattributed));
     }
 
     #[test]
