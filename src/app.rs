@@ -179,7 +179,7 @@ pub fn finish_sweep(
     outcome: &crate::sweep::SweepOutcome,
     settings: &settings::SweepSettings,
 ) -> Result<Exit, AppError> {
-    finish_sweep_with(outcome, settings, None)
+    finish_sweep_with(outcome, settings, None, None)
 }
 
 /// [`finish_sweep`], also writing the JSON report to `extra_report` (the Action keeps one
@@ -188,10 +188,12 @@ pub fn finish_sweep_with(
     outcome: &crate::sweep::SweepOutcome,
     settings: &settings::SweepSettings,
     extra_report: Option<&std::path::Path>,
+    samples: Option<Vec<report::json::Sample>>,
 ) -> Result<Exit, AppError> {
     let leaked = outcome.failing_leaks().count() > 0;
     let failed = leaked && settings.fail_on == FailOn::Leak;
-    let built = report::json::build(outcome, failed);
+    let mut built = report::json::build(outcome, failed);
+    built.report.samples = samples;
     let mut settings = settings.clone();
     if settings.report_json.is_none() {
         settings.report_json = extra_report.map(std::path::Path::to_path_buf);
@@ -231,7 +233,22 @@ pub fn finish_job(
     settings: &settings::SweepSettings,
     extra_report: Option<&std::path::Path>,
 ) -> Result<Exit, AppError> {
-    let exit = finish_sweep_with(&swept.outcome, settings, extra_report)?;
+    // The guard's journal gives the number of job processes over time: the summary's chart.
+    let samples = swept
+        .guard
+        .lineage
+        .as_ref()
+        .map(|l| &l.samples)
+        .filter(|s| s.len() >= 2)
+        .map(|s| {
+            s.iter()
+                .map(|&(at_unix_ms, processes)| report::json::Sample {
+                    at_unix_ms,
+                    processes,
+                })
+                .collect()
+        });
+    let exit = finish_sweep_with(&swept.outcome, settings, extra_report, samples)?;
     match write!(std::io::stdout().lock(), "{}", swept.guard.render()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(exit),

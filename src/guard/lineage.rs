@@ -43,6 +43,9 @@ pub struct Lineage {
     pub last_stop: Option<String>,
     /// Problems reading the journal (torn or garbled lines, other versions).
     pub journal_problems: Vec<String>,
+    /// The number of live job processes after each birth or exit the guard saw, as
+    /// (milliseconds since the epoch, count): the report's chart of the job over time.
+    pub samples: Vec<(u64, u32)>,
     known: HashMap<ProcessId, Known>,
 }
 
@@ -64,6 +67,10 @@ impl Lineage {
                 j.skipped_other_version
             ));
         }
+        // For the samples: the guard's start (event times are microseconds after it) and
+        // the job processes alive, by pid.
+        let mut base_ms = 0;
+        let mut alive: std::collections::HashSet<i32> = std::collections::HashSet::new();
         for r in &j.records {
             match r {
                 Record::Start(s) => {
@@ -71,17 +78,32 @@ impl Lineage {
                     l.roots.extend(s.root);
                     l.modes.push(s.mode);
                     l.last_stop = None;
+                    base_ms = s.at_unix_ms;
                 }
-                Record::Seed(s) => l.learn(s.id, s.in_job, &s.markers),
+                Record::Seed(s) => {
+                    if s.in_job {
+                        alive.insert(s.id.pid);
+                    }
+                    l.learn(s.id, s.in_job, &s.markers)
+                }
                 Record::Birth(b) => {
                     l.births += 1;
+                    if b.in_job && alive.insert(b.pid) {
+                        l.samples
+                            .push((base_ms + b.t_us / 1000, alive.len() as u32));
+                    }
                     match b.id() {
                         Some(id) => l.learn(id, b.in_job, &b.markers),
                         None => l.gaps += 1,
                     }
                 }
                 Record::Exec(e) => l.learn(e.id, e.in_job, &e.markers),
-                Record::Exit(_) => {}
+                Record::Exit(e) => {
+                    if alive.remove(&e.pid) {
+                        l.samples
+                            .push((base_ms + e.t_us / 1000, alive.len() as u32));
+                    }
+                }
                 Record::Warning(w) => l.warnings.push(w.clone()),
                 Record::Lost(lost) => l.overruns += u64::from(lost.overruns),
                 Record::Degraded(d) => {

@@ -311,6 +311,15 @@ fn wait_for_exec(state: &Path, id: Ident) -> ExecJ {
 #[derive(Debug, Deserialize)]
 struct ReportJ {
     processes: Vec<ReportProcessJ>,
+    /// The job's process count over time, from the guard's journal.
+    #[serde(default)]
+    samples: Option<Vec<SampleJ>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SampleJ {
+    at_unix_ms: u64,
+    processes: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -374,6 +383,16 @@ fn a_scrubbed_orphan_in_a_new_session_is_attributed_to_its_step_and_test() {
     let (code, out) = job.run(SWEEP);
     assert_eq!(code, 1, "{out}");
     let r = ReportJ::read(&job.path("report.json"));
+    // The guard's births and exits become the report's samples (the summary's chart).
+    let samples = r
+        .samples
+        .as_ref()
+        .expect("samples from the guard's journal");
+    assert!(samples.len() >= 2, "{samples:?}");
+    assert!(samples
+        .windows(2)
+        .all(|w| w[0].at_unix_ms <= w[1].at_unix_ms));
+    assert!(samples.iter().any(|s| s.processes >= 1));
     let e = r.entry(child);
     assert_eq!(e.class, "job");
     // Nothing but the guard's lineage could tell: no marker, no session, no live parent.
