@@ -322,6 +322,7 @@ fn the_committed_self_test_workflow_passes() {
 
 #[test]
 fn actionlint_passes_on_every_workflow_and_action() {
+    let _g = crate::support::serial();
     let out = Command::new("actionlint")
         .current_dir(repo_root())
         .output()
@@ -352,6 +353,7 @@ fn node_shim(dir: &Path, script: &str, env: &[(&str, &str)]) -> std::process::Ou
 
 #[test]
 fn shim_verifies_the_prebuilt_binary() {
+    let _g = crate::support::serial();
     let dir = ScratchDir::new("shim_sum");
     let dist = dir.path().join("dist");
     copy_tree(&repo_root().join("dist"), &dist);
@@ -391,6 +393,7 @@ fn shim_verifies_the_prebuilt_binary() {
 
 #[test]
 fn shim_warns_and_passes_on_an_unsupported_platform() {
+    let _g = crate::support::serial();
     let dir = ScratchDir::new("shim_platform");
     let script = format!(
         "Object.defineProperty(process, 'platform', {{ value: 'darwin' }}); \

@@ -60,6 +60,7 @@ fn run_hook(script: &Path, scratch: &Path, tracking: &str) -> (i32, String, Stri
 
 #[test]
 fn install_and_uninstall_edit_only_their_own_lines() {
+    let _g = crate::support::serial();
     let scratch = ScratchDir::new("hooks_install");
     let dir = runner_dir(scratch.path());
     let out = install(&dir, &[]);
@@ -95,6 +96,7 @@ fn install_and_uninstall_edit_only_their_own_lines() {
 
 #[test]
 fn install_refuses_someone_elses_hook_and_a_non_runner_dir() {
+    let _g = crate::support::serial();
     let scratch = ScratchDir::new("hooks_refuse");
     let dir = runner_dir(scratch.path());
     std::fs::write(

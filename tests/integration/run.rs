@@ -296,6 +296,7 @@ fn exit_status_of_the_command_comes_first() {
 
 #[test]
 fn missing_command_is_a_usage_error() {
+    let _g = crate::support::serial();
     let mut c = janitor();
     c.args(["run", "--", "/nonexistent/command"]);
     let out = output_of(c);

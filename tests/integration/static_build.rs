@@ -23,6 +23,10 @@ fn program_header_types(elf: &[u8]) -> Vec<u32> {
 
 #[test]
 fn release_build_has_no_dynamic_interpreter() {
+    // Holds the lock like every test that starts processes: a sweep test running
+    // meanwhile would rightly see this build's cargo and rustc as new descendants of
+    // the test binary (its job's root) and kill them.
+    let _g = crate::support::serial();
     // Build exactly as the README documents, into a target dir of its own.
     let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("static-build");
     let status = Command::new(env!("CARGO"))
