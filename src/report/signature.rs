@@ -454,6 +454,20 @@ fn seconds(ms: u64) -> String {
 
 /// A step id (`GITHUB_ACTION`) for people: its name when the report has one, else what
 /// the runner's generated ids mean (`__run_2` is the second `run:` step without an `id:`).
+/// A signature's steps as people read them (names where known), with their counts.
+pub fn described_steps(
+    steps: &[super::json::Tally],
+    names: &BTreeMap<String, String>,
+) -> Vec<super::json::Tally> {
+    steps
+        .iter()
+        .map(|t| super::json::Tally {
+            value: describe_step(&t.value, names),
+            count: t.count,
+        })
+        .collect()
+}
+
 pub fn describe_step(id: &str, names: &BTreeMap<String, String>) -> String {
     if let Some(name) = names.get(id) {
         return format!("{name} ({id})");

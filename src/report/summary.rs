@@ -12,7 +12,7 @@
 use std::fmt::Write;
 
 use super::json::{Report, ReportProcess, Sample, Signature};
-use super::signature::{describe_fates, describe_step, describe_tallies, port_ranges};
+use super::signature::{describe_fates, describe_tallies, port_ranges};
 use super::terminal::{describe_fate, plural, shell_quote};
 use super::tree::{draw_forest, sanitize, truncate};
 
@@ -197,14 +197,7 @@ fn table_row(r: &Report, s: &Signature) -> String {
     } else {
         port_ranges(&s.ports)
     };
-    let steps: Vec<super::json::Tally> = s
-        .steps
-        .iter()
-        .map(|t| super::json::Tally {
-            value: describe_step(&t.value, &r.step_names),
-            count: t.count,
-        })
-        .collect();
+    let steps = super::signature::described_steps(&s.steps, &r.step_names);
     let mut tests = describe_tallies(&s.tests, 3);
     if !s.xdist_workers.is_empty() {
         tests = format!("{tests} (xdist {})", s.xdist_workers.join(", "));

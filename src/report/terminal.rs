@@ -9,7 +9,7 @@ use std::fmt::Write;
 use crate::classify::Rule;
 
 use super::json::{Report, ReportProcess, Signature};
-use super::signature::{describe_fates, describe_step, describe_tallies, port_ranges};
+use super::signature::{describe_fates, describe_tallies, port_ranges};
 use super::tree::{sanitize, truncate, Style};
 
 /// Longest command shown on a process's line; the JSON report has the whole argv.
@@ -66,14 +66,7 @@ pub fn signature_facts(r: &Report, s: &Signature) -> Vec<String> {
         facts.push(format!("listening: {}", s.listening.join(", ")));
     }
     if !s.steps.is_empty() {
-        let steps: Vec<super::json::Tally> = s
-            .steps
-            .iter()
-            .map(|t| super::json::Tally {
-                value: describe_step(&t.value, &r.step_names),
-                count: t.count,
-            })
-            .collect();
+        let steps = super::signature::described_steps(&s.steps, &r.step_names);
         facts.push(format!(
             "{}: {}",
             if steps.len() == 1 { "step" } else { "steps" },

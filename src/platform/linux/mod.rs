@@ -7,6 +7,7 @@
 //! The `/proc` root is a parameter, so the whole reader runs on fixture trees in tests.
 
 pub mod child;
+pub mod ne_bytes;
 pub mod net;
 pub mod parse;
 pub mod proc_events;

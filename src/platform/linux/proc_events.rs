@@ -15,6 +15,7 @@
 //! next `recv` with `ENOBUFS`. The buffer is made large (`SO_RCVBUFFORCE` when privileged)
 //! and every `ENOBUFS` is counted and returned, never swallowed.
 
+use super::ne_bytes::{i32_at, u16_at, u32_at, u64_at};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -335,22 +336,6 @@ fn parse_datagram(buf: &[u8]) -> Option<Message> {
         }
         _ => Message::Other,
     })
-}
-
-fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(off..off + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
-}
-
-fn i32_at(b: &[u8], off: usize) -> Option<i32> {
-    Some(i32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_ne_bytes(b.get(off..off + 8)?.try_into().ok()?))
 }
 
 fn timespec(d: Duration) -> rustix::time::Timespec {

@@ -17,6 +17,7 @@
 //! One known difference: `/proc/net/unix` ends a line at a newline inside a socket path, so
 //! the text parser cuts such a path short; here it comes back whole.
 
+use super::ne_bytes::{i32_at, u16_at, u32_at};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
@@ -249,18 +250,6 @@ fn messages(mut buf: &[u8]) -> impl Iterator<Item = io::Result<NlMsg<'_>>> {
 
 fn align4(n: usize) -> usize {
     (n + 3) & !3
-}
-
-fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(off..off + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
-}
-
-fn i32_at(b: &[u8], off: usize) -> Option<i32> {
-    Some(i32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
 }
 
 /// A SOCK_DIAG_BY_FAMILY dump request: netlink header, then `body`.
