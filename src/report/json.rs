@@ -130,6 +130,22 @@ pub struct ReportProcess {
     pub listening: Vec<String>,
 }
 
+impl ReportProcess {
+    /// The command line for people: argv joined by spaces, or `[comm]` when argv is empty
+    /// (a zombie, a kernel thread, a process we may not read).
+    pub fn command_line(&self) -> String {
+        if self.argv.is_empty() {
+            format!("[{}]", self.comm.lossy())
+        } else {
+            self.argv
+                .iter()
+                .map(|a| a.lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportPort {
     pub socket: String,

@@ -282,15 +282,7 @@ fn reportable(r: &Report) -> Vec<&ReportProcess> {
 }
 
 fn tree_line(p: &ReportProcess) -> String {
-    let cmd = if p.argv.is_empty() {
-        format!("[{}]", p.comm.lossy())
-    } else {
-        p.argv
-            .iter()
-            .map(|a| a.lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let cmd = p.command_line();
     let mut line = format!(
         "{} {}  [{}]",
         p.pid,

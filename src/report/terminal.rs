@@ -108,15 +108,7 @@ pub fn describe_fate(p: &ReportProcess) -> String {
 fn process_line(out: &mut String, p: &ReportProcess, style: Style, with_command: bool) {
     let _ = write!(out, "      {}", paint(style, "1", &p.pid.to_string()));
     if with_command {
-        let cmd = if p.argv.is_empty() {
-            format!("[{}]", p.comm.lossy())
-        } else {
-            p.argv
-                .iter()
-                .map(|a| a.lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let cmd = p.command_line();
         let _ = write!(out, " {}", truncate(sanitize(&cmd), MAX_COMMAND));
     }
     let _ = write!(out, "  {}", paint(style, "2", &describe_fate(p)));
