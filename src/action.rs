@@ -17,10 +17,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::app::{
-    finish_job, job_baseline, job_context, sweep_job, AppError, Exit, JobMarkers, RootHint,
-};
+use crate::app::{AppError, Exit};
 use crate::cli::{ActionPhase, FailOn};
+use crate::job::{self, Caller, GuardInput, Job};
 use crate::platform::{self, ReadOptions};
 use crate::settings::{self, Env, SweepSettings};
 use crate::state;
@@ -115,7 +114,19 @@ impl Inputs {
     }
 
     fn sweep_settings(&self, env: Env<'_>) -> Result<SweepSettings, String> {
-        let opts = crate::cli::SweepOpts {
+        settings::sweep_settings(&self.sweep_opts(), env).map_err(|e| {
+            // The flags' names mean nothing in a workflow: name the inputs instead.
+            e.replace("--grace", "input `grace-period`")
+                .replace("--deadline", "input `deadline`")
+                .replace("--allow", "input `allow`")
+                .replace("--ignore", "input `ignore`")
+        })
+    }
+
+    /// The inputs as the options of `sweep` (the guard takes them for its dead man's
+    /// sweep).
+    fn sweep_opts(&self) -> crate::cli::SweepOpts {
+        crate::cli::SweepOpts {
             grace: self.grace.clone(),
             deadline: self.deadline.clone(),
             dry_run: self.dry_run,
@@ -128,14 +139,7 @@ impl Inputs {
             ignore: self.ignore.clone(),
             kill_unattributed: self.kill_unattributed,
             ..Default::default()
-        };
-        settings::sweep_settings(&opts, env).map_err(|e| {
-            // The flags' names mean nothing in a workflow: name the inputs instead.
-            e.replace("--grace", "input `grace-period`")
-                .replace("--deadline", "input `deadline`")
-                .replace("--allow", "input `allow`")
-                .replace("--ignore", "input `ignore`")
-        })
+        }
     }
 }
 
@@ -180,17 +184,24 @@ fn new_marker(env: Env<'_>) -> String {
 
 fn begin(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
     let path = state_path(inputs, env);
-    let marker = new_marker(env);
-    let snap = job_baseline(env, &marker)?;
+    // Bad inputs fail the first step, not only the last.
+    inputs.sweep_settings(env).map_err(|e| {
+        println!("::error title=ci-janitor: bad input::{}", escape_data(&e));
+        AppError::Input(e)
+    })?;
+    let marker = job::chain_marker(env, &new_marker(env));
+    let mut markers = job::markers_from_env(env);
+    markers.ci_janitor_run = Some(marker.clone());
+    let snap = job::baseline(&markers)?;
     state::save(&path, &snap)?;
     append_file_command(env, "GITHUB_STATE", STATE_KEY, &path.to_string_lossy())?;
     // The guard records every process's lineage at birth for the rest of the job, watching
     // the runner (whose death without a post step makes it sweep by itself). The post
     // step's sweep stops it. Without it the sweep still works from markers and ancestry.
     let proc_root = ReadOptions::default().proc_root;
-    let watch = job_context(&proc_root, env, RootHint::BelowShim)
-        .job_root
-        .map(|r| r.pid);
+    let watch = Job::discover(&proc_root, env, Caller::Runner)
+        .watchable_root()
+        .map(|r| r.id.pid);
     let guard = crate::guard::start(
         &crate::guard::StartOptions {
             state: path.clone(),
@@ -198,6 +209,8 @@ fn begin(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
             warn_over: 20,
             force_poll: false,
             rcvbuf: None,
+            markers,
+            sweep: inputs.sweep_opts(),
         },
         env,
     );
@@ -254,13 +267,14 @@ fn end(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
             return Err(e.into());
         }
     };
-    let ctx = job_context(&opts.proc_root, env, RootHint::BelowShim);
+    let job =
+        Job::discover(&opts.proc_root, env, Caller::Runner).with_baseline(&baseline, &path)?;
     if let Some(status) = &inputs.job_status {
         println!("ci-janitor: job status {status}; sweeping");
     }
-    let swept = sweep_job(&baseline, &path, ctx, &settings, JobMarkers::Fallback)?;
+    let swept = job::sweep(&job, &baseline, &settings, GuardInput::Beside(&path))?;
     let report_path = path.with_file_name("report.json");
-    finish_job(&swept, &settings, Some(&report_path))
+    job::finish(&swept, &settings, Some(&report_path))
 }
 
 /// Appends `name=value` to the file named by `$var` (`GITHUB_ENV`, `GITHUB_STATE`,

@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use crate::classify::Context;
-use crate::cli::{Cli, Command, DiffArgs, FailOn, SnapshotArgs, SweepArgs};
+use crate::cli::{Cli, Command, DiffArgs, SnapshotArgs, SweepArgs};
+use crate::job::{self, Caller, GuardInput, Job};
 use crate::platform::{self, ReadOptions};
 use crate::report;
 use crate::settings::{self, Env};
@@ -118,208 +118,24 @@ pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
     }
 }
 
-/// Where the job's root is when no runner worker is among our ancestors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RootHint {
-    /// Our parent: the shell or script that runs the snapshot, the tests and the sweep.
-    Parent,
-    /// Our grandparent: we were started by the Action's node shim, whose parent runs the
-    /// job's steps.
-    BelowShim,
-}
-
-/// Process names of runner implementations whose descendants are the job: GitHub's runner
-/// worker, and `act`, which runs each step as its own child.
-const RUNNERS: [&[u8]; 2] = [b"Runner.Worker", b"act"];
-
-/// What the sweep knows about the job, from our environment and our place in the process
-/// tree. Missing facts leave rules off; they never widen what is killed.
-pub fn job_context(proc_root: &std::path::Path, env: Env<'_>, hint: RootHint) -> Context {
-    let me = platform::read_one(proc_root, std::process::id() as i32);
-    let mut ctx = Context {
-        me: me.as_ref().map(|p| p.id),
-        tracking_id: env("RUNNER_TRACKING_ID").filter(|v| !v.is_empty()),
-        ..Default::default()
-    };
-    let Some(me) = me else { return ctx };
-    // The job's root: the runner's worker if we run under one, else our parent (the shell
-    // or script that runs the snapshot, the tests and the sweep). Never init: everything
-    // descends from it.
-    let mut parent = platform::read_one(proc_root, me.ppid);
-    let mut root = match hint {
-        RootHint::Parent => parent.clone(),
-        RootHint::BelowShim => parent
-            .as_ref()
-            .and_then(|p| platform::read_one(proc_root, p.ppid)),
-    };
-    for _ in 0..64 {
-        let Some(p) = parent else { break };
-        if RUNNERS.contains(&p.comm.as_bytes()) {
-            root = Some(p);
-            break;
-        }
-        if p.ppid <= 1 {
-            break;
-        }
-        parent = platform::read_one(proc_root, p.ppid);
-    }
-    ctx.job_root = root.filter(|r| r.id.pid > 1).map(|r| r.id);
-    // The session rule holds for a session of our own, not init's (a container's pid 1
-    // often leads the session everything runs in).
-    let init_sid = platform::read_one(proc_root, 1).map(|p| p.sid);
-    if me.sid > 1 && Some(me.sid) != init_sid {
-        ctx.job_session = Some(me.sid);
-    }
-    ctx.job_cgroup = me.cgroup.clone();
-    ctx
-}
-
-/// Writes the reports of a finished sweep and says how the run ends.
-pub fn finish_sweep(
-    outcome: &crate::sweep::SweepOutcome,
-    settings: &settings::SweepSettings,
-) -> Result<Exit, AppError> {
-    finish_sweep_with(outcome, settings, None, None)
-}
-
-/// [`finish_sweep`], also writing the JSON report to `extra_report` (the Action keeps one
-/// beside its state whatever the flags say).
-pub fn finish_sweep_with(
-    outcome: &crate::sweep::SweepOutcome,
-    settings: &settings::SweepSettings,
-    extra_report: Option<&std::path::Path>,
-    samples: Option<Vec<report::json::Sample>>,
-) -> Result<Exit, AppError> {
-    let leaked = outcome.failing_leaks().count() > 0;
-    let failed = leaked && settings.fail_on == FailOn::Leak;
-    let mut built = report::json::build(outcome, failed);
-    built.report.samples = samples;
-    let mut settings = settings.clone();
-    if settings.report_json.is_none() {
-        settings.report_json = extra_report.map(std::path::Path::to_path_buf);
-    }
-    let verdict = if failed { Exit::Leaked } else { Exit::Clean };
-    match report::emit::write_reports(&built, &settings, &mut std::io::stdout().lock()) {
-        // The exit code is the verdict: a reader that closed our stdout early (`sweep | head`)
-        // must not turn "leaked" into success. The files were written before stdout.
-        Err(report::emit::EmitError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            Ok(verdict)
-        }
-        Err(e) => Err(e.into()),
-        Ok(()) => Ok(verdict),
-    }
-}
-
 fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let settings = settings::sweep_settings(&args.opts, env).map_err(AppError::Input)?;
     let path = settings::state_path(&args.state, env);
     let proc_root = ReadOptions::default().proc_root;
     let baseline = state::load(&path, &platform::boot_id(&proc_root)?)?;
-    let ctx = job_context(&proc_root, env, RootHint::Parent);
-    let swept = sweep_job(&baseline, &path, ctx, &settings, JobMarkers::Fallback)?;
-    finish_job(&swept, &settings, None)
-}
-
-/// A finished sweep of a job, with what its guard (if one ran) had to say.
-#[derive(Debug)]
-pub struct JobSweep {
-    pub outcome: crate::sweep::SweepOutcome,
-    pub guard: crate::guard::AtSweep,
-}
-
-/// Writes the reports of a job's sweep, then the guard's notes, and says how it ends.
-pub fn finish_job(
-    swept: &JobSweep,
-    settings: &settings::SweepSettings,
-    extra_report: Option<&std::path::Path>,
-) -> Result<Exit, AppError> {
-    // The guard's journal gives the number of job processes over time: the summary's chart.
-    let samples = swept
-        .guard
-        .lineage
-        .as_ref()
-        .map(|l| &l.samples)
-        .filter(|s| s.len() >= 2)
-        .map(|s| {
-            s.iter()
-                .map(|&(at_unix_ms, processes)| report::json::Sample {
-                    at_unix_ms,
-                    processes,
-                })
-                .collect()
-        });
-    let exit = finish_sweep_with(&swept.outcome, settings, extra_report, samples)?;
-    match write!(std::io::stdout().lock(), "{}", swept.guard.render()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(exit),
-    }
-}
-
-/// How a baseline's recorded job markers combine with the sweep's own context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobMarkers {
-    /// Ours come first (from the environment); the baseline's fill what is missing.
-    Fallback,
-    /// Only the baseline's count: it is an earlier job's, swept on its behalf.
-    Only,
-}
-
-/// Sweeps what appeared since `baseline` (saved at `state_path`), with `ctx` completed
-/// from the baseline (the job markers it recorded; the process that took it, protected)
-/// and from the guard beside the state, if one ran: it is stopped first (it must not watch
-/// the sweep, nor be swept), and its journal's lineage is the strongest evidence.
-pub fn sweep_job(
-    baseline: &crate::model::Snapshot,
-    state_path: &std::path::Path,
-    mut ctx: Context,
-    settings: &settings::SweepSettings,
-    markers: JobMarkers,
-) -> Result<JobSweep, AppError> {
-    let guard = crate::guard::for_sweep(state_path);
-    ctx.also_protected.extend(guard.protect.iter().copied());
-    ctx.lineage = guard.lineage.clone().map(std::sync::Arc::new);
-    let job = baseline.job.clone().unwrap_or_default();
-    if markers == JobMarkers::Only || ctx.tracking_id.is_none() {
-        ctx.tracking_id = job.tracking_id;
-    }
-    if markers == JobMarkers::Only || ctx.run_marker.is_none() {
-        ctx.run_marker = job.marker;
-    }
-    if let Some(taker) = baseline.taken_by {
-        ctx.also_protected.push(taker);
-    }
-    let outcome = crate::sweep::sweep(
-        baseline,
-        &ctx,
-        &settings.policy,
-        &crate::sweep::SweepOptions {
-            grace: settings.grace,
-            deadline: settings.deadline,
-            dry_run: settings.dry_run,
-            proc_root: ReadOptions::default().proc_root,
-            on_wait: report::progress::stderr_progress(),
-        },
-    )?;
-    Ok(JobSweep { outcome, guard })
-}
-
-/// A baseline for a job: every process and socket now, with the job's markers recorded
-/// (its RUNNER_TRACKING_ID, and the CI_JANITOR_RUN marker we give its steps).
-pub fn job_baseline(env: Env<'_>, marker: &str) -> Result<crate::model::Snapshot, AppError> {
-    let mut snap = platform::read_snapshot(&ReadOptions {
-        detail: platform::Detail::None,
-        ..ReadOptions::default()
-    })?;
-    crate::redact::redact_snapshot(&mut snap);
-    snap.job = Some(crate::model::JobInfo {
-        tracking_id: env("RUNNER_TRACKING_ID").filter(|v| !v.is_empty()),
-        marker: Some(marker.to_owned()),
-    });
-    Ok(snap)
+    let job = Job::discover(&proc_root, env, Caller::Shell).with_baseline(&baseline, &path)?;
+    let swept = job::sweep(&job, &baseline, &settings, GuardInput::Beside(&path))?;
+    job::finish(&swept, &settings, None)
 }
 
 fn snapshot(args: SnapshotArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let path = settings::state_path(&args.state, env);
+    let mut markers = job::markers_from_env(env);
+    let chain = args.export.then(|| {
+        let chain = job::chain_marker(env, &job::new_marker("sh"));
+        markers.ci_janitor_run = Some(chain.clone());
+        chain
+    });
     let mut snap = platform::read_snapshot(&ReadOptions {
         detail: if args.full {
             platform::Detail::All
@@ -331,18 +147,45 @@ fn snapshot(args: SnapshotArgs, env: Env<'_>) -> Result<Exit, AppError> {
     // The baseline's argv is never matched against (patterns look at processes alive at
     // sweep time), so it is saved and printed redacted like everything else.
     crate::redact::redact_snapshot(&mut snap);
+    snap.job = Some(crate::model::JobInfo {
+        markers: markers.identity(),
+    });
     state::save(&path, &snap)?;
     let mut out = std::io::stdout().lock();
     if args.print {
         serde_json::to_writer_pretty(&mut out, &snap).map_err(std::io::Error::from)?;
         writeln!(out)?;
     }
+    if let Some(chain) = &chain {
+        // For `eval "$(ci-janitor snapshot --export)"`: everything the shell starts from
+        // now on carries the marker, and later commands find the state.
+        writeln!(
+            out,
+            "export CI_JANITOR_RUN={}\nexport CI_JANITOR_STATE={}",
+            crate::hooks::sh_quote(chain),
+            crate::hooks::sh_quote(
+                &std::path::absolute(&path)
+                    .unwrap_or_else(|_| path.clone())
+                    .to_string_lossy()
+            )
+        )?;
+    }
+    let named: Vec<String> = markers
+        .identity_pairs()
+        .map(|(var, value)| format!("{var}={value}"))
+        .collect();
     eprintln!(
-        "ci-janitor: snapshot of {} processes and {} listening sockets in {:.1} ms -> {}",
+        "ci-janitor: snapshot of {} processes and {} listening sockets in {:.1} ms -> {}; the \
+         job is {}",
         snap.processes.len(),
         snap.listeners.len(),
         snap.duration_us as f64 / 1000.0,
-        path.display()
+        path.display(),
+        if named.is_empty() {
+            "named by no marker (use --export, `ci-janitor run`, or the guard)".to_owned()
+        } else {
+            format!("named by {}", named.join(", "))
+        }
     );
     Ok(Exit::Clean)
 }

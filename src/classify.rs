@@ -1,47 +1,55 @@
 //! Classification: for every process that appeared since the baseline, decide whether it is
 //! the job's (and so killed), and keep the evidence. Pure: plain data in, a [`Plan`] out.
 //!
-//! The rules, in the order they are applied:
+//! The classes, in the order they are decided:
 //!
-//! 1. **protected** — ourselves, our ancestors, pid 1, the runner (`Runner.Listener`,
-//!    `Runner.Worker`) and a shipped list of shared daemons (dockerd, sshd, ...). Never
-//!    touched, whatever else matches.
-//! 2. **ignored** — matches an `--ignore` pattern. Never touched.
-//! 3. **job** — there is evidence the job started it, strongest first: the guard saw it
-//!    born into the job (its journal); the `run` marker or
-//!    descent from `ci-janitor run`; this job's `RUNNER_TRACKING_ID`; the job's cgroup;
-//!    live descent from the job's root process; the sweep's own session; descent from a
-//!    process already found to be the job's. Killed; fails the run unless it matches an
-//!    `--allow` pattern (then **allowed**: killed, not failing).
-//! 4. **unattributed** — appeared during the job, no evidence. Reported; signalled only
-//!    with `--kill-unattributed`.
+//! 1. **protected**: ourselves, our ancestors, pid 1, the job's roots, ci-janitor guards
+//!    (recognised by identity), `--protect`. Never touched.
+//! 2. **ignored**: matches an `--ignore` pattern. Never touched.
+//! 3. **other-job**: carries another job's identity marker. Never touched.
+//! 4. **kept**: a build-cache daemon on the shipped keep-list, recognised by its verified
+//!    executable and exact arguments, never by its name alone. Reported, never touched.
+//! 5. **job**: there is evidence that the job started it, strongest first: the guard saw it
+//!    born into the job; it carries this job's ci-janitor marker or CI marker; it descends,
+//!    through live parents, from one of the job's roots; it descends from a process already
+//!    found to be the job's. Killed; fails the run unless it matches `--allow` (then
+//!    **allowed**: killed, not failing).
+//! 6. **unattributed**: appeared during the job, no evidence. Reported, with the session and
+//!    cgroup it shares with the sweep as *hints* (never evidence: concurrent jobs on one
+//!    agent share both); signalled only with `--kill-unattributed`.
+//!
+//! A name never beats evidence: a process the job started is killed whatever it calls
+//! itself. Names only ever *spare*: with `--kill-unattributed`, an unattributed process
+//! that looks like a runner, a guard or a system daemon is left alone.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Process, ProcessId, Snapshot};
+use crate::model::{Belongs, Markers, Process, ProcessId, Snapshot};
 
-/// What the sweep knows about itself and the job, gathered by the caller from the
-/// environment and `/proc`.
+/// What the sweep knows about itself and the job, gathered by [`crate::job`] from the
+/// environment, the baseline and `/proc`.
 #[derive(Debug, Clone, Default)]
 pub struct Context {
     /// The sweeping process.
     pub me: Option<ProcessId>,
-    /// Other processes that must never be touched (the guard, the process that started us
-    /// for `run`).
+    /// Other processes that must never be touched (the guard, the process that took the
+    /// baseline).
     pub also_protected: Vec<ProcessId>,
-    /// `RUNNER_TRACKING_ID` of this job (from our own environment).
-    pub tracking_id: Option<String>,
-    /// `CI_JANITOR_RUN` value given to the command under `ci-janitor run`.
-    pub run_marker: Option<String>,
-    /// The process whose descendants are the job (`ci-janitor run` itself, the runner's
-    /// worker, or the shell that ran `snapshot` and `sweep`).
-    pub job_root: Option<ProcessId>,
-    /// The job's cgroup; ignored when it is `/` (everything is there).
-    pub job_cgroup: Option<String>,
-    /// The job's session (our own): a process that appeared in it is the job's.
-    pub job_session: Option<i32>,
+    /// This job's identity markers (see [`crate::model::JOB_MARKERS`]).
+    pub markers: Markers,
+    /// The job's roots: per-job processes whose live descendants are the job's
+    /// (`ci-janitor run`, the runner's worker, the sweep's own caller, `--watch`).
+    pub roots: Vec<ProcessId>,
+    /// The sweep's session and cgroup: shown as hints on unattributed processes.
+    pub session: Option<i32>,
+    pub cgroup: Option<String>,
+    /// Our own executable's path: a process running it as `guard run` is a ci-janitor guard.
+    pub own_exe: Option<crate::model::Bytes>,
+    /// Checks that an executable path is the program a keep-list entry names (a JVM's
+    /// `java`, the real `sccache`), on disk; `None`: nothing can be verified, nothing kept.
+    pub verify_exe: Option<fn(KeepKind, &[u8]) -> bool>,
     /// The guard's journal: who was born into the job.
     pub lineage: Option<std::sync::Arc<crate::guard::lineage::Lineage>>,
 }
@@ -52,7 +60,7 @@ pub struct Policy {
     pub allow: Vec<Pattern>,
     pub ignore: Vec<Pattern>,
     pub protect: Vec<Pattern>,
-    /// Leave out the shipped list of shared daemons.
+    /// Leave out the shipped keep-list, and spare no unattributed process by its name.
     pub no_default_protect: bool,
     pub kill_unattributed: bool,
     /// Only report processes with evidence (`run`: the rest of the machine is not ours to
@@ -64,20 +72,15 @@ pub struct Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
-    /// The guard saw it born below the job's root (strongest: it survives reparenting and
-    /// a scrubbed environment).
+    /// The guard saw it born into the job (strongest: it survives reparenting, a scrubbed
+    /// environment, a new session and a new name).
     GuardLineage,
-    /// It carries the `CI_JANITOR_RUN` marker ci-janitor gave this job (`run`'s command, or
-    /// every step after the Action's first step, through `$GITHUB_ENV`).
+    /// It carries the `CI_JANITOR_RUN` marker ci-janitor gave this job.
     RunMarker,
-    /// It carries this job's `RUNNER_TRACKING_ID`.
-    TrackingId,
-    /// It is in the job's cgroup.
-    Cgroup,
-    /// It descends (through live parents) from the job's root process.
+    /// It carries this job's CI marker (`RUNNER_TRACKING_ID`, `CI_JOB_ID`, ...).
+    CiMarker,
+    /// It descends (through live parents) from one of the job's roots.
     Descendant,
-    /// It is in the sweep's own session.
-    Session,
     /// Its parent (or an earlier ancestor) is a process found to be the job's.
     ChildOfJob,
 }
@@ -87,11 +90,29 @@ impl Rule {
         match self {
             Rule::GuardLineage => "was born into the job (the guard's lineage)",
             Rule::RunMarker => "carries this job's ci-janitor marker (CI_JANITOR_RUN)",
-            Rule::TrackingId => "carries this job's RUNNER_TRACKING_ID",
-            Rule::Cgroup => "is in the job's cgroup",
-            Rule::Descendant => "descends from the job's root process",
-            Rule::Session => "is in the sweep's session",
+            Rule::CiMarker => "carries this job's CI marker",
+            Rule::Descendant => "descends from one of the job's roots",
             Rule::ChildOfJob => "descends from a leaked job process",
+        }
+    }
+}
+
+/// Why an unattributed process may belong to the job: facts shown to a person, never
+/// acted on (another job on the same agent shares them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hint {
+    /// It is in the sweep's session.
+    Session,
+    /// It is in the sweep's cgroup.
+    Cgroup,
+}
+
+impl Hint {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Hint::Session => "is in the sweep's session",
+            Hint::Cgroup => "is in the sweep's cgroup",
         }
     }
 }
@@ -103,13 +124,18 @@ pub enum Protection {
     Ourselves,
     Ancestor,
     Init,
+    /// One of the job's roots (the runner's worker, `ci-janitor run`), by identity.
+    Root,
+    /// An unattributed process named like a CI runner or agent, spared by
+    /// `--kill-unattributed`.
     Runner,
-    /// The shipped list of shared daemons, or `--protect`.
+    /// `--protect`, or (for an unattributed process, under `--kill-unattributed`) a shared
+    /// system daemon's name.
     Daemon(String),
     /// The guard, or another process the caller named.
     Named,
-    /// A ci-janitor guard (`ci-janitor guard run`), this job's or another's: it watches a
-    /// job and stops when that job's sweep stops it, so it is never anyone's leak.
+    /// A ci-janitor guard: this job's or another's, recognised by identity (our own
+    /// executable running `guard run`); an unattributed one is also spared by its name.
     Guard,
 }
 
@@ -122,11 +148,17 @@ pub enum Class {
     Ignored {
         pattern: String,
     },
-    /// Carries another job's marker (a different RUNNER_TRACKING_ID or CI_JANITOR_RUN):
-    /// it is that job's, whatever weaker rules (descent, session, cgroup) say. Happens when
-    /// one runner process runs several jobs at once (act), or with `run` inside a job.
+    /// Carries another job's identity marker: it is that job's, whatever else holds
+    /// (lineage, descent). Happens when one agent runs several jobs at once (act, Jenkins
+    /// executors, GitLab `concurrent`), with `run` inside a job, and with a marker set on
+    /// purpose (`JENKINS_NODE_COOKIE=dontKillMe`).
     OtherJob {
         marker: String,
+    },
+    /// A build-cache daemon on the shipped keep-list (verified executable and exact
+    /// arguments): meant to outlive the job.
+    Kept {
+        daemon: String,
     },
     Job,
     Allowed {
@@ -141,7 +173,10 @@ impl Class {
         match self {
             Class::Job | Class::Allowed { .. } => true,
             Class::Unattributed => policy.kill_unattributed,
-            Class::Protected { .. } | Class::Ignored { .. } | Class::OtherJob { .. } => false,
+            Class::Protected { .. }
+            | Class::Ignored { .. }
+            | Class::OtherJob { .. }
+            | Class::Kept { .. } => false,
         }
     }
 
@@ -155,6 +190,7 @@ impl Class {
             Class::Protected { .. } => "protected",
             Class::Ignored { .. } => "ignored",
             Class::OtherJob { .. } => "other-job",
+            Class::Kept { .. } => "kept",
             Class::Job => "job",
             Class::Allowed { .. } => "allowed",
             Class::Unattributed => "unattributed",
@@ -169,6 +205,10 @@ pub struct Decision {
     pub class: Class,
     /// The rules that matched, strongest first (empty unless job/allowed).
     pub evidence: Vec<Rule>,
+    /// The marker variable behind [`Rule::RunMarker`] or [`Rule::CiMarker`].
+    pub marker: Option<&'static str>,
+    /// Hints for an unattributed process (empty otherwise).
+    pub hints: Vec<Hint>,
 }
 
 /// Decisions for every process that appeared, in pid order.
@@ -193,78 +233,67 @@ impl Plan {
 pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &Policy) -> Plan {
     let by_pid: HashMap<i32, &Process> = now.processes.iter().map(|p| (p.id.pid, p)).collect();
     let ancestors = ancestors_of(ctx.me, &by_pid);
-    let job_root_descendants = ctx
-        .job_root
-        .map(|root| descendants_of(root, &now.processes))
-        .unwrap_or_default();
-    let weak_rules = ctx.tracking_id.is_none() && ctx.run_marker.is_none();
-    let appeared_pids: HashSet<i32> = appeared.iter().map(|p| p.id.pid).collect();
-    let root_pid = ctx.job_root.map(|r| r.pid);
-    let born_of_a_bystander = |p: &Process| {
-        p.ppid > 1
-            && Some(p.ppid) != root_pid
-            && !appeared_pids.contains(&p.ppid)
-            && by_pid.contains_key(&p.ppid)
-    };
-    let job_cgroup = ctx
-        .job_cgroup
-        .as_deref()
-        .filter(|c| *c != "/" && !c.is_empty());
+    let mut below_roots: HashSet<ProcessId> = HashSet::new();
+    for &root in &ctx.roots {
+        below_roots.extend(descendants_of(root, &now.processes));
+    }
+    let job_cgroup = ctx.cgroup.as_deref().filter(|c| *c != "/" && !c.is_empty());
 
     let mut decisions: Vec<Decision> = appeared
         .iter()
         .map(|p| {
+            let belongs = p.markers.belongs_to(&ctx.markers);
             let class = if let Some(protection) = protection(p, ctx, &ancestors, policy) {
                 Class::Protected { protection }
             } else if let Some(pat) = policy.ignore.iter().find(|pat| pat.matches(p)) {
                 Class::Ignored {
                     pattern: pat.source.clone(),
                 }
-            } else if let Some(marker) = foreign_marker(p, ctx) {
-                Class::OtherJob { marker }
+            } else if let Belongs::Theirs(marker) = &belongs {
+                Class::OtherJob {
+                    marker: marker.clone(),
+                }
+            } else if let Some(daemon) = ctx
+                .verify_exe
+                .filter(|_| !policy.no_default_protect)
+                .and_then(|verify| kept(p, verify))
+            {
+                Class::Kept {
+                    daemon: daemon.to_owned(),
+                }
             } else {
                 Class::Unattributed
             };
-            let mut evidence = Vec::new();
-            if class == Class::Unattributed {
-                let m = &p.markers;
-                if ctx.lineage.as_ref().is_some_and(|l| l.in_job(p.id)) {
-                    evidence.push(Rule::GuardLineage);
-                }
-                if let (Some(ours), Some(theirs)) = (&ctx.run_marker, &m.ci_janitor_run) {
-                    if marker_chain_has(theirs, ours) {
-                        evidence.push(Rule::RunMarker);
-                    }
-                }
-                if ctx.tracking_id.is_some() && m.runner_tracking_id == ctx.tracking_id {
-                    evidence.push(Rule::TrackingId);
-                }
-                if job_root_descendants.contains(&p.id) {
-                    evidence.push(Rule::Descendant);
-                }
-                // The weak rules (cgroup, session) say only "near the job". They count when
-                // the job has no markers at all (a laptop, another CI), and never for a
-                // process whose live parent existed before the job and is not its root: a
-                // build server or daemon that was already running spawned it.
-                if weak_rules && !born_of_a_bystander(p) {
-                    if job_cgroup.is_some() && p.cgroup.as_deref() == job_cgroup {
-                        evidence.push(Rule::Cgroup);
-                    }
-                    if ctx.job_session.is_some_and(|s| s == p.sid) {
-                        evidence.push(Rule::Session);
-                    }
-                }
-            }
-            Decision {
+            let mut d = Decision {
                 id: p.id,
                 class,
-                evidence,
+                evidence: Vec::new(),
+                marker: None,
+                hints: Vec::new(),
+            };
+            if d.class != Class::Unattributed {
+                return d;
             }
+            if ctx.lineage.as_ref().is_some_and(|l| l.in_job(p.id)) {
+                d.evidence.push(Rule::GuardLineage);
+            }
+            if let Belongs::Ours(var) = belongs {
+                d.evidence.push(if var == "CI_JANITOR_RUN" {
+                    Rule::RunMarker
+                } else {
+                    Rule::CiMarker
+                });
+                d.marker = Some(var);
+            }
+            if below_roots.contains(&p.id) {
+                d.evidence.push(Rule::Descendant);
+            }
+            d
         })
         .collect();
 
     // A process below a leaked job process is the job's too (a setsid daemon's children,
-    // a respawner's new child), unless it is protected or ignored.
+    // a respawner's new child), unless it is protected, ignored, kept or another job's.
     let mut children: HashMap<i32, Vec<usize>> = HashMap::new();
     for (i, p) in appeared.iter().enumerate() {
         children.entry(p.ppid).or_default().push(i);
@@ -286,7 +315,10 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
     }
 
     for (d, p) in decisions.iter_mut().zip(appeared) {
-        if d.class == Class::Unattributed && !d.evidence.is_empty() {
+        if d.class != Class::Unattributed {
+            continue;
+        }
+        if !d.evidence.is_empty() {
             d.evidence.sort();
             d.class = match policy.allow.iter().find(|pat| pat.matches(p)) {
                 Some(pat) => Class::Allowed {
@@ -294,34 +326,25 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
                 },
                 None => Class::Job,
             };
+            continue;
+        }
+        if ctx.session.is_some_and(|s| s == p.sid && s > 1) {
+            d.hints.push(Hint::Session);
+        }
+        if job_cgroup.is_some() && p.cgroup.as_deref() == job_cgroup {
+            d.hints.push(Hint::Cgroup);
+        }
+        // Names only ever spare, and only what has no evidence.
+        if policy.kill_unattributed && !policy.no_default_protect {
+            if let Some(protection) = spared_by_name(p) {
+                d.class = Class::Protected { protection };
+            }
         }
     }
     if policy.only_attributed {
         decisions.retain(|d| d.class != Class::Unattributed);
     }
     Plan { decisions }
-}
-
-/// `CI_JANITOR_RUN` is a `:`-separated chain: a `run` inside a job marked by the Action
-/// appends its own marker, so its processes stay attributable to both.
-pub fn marker_chain_has(chain: &str, marker: &str) -> bool {
-    chain.split(':').any(|m| m == marker)
-}
-
-/// The other job's marker a process carries, when it carries one and it is not ours.
-fn foreign_marker(p: &Process, ctx: &Context) -> Option<String> {
-    let m = &p.markers;
-    if let (Some(ours), Some(theirs)) = (&ctx.tracking_id, &m.runner_tracking_id) {
-        if ours != theirs {
-            return Some(format!("RUNNER_TRACKING_ID={theirs}"));
-        }
-    }
-    if let (Some(ours), Some(theirs)) = (&ctx.run_marker, &m.ci_janitor_run) {
-        if !marker_chain_has(theirs, ours) {
-            return Some(format!("CI_JANITOR_RUN={theirs}"));
-        }
-    }
-    None
 }
 
 fn protection(
@@ -339,93 +362,113 @@ fn protection(
     if p.id.pid == 1 {
         return Some(Protection::Init);
     }
+    if ctx.roots.contains(&p.id) {
+        return Some(Protection::Root);
+    }
     if ctx.also_protected.contains(&p.id) {
         return Some(Protection::Named);
     }
-    let comm = p.comm.as_bytes();
-    if comm == b"Runner.Listener" || comm == b"Runner.Worker" {
-        return Some(Protection::Runner);
-    }
-    if is_guard(p) {
+    if ctx.own_exe.is_some() && p.exe == ctx.own_exe && runs_guard(p) {
         return Some(Protection::Guard);
     }
     if let Some(pat) = policy.protect.iter().find(|pat| pat.matches(p)) {
         return Some(Protection::Daemon(pat.source.clone()));
     }
-    if !policy.no_default_protect {
-        if let Some(name) = shared_daemon(p) {
-            return Some(Protection::Daemon(name.to_owned()));
-        }
-    }
     None
 }
 
-/// `ci-janitor guard run ...`: the guard's hidden subcommand, as its argv shows it.
-fn is_guard(p: &Process) -> bool {
+/// Its argv is `ci-janitor guard run ...`: the guard's hidden subcommand.
+fn runs_guard(p: &Process) -> bool {
+    p.argv.get(1).is_some_and(|a| a.as_bytes() == b"guard")
+        && p.argv.get(2).is_some_and(|a| a.as_bytes() == b"run")
+}
+
+/// Names that spare an unattributed process from `--kill-unattributed`: CI runners and
+/// agents, ci-janitor guards of other versions, and daemons shared by every job.
+fn spared_by_name(p: &Process) -> Option<Protection> {
+    let comm = p.comm.as_bytes();
+    if matches!(
+        comm,
+        b"Runner.Listener" | b"Runner.Worker" | b"Agent.Listener" | b"Agent.Worker"
+    ) {
+        return Some(Protection::Runner);
+    }
     let named_janitor = p
         .argv
         .first()
         .is_some_and(|a| a.as_bytes().ends_with(b"ci-janitor"))
-        || p.comm.as_bytes() == b"ci-janitor";
-    named_janitor
-        && p.argv.get(1).is_some_and(|a| a.as_bytes() == b"guard")
-        && p.argv.get(2).is_some_and(|a| a.as_bytes() == b"run")
-}
-
-/// The shipped list of daemons that outlive jobs on purpose and are shared between them.
-/// `--no-default-protect` turns it off; `--protect` adds to it.
-pub const SHARED_DAEMONS: &[&str] = &[
-    "dockerd",
-    "containerd",
-    "containerd-shim*",
-    "sshd",
-    "systemd",
-    "systemd-*",
-    "ssh-agent",
-    "gpg-agent",
-    "buildkitd",
-    "sccache",
-    "mspdbsrv",
-    "Gradle daemon (GradleDaemon)",
-    "Kotlin daemon (KotlinCompileDaemon)",
-    "Bazel server (A-server.jar)",
-];
-
-fn shared_daemon(p: &Process) -> Option<&'static str> {
-    let comm = p.comm.as_bytes();
-    let by_comm: &[(&[u8], bool, &'static str)] = &[
-        (b"dockerd", false, "dockerd"),
-        (b"containerd", false, "containerd"),
-        (b"containerd-shim", true, "containerd-shim*"),
-        (b"sshd", false, "sshd"),
-        (b"systemd", false, "systemd"),
-        (b"systemd-", true, "systemd-*"),
-        (b"ssh-agent", false, "ssh-agent"),
-        (b"gpg-agent", false, "gpg-agent"),
-        (b"buildkitd", false, "buildkitd"),
-        (b"sccache", false, "sccache"),
-        (b"mspdbsrv", false, "mspdbsrv"),
-    ];
-    for (name, prefix, label) in by_comm {
-        if (*prefix && comm.starts_with(name)) || comm == *name {
-            return Some(label);
+        || comm == b"ci-janitor";
+    if named_janitor && runs_guard(p) {
+        return Some(Protection::Guard);
+    }
+    for (name, prefix) in SPARED_DAEMONS {
+        if comm == name.as_bytes() || (*prefix && comm.starts_with(name.as_bytes())) {
+            return Some(Protection::Daemon((*name).to_owned()));
         }
     }
-    let has_arg = |needle: &[u8]| {
-        p.argv
-            .iter()
-            .any(|a| a.as_bytes().windows(needle.len()).any(|w| w == needle))
-    };
-    if has_arg(b"GradleDaemon") {
-        return Some("Gradle daemon (GradleDaemon)");
-    }
-    if has_arg(b"KotlinCompileDaemon") {
-        return Some("Kotlin daemon (KotlinCompileDaemon)");
-    }
-    if has_arg(b"A-server.jar") {
-        return Some("Bazel server (A-server.jar)");
-    }
     None
+}
+
+/// System daemons shared by every job, spared by `--kill-unattributed` when nothing says
+/// the job started them (`true`: a name prefix).
+const SPARED_DAEMONS: &[(&str, bool)] = &[
+    ("dockerd", false),
+    ("containerd", true),
+    ("sshd", false),
+    ("systemd", true),
+    ("buildkitd", false),
+];
+
+/// The shipped keep-list: build-cache daemons that outlive jobs on purpose, named for the
+/// reports. `--no-default-protect` turns it off.
+pub const KEEP_LIST: &[&str] = &[
+    "sccache server (sccache, started with SCCACHE_START_SERVER)",
+    "Gradle daemon (java org.gradle.launcher.daemon.bootstrap.GradleDaemon)",
+    "Kotlin daemon (java org.jetbrains.kotlin.daemon.KotlinCompileDaemon)",
+    "Bazel server (java -jar .../install/.../A-server.jar)",
+];
+
+/// Which program a keep-list entry runs, for [`Context::verify_exe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepKind {
+    /// `java` of a JDK or JRE (a `libjvm.so` beside it).
+    Jvm,
+    /// The `sccache` program.
+    Sccache,
+}
+
+/// The keep-list entry `p` is, judged by its executable (the file `/proc/PID/exe` points
+/// at, which a process cannot rename, verified on disk by `verify`) and exact arguments:
+/// never by `comm`, never by a substring of an argument.
+fn kept(p: &Process, verify: fn(KeepKind, &[u8]) -> bool) -> Option<&'static str> {
+    let exe = p.exe.as_ref()?.as_bytes();
+    let exe_name = file_name(exe);
+    let arg = |i: usize| p.argv.get(i).map(|a| a.as_bytes());
+    let has_arg = |want: &[u8]| p.argv.iter().any(|a| a.as_bytes() == want);
+    if exe_name == b"sccache" && p.argv.len() == 1 && arg(0).map(file_name) == Some(b"sccache") {
+        return verify(KeepKind::Sccache, exe).then_some(KEEP_LIST[0]);
+    }
+    if exe_name != b"java" {
+        return None;
+    }
+    let entry = if has_arg(b"org.gradle.launcher.daemon.bootstrap.GradleDaemon") {
+        KEEP_LIST[1]
+    } else if has_arg(b"org.jetbrains.kotlin.daemon.KotlinCompileDaemon") {
+        KEEP_LIST[2]
+    } else if p.argv.windows(2).any(|w| {
+        w[0].as_bytes() == b"-jar"
+            && file_name(w[1].as_bytes()) == b"A-server.jar"
+            && w[1].lossy().contains("/install/")
+    }) {
+        KEEP_LIST[3]
+    } else {
+        return None;
+    };
+    verify(KeepKind::Jvm, exe).then_some(entry)
+}
+
+fn file_name(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
 }
 
 /// `me` and its ancestors' identities, by walking `ppid` through the snapshot.
@@ -580,9 +623,17 @@ mod tests {
         assert!(p.matches(&proc));
     }
 
-    /// A job tree: the sweep (100) under a shell (90) under the runner worker (80); a step
-    /// shell (95) that leaked a server (96) and its worker (97); a daemon (98) that moved to
-    /// its own session and carries the tracking id; an unrelated process (99).
+    fn tracking(id: &str) -> Markers {
+        Markers {
+            runner_tracking_id: Some(id.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A job tree: the sweep (100) under a shell (90) under the runner worker (80, the
+    /// root); a step shell (95) that leaked a server (96) and its worker (97); a daemon (98)
+    /// that moved to its own session and carries the tracking id; an unrelated process (99);
+    /// the daemon's child (101), which scrubbed its environment.
     fn scene() -> (Snapshot, Context) {
         let mut worker = proc_at(80, 1, 10);
         worker.comm = "Runner.Worker".into();
@@ -597,10 +648,7 @@ mod tests {
         let mut worker2 = proc_at(97, 96, 42);
         worker2.sid = 80;
         let mut daemon = proc_at(98, 1, 43);
-        daemon.markers = Markers {
-            runner_tracking_id: Some("github_1".into()),
-            ..Default::default()
-        };
+        daemon.markers = tracking("github_1");
         let other = proc_at(99, 1, 44);
         let mut daemon_child = proc_at(101, 98, 45);
         daemon_child.sid = 98;
@@ -623,34 +671,50 @@ mod tests {
                 pid: 100,
                 start_ticks: 30,
             }),
-            tracking_id: Some("github_1".into()),
-            job_root: Some(ProcessId {
+            markers: tracking("github_1"),
+            roots: vec![ProcessId {
                 pid: 80,
                 start_ticks: 10,
-            }),
-            job_session: None,
+            }],
             ..Default::default()
         };
         (now, ctx)
     }
 
+    fn decide(now: &Snapshot, ctx: &Context, policy: &Policy) -> Plan {
+        let appeared: Vec<&Process> = now.processes.iter().collect();
+        classify(now, &appeared, ctx, policy)
+    }
+
+    fn class_of(plan: &Plan, p: i32) -> Class {
+        plan.decisions
+            .iter()
+            .find(|d| d.id.pid == p)
+            .unwrap()
+            .class
+            .clone()
+    }
+
     #[test]
     fn job_tree_classes_and_evidence() {
         let (now, ctx) = scene();
-        let appeared: Vec<&Process> = now.processes.iter().collect();
-        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        let plan = decide(&now, &ctx, &Policy::default());
         let class_of = |p: i32| {
             let d = plan.decisions.iter().find(|d| pid(&d.id) == p).unwrap();
             (d.class.name(), d.evidence.clone())
         };
-        assert_eq!(class_of(80).0, "protected");
+        assert_eq!(class_of(80), ("protected", vec![]));
         assert_eq!(class_of(90).0, "protected");
         assert_eq!(class_of(100).0, "protected");
         assert_eq!(class_of(95), ("job", vec![Rule::Descendant]));
         assert_eq!(class_of(97), ("job", vec![Rule::Descendant]));
-        assert_eq!(class_of(98), ("job", vec![Rule::TrackingId]));
+        assert_eq!(class_of(98), ("job", vec![Rule::CiMarker]));
         assert_eq!(class_of(101), ("job", vec![Rule::ChildOfJob]));
         assert_eq!(class_of(99), ("unattributed", vec![]));
+        assert_eq!(
+            plan.get(now.processes[6].id).unwrap().marker,
+            Some("RUNNER_TRACKING_ID")
+        );
         let targets: Vec<i32> = plan
             .targets(&Policy::default())
             .map(|d| pid(&d.id))
@@ -661,7 +725,6 @@ mod tests {
     #[test]
     fn allow_ignore_protect_and_kill_unattributed() {
         let (now, ctx) = scene();
-        let appeared: Vec<&Process> = now.processes.iter().collect();
         let policy = Policy {
             allow: vec![Pattern::parse("p96 *").unwrap()],
             ignore: vec![Pattern::parse("p97*").unwrap()],
@@ -669,109 +732,173 @@ mod tests {
             kill_unattributed: true,
             ..Default::default()
         };
-        let plan = classify(&now, &appeared, &ctx, &policy);
-        let class = |p: i32| {
-            plan.decisions
-                .iter()
-                .find(|d| pid(&d.id) == p)
-                .unwrap()
-                .class
-                .clone()
-        };
+        let plan = decide(&now, &ctx, &policy);
         assert_eq!(
-            class(96),
+            class_of(&plan, 96),
             Class::Allowed {
                 pattern: "p96 *".into()
             }
         );
         assert_eq!(
-            class(97),
+            class_of(&plan, 97),
             Class::Ignored {
                 pattern: "p97*".into()
             }
         );
-        assert!(matches!(class(98), Class::Protected { .. }));
+        assert!(matches!(class_of(&plan, 98), Class::Protected { .. }));
         // 101's only evidence came through 98, which is protected: not the job's.
-        assert_eq!(class(101), Class::Unattributed);
-        assert!(class(99).is_target(&policy));
-        assert!(!class(99).is_failing_leak());
+        assert_eq!(class_of(&plan, 101), Class::Unattributed);
+        assert!(class_of(&plan, 99).is_target(&policy));
+        assert!(!class_of(&plan, 99).is_failing_leak());
     }
 
     #[test]
-    fn shared_daemons_are_protected_unless_turned_off() {
+    fn a_name_never_protects_a_process_with_job_evidence() {
+        // Regression: leaks carrying the job's marker were protected when they called
+        // themselves sshd, dockerd, systemd-*, Runner.Worker, or had an argument
+        // containing GradleDaemon; the job's ssh-agent and gpg-agent survived it.
         let (mut now, ctx) = scene();
-        now.processes[4].comm = "containerd-shim-runc-v2".into();
-        now.processes[5].argv = vec![
-            "java".into(),
-            "org.gradle.launcher.daemon.bootstrap.GradleDaemon".into(),
+        let names = [
+            "sshd",
+            "dockerd",
+            "systemd-resolved",
+            "Runner.Worker",
+            "ssh-agent",
         ];
-        let appeared: Vec<&Process> = now.processes.iter().collect();
-        let plan = classify(&now, &appeared, &ctx, &Policy::default());
-        let get = |p: i32| {
-            plan.decisions
-                .iter()
-                .find(|d| d.id.pid == p)
-                .unwrap()
-                .class
-                .clone()
+        for (i, name) in names.iter().enumerate() {
+            let mut p = proc_at(200 + i as i32, 1, 60);
+            p.comm = (*name).into();
+            p.argv = vec![format!("/tmp/copy/{name}").as_str().into()];
+            p.exe = Some(format!("/tmp/copy/{name}").as_str().into());
+            p.markers = tracking("github_1");
+            now.processes.push(p);
+        }
+        let mut gradle_like = proc_at(210, 1, 60);
+        gradle_like.argv = vec!["python".into(), "fake-GradleDaemon-x".into()];
+        gradle_like.exe = Some("/usr/bin/python3".into());
+        gradle_like.markers = tracking("github_1");
+        now.processes.push(gradle_like);
+        let plan = decide(&now, &ctx, &Policy::default());
+        for p in (200..205).chain([210]) {
+            assert_eq!(class_of(&plan, p), Class::Job, "pid {p}");
+        }
+    }
+
+    #[test]
+    fn the_keep_list_needs_the_real_executable_and_exact_arguments() {
+        let (mut now, ctx) = scene();
+        let daemon = |pid: i32, exe: &str, argv: &[&str]| {
+            let mut p = proc_at(pid, 96, 60);
+            p.exe = Some(exe.into());
+            p.argv = argv.iter().map(|a| (*a).into()).collect();
+            p.comm = "java".into();
+            p
         };
-        assert_eq!(
-            get(96),
-            Class::Protected {
-                protection: Protection::Daemon("containerd-shim*".into())
+        let gradle = "org.gradle.launcher.daemon.bootstrap.GradleDaemon";
+        now.processes.extend([
+            daemon(
+                300,
+                "/usr/lib/jvm/java-17/bin/java",
+                &["java", "-Xmx1g", gradle, "8.5"],
+            ),
+            daemon(301, "/tmp/bin/java", &["java", gradle]), // not a JVM on disk
+            daemon(
+                302,
+                "/usr/lib/jvm/java-17/bin/java",
+                &["java", "x.GradleDaemonish"],
+            ),
+            daemon(303, "/usr/local/bin/sccache", &["sccache"]),
+            daemon(304, "/tmp/sccache", &["/tmp/sccache", "--port", "1"]),
+            daemon(
+                305,
+                "/opt/jdk/bin/java",
+                &[
+                    "bazel(ws)",
+                    "-jar",
+                    "/root/.cache/bazel/install/abc/A-server.jar",
+                ],
+            ),
+        ]);
+        // The test's stand-in for the check on disk: JVMs live under /usr/lib/jvm or /opt.
+        fn verify(kind: KeepKind, exe: &[u8]) -> bool {
+            match kind {
+                KeepKind::Jvm => exe.starts_with(b"/usr/lib/jvm/") || exe.starts_with(b"/opt/"),
+                KeepKind::Sccache => exe == b"/usr/local/bin/sccache",
             }
+        }
+        let mut ctx = ctx;
+        let plan = decide(&now, &ctx, &Policy::default());
+        assert_eq!(
+            class_of(&plan, 300),
+            Class::Job,
+            "nothing verified, nothing kept"
         );
-        assert!(matches!(get(97), Class::Protected { .. }));
+        ctx.verify_exe = Some(verify);
+        let plan = decide(&now, &ctx, &Policy::default());
+        assert!(matches!(class_of(&plan, 300), Class::Kept { .. }));
+        assert!(matches!(class_of(&plan, 303), Class::Kept { .. }));
+        assert!(matches!(class_of(&plan, 305), Class::Kept { .. }));
+        // Not a JVM's java, a substring, extra arguments: the job's, killed.
+        for p in [301, 302, 304] {
+            assert_eq!(class_of(&plan, p), Class::Job, "pid {p}");
+        }
         let off = Policy {
             no_default_protect: true,
             ..Default::default()
         };
-        let plan = classify(&now, &appeared, &ctx, &off);
-        assert_eq!(plan.get(now.processes[4].id).unwrap().class, Class::Job);
+        assert_eq!(class_of(&decide(&now, &ctx, &off), 300), Class::Job);
     }
 
     #[test]
-    fn session_and_cgroup_rules() {
+    fn session_and_cgroup_are_hints_never_evidence() {
+        // Regression: concurrent jobs on one agent share a session or a service cgroup;
+        // job A's sweep killed job B's test server through them.
         let mut a = proc_at(10, 1, 0);
         a.sid = 7;
         let mut b = proc_at(11, 1, 0);
-        b.cgroup = Some("/user.slice/session-3.scope".into());
+        b.cgroup = Some("/system.slice/agent.service".into());
         let mut c = proc_at(12, 1, 0);
         c.cgroup = Some("/".into());
         let now = snapshot_of(vec![a, b, c], 0);
-        let appeared: Vec<&Process> = now.processes.iter().collect();
         let ctx = Context {
-            job_session: Some(7),
-            job_cgroup: Some("/user.slice/session-3.scope".into()),
+            session: Some(7),
+            cgroup: Some("/system.slice/agent.service".into()),
             ..Default::default()
         };
-        let plan = classify(&now, &appeared, &ctx, &Policy::default());
-        assert_eq!(plan.decisions[0].evidence, vec![Rule::Session]);
-        assert_eq!(plan.decisions[1].evidence, vec![Rule::Cgroup]);
-        assert!(plan.decisions[2].evidence.is_empty());
-        // The root cgroup holds everything: it is never evidence.
-        let ctx = Context {
-            job_cgroup: Some("/".into()),
-            ..Default::default()
-        };
-        let plan = classify(&now, &appeared, &ctx, &Policy::default());
-        assert!(plan.decisions[2].evidence.is_empty());
+        let policy = Policy::default();
+        let plan = decide(&now, &ctx, &policy);
+        assert!(plan
+            .decisions
+            .iter()
+            .all(|d| d.class == Class::Unattributed));
+        assert!(plan.decisions.iter().all(|d| d.evidence.is_empty()));
+        assert_eq!(plan.decisions[0].hints, vec![Hint::Session]);
+        assert_eq!(plan.decisions[1].hints, vec![Hint::Cgroup]);
+        assert!(
+            plan.decisions[2].hints.is_empty(),
+            "the root cgroup says nothing"
+        );
+        assert_eq!(plan.targets(&policy).count(), 0);
     }
 
     #[test]
-    fn another_jobs_marker_beats_weaker_rules() {
+    fn another_jobs_marker_beats_lineage_and_descent() {
         // act runs two jobs in one process: both descend from it, each marks its own.
         let (mut now, mut ctx) = scene();
-        ctx.run_marker = Some("job-a".into());
+        ctx.markers.ci_janitor_run = Some("job-a".into());
         now.processes[4].markers.ci_janitor_run = Some("job-b".into()); // 96: other job
         now.processes[5].markers.ci_janitor_run = Some("job-b:job-a".into()); // 97: nested
-        now.processes[3].markers.runner_tracking_id = Some("github_2".into()); // 95: other runner job
-        let appeared: Vec<&Process> = now.processes.iter().collect();
+        now.processes[3].markers = tracking("github_2"); // 95: other runner job
+        let mut cookie = proc_at(120, 95, 60);
+        cookie.markers.jenkins_node_cookie = Some("dontKillMe".into());
+        now.processes.push(cookie);
+        let lineage = crate::guard::lineage::Lineage::with_job(&[now.processes[4].id]);
+        ctx.lineage = Some(std::sync::Arc::new(lineage));
         let policy = Policy {
             kill_unattributed: true,
             ..Default::default()
         };
-        let plan = classify(&now, &appeared, &ctx, &policy);
+        let plan = decide(&now, &ctx, &policy);
         let get = |p: i32| {
             plan.decisions
                 .iter()
@@ -786,13 +913,48 @@ mod tests {
             }
         );
         assert!(matches!(get(95).class, Class::OtherJob { .. }));
+        assert_eq!(
+            get(120).class,
+            Class::OtherJob {
+                marker: "JENKINS_NODE_COOKIE=dontKillMe".into()
+            }
+        );
         assert!(
             !get(96).class.is_target(&policy),
             "never killed, even with kill-unattributed"
         );
-        // A nested `run` chain that includes our marker is ours.
+        // A nested `run` chain that holds our marker is ours.
         assert_eq!(get(97).class, Class::Job);
         assert_eq!(get(97).evidence, vec![Rule::RunMarker, Rule::Descendant]);
+    }
+
+    #[test]
+    fn marker_chains() {
+        let m = |chain: &str| Markers {
+            ci_janitor_run: Some(chain.into()),
+            ..Default::default()
+        };
+        // The outer job sees its nested run's processes as its own...
+        assert_eq!(
+            m("a:b").belongs_to(&m("a")),
+            Belongs::Ours("CI_JANITOR_RUN")
+        );
+        // ...the nested run does not see the outer job's as its own.
+        assert!(matches!(m("a").belongs_to(&m("a:b")), Belongs::Theirs(_)));
+        assert_eq!(
+            m("a:b:c").belongs_to(&m("a:b")),
+            Belongs::Ours("CI_JANITOR_RUN")
+        );
+        // A kind the job lacks, and none of the job's: another job's.
+        let gitlab = Markers {
+            ci_job_id: Some("7".into()),
+            ..Default::default()
+        };
+        assert!(matches!(gitlab.belongs_to(&m("a")), Belongs::Theirs(_)));
+        let mut both = gitlab.clone();
+        both.ci_janitor_run = Some("a".into());
+        assert_eq!(both.belongs_to(&m("a")), Belongs::Ours("CI_JANITOR_RUN"));
+        assert_eq!(Markers::default().belongs_to(&m("a")), Belongs::Unmarked);
     }
 
     #[test]
@@ -803,16 +965,15 @@ mod tests {
             now.processes[7].id, // 99: no other evidence at all
         ]);
         ctx.lineage = Some(std::sync::Arc::new(lineage));
-        let appeared: Vec<&Process> = now.processes.iter().collect();
-        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        let plan = decide(&now, &ctx, &Policy::default());
         let get = |p: i32| plan.decisions.iter().find(|d| d.id.pid == p).unwrap();
-        assert_eq!(get(98).evidence, vec![Rule::GuardLineage, Rule::TrackingId]);
+        assert_eq!(get(98).evidence, vec![Rule::GuardLineage, Rule::CiMarker]);
         assert_eq!(get(99).class, Class::Job);
         assert_eq!(get(99).evidence, vec![Rule::GuardLineage]);
         // Lineage never overrides protection: the sweep's ancestors stay protected.
         let ancestors = crate::guard::lineage::Lineage::with_job(&[now.processes[1].id]);
         ctx.lineage = Some(std::sync::Arc::new(ancestors));
-        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        let plan = decide(&now, &ctx, &Policy::default());
         assert_eq!(
             plan.get(now.processes[1].id).unwrap().class.name(),
             "protected"
@@ -820,10 +981,12 @@ mod tests {
     }
 
     #[test]
-    fn every_guard_is_protected() {
+    fn guards_are_recognised_by_identity() {
         // Regression: under act two jobs run in one process; one job's sweep saw the other
         // job's guard born below the shared root and killed it.
-        let (mut now, ctx) = scene();
+        let (mut now, mut ctx) = scene();
+        ctx.own_exe = Some("/opt/ci-janitor".into());
+        now.processes[4].exe = Some("/opt/ci-janitor".into());
         now.processes[4].argv = vec![
             "/opt/ci-janitor".into(),
             "guard".into(),
@@ -831,63 +994,51 @@ mod tests {
             "--state".into(),
             "/tmp/other/state.json".into(),
         ];
-        let appeared: Vec<&Process> = now.processes.iter().collect();
-        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        let plan = decide(&now, &ctx, &Policy::default());
         assert_eq!(
             plan.get(now.processes[4].id).unwrap().class,
             Class::Protected {
                 protection: Protection::Guard
             }
         );
+        // A leak that only calls itself a guard is the job's.
+        now.processes[4].exe = Some("/usr/bin/python3".into());
+        let plan = decide(&now, &ctx, &Policy::default());
+        assert_eq!(plan.get(now.processes[4].id).unwrap().class, Class::Job);
         // Only the guard's own subcommand: `ci-janitor run -- ...` is not protected.
+        now.processes[4].exe = Some("/opt/ci-janitor".into());
         now.processes[4].argv = vec!["ci-janitor".into(), "run".into(), "--".into(), "x".into()];
-        let appeared: Vec<&Process> = now.processes.iter().collect();
-        let plan = classify(&now, &appeared, &ctx, &Policy::default());
+        let plan = decide(&now, &ctx, &Policy::default());
         assert_eq!(plan.get(now.processes[4].id).unwrap().class, Class::Job);
     }
 
     #[test]
-    fn weak_rules_need_a_job_without_markers_and_a_parent_of_the_job() {
-        // Regression: a sweep in a shared terminal session killed a `rustc` that a build
-        // started before the snapshot (`cargo`, alive) spawned during the job: same session.
-        let mut cargo = proc_at(50, 1, 1); // in the baseline: not in `appeared`
-        cargo.sid = 7;
-        let mut rustc = proc_at(51, 50, 60);
-        rustc.sid = 7;
-        let mut leak = proc_at(52, 1, 61); // an orphan in the session: init adopted it
-        leak.sid = 7;
-        let now = snapshot_of(vec![cargo, rustc, leak], 0);
-        let appeared: Vec<&Process> = now.processes[1..].iter().collect();
-        let ctx = Context {
-            job_session: Some(7),
+    fn names_only_spare_unattributed_processes_from_kill_unattributed() {
+        let (mut now, ctx) = scene();
+        now.processes[7].comm = "Runner.Worker".into(); // 99: another runner's worker
+        let mut guard = proc_at(130, 1, 60);
+        guard.argv = vec!["/x/ci-janitor".into(), "guard".into(), "run".into()];
+        let mut dockerd = proc_at(131, 1, 60);
+        dockerd.comm = "dockerd".into();
+        now.processes.extend([guard, dockerd]);
+        let policy = Policy {
+            kill_unattributed: true,
             ..Default::default()
         };
-        let plan = classify(&now, &appeared, &ctx, &Policy::default());
-        assert_eq!(
-            plan.decisions[0].class,
-            Class::Unattributed,
-            "rustc is the build's"
-        );
-        assert_eq!(plan.decisions[1].evidence, vec![Rule::Session]);
-        // With job markers known, the session says nothing.
-        let ctx = Context {
-            job_session: Some(7),
-            tracking_id: Some("github_1".into()),
-            ..Default::default()
-        };
-        let plan = classify(&now, &appeared, &ctx, &Policy::default());
-        assert!(plan
-            .decisions
-            .iter()
-            .all(|d| d.class == Class::Unattributed));
+        let plan = decide(&now, &ctx, &policy);
+        for p in [99, 130, 131] {
+            assert!(matches!(class_of(&plan, p), Class::Protected { .. }), "{p}");
+        }
+        // Without --kill-unattributed nothing changes: they stay unattributed, reported.
+        let plan = decide(&now, &ctx, &Policy::default());
+        assert_eq!(class_of(&plan, 99), Class::Unattributed);
     }
 
     #[test]
     fn no_context_means_nothing_is_the_jobs() {
         // Missing context (no markers, no root, no session) never widens the kill.
         let (now, _) = scene();
-        let appeared: Vec<&Process> = now.processes.iter().collect();
-        let plan = classify(&now, &appeared, &Context::default(), &Policy::default());
+        let plan = decide(&now, &Context::default(), &Policy::default());
         assert_eq!(plan.targets(&Policy::default()).count(), 0);
     }
 }

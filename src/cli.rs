@@ -165,9 +165,11 @@ pub enum GuardAction {
 pub struct GuardStartArgs {
     #[command(flatten)]
     pub state: StateArg,
-    /// The process to watch: its descendants are the job, and if it exits without a
-    /// sweep the guard sweeps [default: `ci-janitor run` when under it, else the job's
-    /// root: the runner's worker, or the process that runs `guard start`]
+    /// A per-job process to watch: its descendants are the job, and if it exits without
+    /// a sweep the guard sweeps (its dead man's switch). It must be an ancestor of
+    /// `guard start` other than pid 1 [default: `ci-janitor run` when under it, else the
+    /// runner's per-job worker (Runner.Worker, Agent.Worker); without either, the guard
+    /// attributes by the job's markers and waits for the sweep]
     #[arg(long, value_name = "PID")]
     pub watch: Option<i32>,
     /// Warn when more than N live job processes share one command line.
@@ -179,6 +181,9 @@ pub struct GuardStartArgs {
     /// The proc connector's receive buffer in bytes (tests of dropped events).
     #[arg(long, hide = true, value_name = "BYTES")]
     pub rcvbuf: Option<usize>,
+    /// How the dead man's sweep sweeps: the same options as `sweep`.
+    #[command(flatten)]
+    pub sweep: SweepOpts,
 }
 
 #[derive(Debug, Args)]
@@ -200,9 +205,12 @@ pub struct GuardStatusArgs {
 pub struct GuardRunArgs {
     #[arg(long, value_name = "FILE")]
     pub state: PathBuf,
-    /// PID:START_TICKS of the process to watch.
+    /// PID:START_TICKS of the process to watch (the dead man's switch).
     #[arg(long)]
     pub watch: Option<String>,
+    /// PID:START_TICKS of the job's root: what is born below it is the job's.
+    #[arg(long)]
+    pub root: Option<String>,
     #[arg(long, default_value_t = 20)]
     pub warn_over: usize,
     #[arg(long)]
@@ -227,8 +235,13 @@ pub struct SnapshotArgs {
     #[command(flatten)]
     pub state: StateArg,
     /// Also print the snapshot as JSON on stdout.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "export")]
     pub print: bool,
+    /// Give the job a marker of its own and print `export` lines for a POSIX shell:
+    /// `eval "$(ci-janitor snapshot --export)"` marks everything the shell starts from now
+    /// on (CI_JANITOR_RUN) and tells later commands where the state is (CI_JANITOR_STATE).
+    #[arg(long)]
+    pub export: bool,
     /// Read every process's details too (argv, job markers, exe, cwd, cgroup, real uid).
     /// By default the baseline records identity, parentage, state, name, owner and
     /// sockets, which is all a later sweep needs, at a fraction of the cost.
@@ -248,8 +261,8 @@ pub struct DiffArgs {
     pub color: ColorChoice,
 }
 
-/// Options shared by `sweep` and `run`.
-#[derive(Debug, Args)]
+/// Options shared by `sweep`, `run` and `guard start` (for the guard's dead man's sweep).
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct SweepOpts {
     /// How long processes get to exit after SIGTERM before SIGKILL (e.g. 5s, 500ms).
     #[arg(long, value_name = "DUR", default_value = "5s")]
@@ -318,7 +331,8 @@ impl Default for SweepOpts {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FailOn {
     Leak,
     Never,
@@ -366,7 +380,8 @@ pub enum ReportFormat {
     Junit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ColorChoice {
     Auto,
     Always,

@@ -1,41 +1,41 @@
 //! What appeared since the baseline: pure functions over two snapshots.
 //!
-//! A process *appeared* when it is alive now, is not in the baseline, and started (by its
-//! start time, in clock ticks since boot) no earlier than the baseline was taken. The second
-//! condition means that a baseline with processes missing from it (edited, or read while
-//! they were exiting) can never make an older process look new.
+//! A process *appeared* when it is alive now and started (by its start time, in clock ticks
+//! since boot) no earlier than the tick in which the baseline's reading began, which the
+//! reader aligns to the start of a tick. Only the start time decides, never the list: a
+//! process born while the baseline was read is listed in it and still new, and a baseline
+//! with processes missing from it (edited, or read while they were exiting) can never make
+//! an older process look new.
 
 use std::collections::{BTreeMap, HashSet};
 
 use crate::model::{Listener, Process, ProcessId, Snapshot};
 
+/// Whether `p` started after the baseline's reading began.
+fn born_since(baseline: &Snapshot, p: &Process) -> bool {
+    p.id.start_ticks >= baseline.taken_at_boot_ticks
+}
+
 /// The processes of `now` that appeared since `baseline`, in pid order. Kernel threads,
 /// zombies (already dead, waiting to be reaped) and the process that took `now` are left
 /// out.
 pub fn appeared<'a>(baseline: &Snapshot, now: &'a Snapshot) -> Vec<&'a Process> {
-    let before: HashSet<ProcessId> = baseline.processes.iter().map(|p| p.id).collect();
     now.processes
         .iter()
         .filter(|p| {
             !p.kernel_thread
                 && !p.is_zombie()
                 && Some(p.id) != now.taken_by
-                && !before.contains(&p.id)
-                && p.id.start_ticks >= baseline.taken_at_boot_ticks
+                && born_since(baseline, p)
         })
         .collect()
 }
 
 /// Zombies among the processes that appeared: dead, but not yet reaped by their parent.
 pub fn appeared_zombies<'a>(baseline: &Snapshot, now: &'a Snapshot) -> Vec<&'a Process> {
-    let before: HashSet<ProcessId> = baseline.processes.iter().map(|p| p.id).collect();
     now.processes
         .iter()
-        .filter(|p| {
-            p.is_zombie()
-                && !before.contains(&p.id)
-                && p.id.start_ticks >= baseline.taken_at_boot_ticks
-        })
+        .filter(|p| p.is_zombie() && born_since(baseline, p))
         .collect()
 }
 

@@ -17,10 +17,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::action::append_file_command;
-use crate::app::{
-    finish_job, job_baseline, job_context, sweep_job, AppError, Exit, JobMarkers, RootHint,
-};
+use crate::app::{AppError, Exit};
 use crate::cli::{FailOn, HooksCommand};
+use crate::job::{self, Caller, GuardInput, Job};
 use crate::platform::{self, ReadOptions};
 use crate::settings::{self, Env};
 use crate::state;
@@ -52,7 +51,7 @@ fn hooks_dir(runner_dir: &Path) -> PathBuf {
 }
 
 /// Single-quotes a value for bash.
-fn sh_quote(s: &str) -> String {
+pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
@@ -254,8 +253,10 @@ fn job_started(state_dir: &Path, env: Env<'_>) -> Result<Exit, AppError> {
             Err(e) => println!("::warning title=ci-janitor::could not sweep the previous job: {e}"),
         }
     }
-    let marker = crate::action::new_job_marker(env);
-    let snap = job_baseline(env, &marker)?;
+    let marker = job::chain_marker(env, &crate::action::new_job_marker(env));
+    let mut markers = job::markers_from_env(env);
+    markers.ci_janitor_run = Some(marker.clone());
+    let snap = job::baseline(&markers)?;
     state::save(&path, &snap)?;
     std::fs::write(active_file(state_dir), b"")
         .map_err(|e| io_err("write", &active_file(state_dir), e))?;
@@ -310,18 +311,13 @@ fn sweep_with_state(
     )
     .map_err(AppError::Input)?;
     settings.report_json = Some(path.with_file_name("report.json"));
-    let (ctx, markers) = if previous {
-        let ctx = crate::classify::Context {
-            me: platform::self_id(&opts.proc_root),
-            ..Default::default()
-        };
-        (ctx, JobMarkers::Only)
+    let job = if previous {
+        Job::for_earlier_job(&opts.proc_root, &baseline)
     } else {
-        let ctx = job_context(&opts.proc_root, env, RootHint::Parent);
-        (ctx, JobMarkers::Fallback)
+        Job::discover(&opts.proc_root, env, Caller::Runner).with_baseline(&baseline, path)?
     };
-    let swept = sweep_job(&baseline, path, ctx, &settings, markers)?;
-    finish_job(&swept, &settings, None)
+    let swept = job::sweep(&job, &baseline, &settings, GuardInput::Beside(path))?;
+    job::finish(&swept, &settings, None)
 }
 
 #[cfg(test)]

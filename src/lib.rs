@@ -26,6 +26,7 @@ pub mod cli;
 pub mod diff;
 pub mod guard;
 pub mod hooks;
+pub mod job;
 pub mod kill;
 pub mod model;
 pub mod platform;

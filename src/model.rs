@@ -11,7 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Version of the snapshot/state JSON written by this build.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The identity of a process: a pid alone can be reused, a pid plus its start time (in clock
 /// ticks since boot) cannot within one boot. The boot id lives on [`Machine`], so comparing
@@ -116,6 +116,10 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 
 /// The job markers read from a process's environment. Only these variables are ever
 /// kept: the rest of an environment holds secrets.
+///
+/// Two sorts: the *identity* markers ([`JOB_MARKERS`]), each set by a CI (or by
+/// ci-janitor) to a value unique to one job, which say whose job a process is; and the
+/// *context* markers (step, test), which say where in the job it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Markers {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,19 +134,93 @@ pub struct Markers {
     pub pytest_current_test: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pytest_xdist_worker: Option<String>,
-    /// Set by `ci-janitor run` in the command's environment, so its descendants can be
-    /// recognised even after they leave its process tree.
+    /// Set by ci-janitor (`run`, the Action through `$GITHUB_ENV`, `snapshot --export`) in
+    /// the job's environment, so its descendants can be recognised even after they leave
+    /// its process tree. A `:`-separated chain when nested (`run` inside a marked job).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ci_janitor_run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsts_process_lookup_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jenkins_node_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buildkite_job_id: Option<String>,
     /// Markers (by variable name) that are not in the process's own environment but were
     /// inherited, through the guard's lineage, from the nearest ancestor that had them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inherited: Vec<String>,
 }
 
+/// A per-job identity marker: an environment variable that a CI sets, in the environment
+/// of every process of one job, to a value no other job has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerKind {
+    pub var: &'static str,
+    /// Who sets it.
+    pub set_by: &'static str,
+}
+
+/// The identity markers, most specific first. Each is set per job by its CI:
+///
+/// - `CI_JANITOR_RUN`: ci-janitor itself (`run`; the Action and the runner hooks through
+///   `$GITHUB_ENV`; `eval "$(ci-janitor snapshot --export)"` in any shell).
+/// - `RUNNER_TRACKING_ID`: GitHub Actions. The runner's job extension sets
+///   `github_<guid>` for every step of a job and, at the job's end, kills what still
+///   carries it ("Cleaning up orphan processes"; actions/runner,
+///   `src/Runner.Worker/JobExtension.cs`).
+/// - `VSTS_PROCESS_LOOKUP_ID`: Azure Pipelines. The agent's job extension sets
+///   `vsts_<guid>` the same way (microsoft/azure-pipelines-agent,
+///   `src/Agent.Worker/JobExtension.cs`).
+/// - `JENKINS_NODE_COOKIE`: Jenkins Pipeline. A UUID per `node` block, set on every
+///   process it launches; Jenkins' own ProcessTreeKiller kills by it, and
+///   `JENKINS_NODE_COOKIE=dontKillMe` is the documented way out
+///   (jenkinsci/workflow-durable-task-step-plugin, `ExecutorStepExecution.PlaceholderTask`).
+/// - `CI_JOB_ID`: GitLab CI/CD, a predefined variable unique to each job.
+/// - `BUILDKITE_JOB_ID`: Buildkite, set by the agent for each job.
+pub const JOB_MARKERS: [MarkerKind; 6] = [
+    MarkerKind {
+        var: "CI_JANITOR_RUN",
+        set_by: "ci-janitor",
+    },
+    MarkerKind {
+        var: "RUNNER_TRACKING_ID",
+        set_by: "GitHub Actions",
+    },
+    MarkerKind {
+        var: "VSTS_PROCESS_LOOKUP_ID",
+        set_by: "Azure Pipelines",
+    },
+    MarkerKind {
+        var: "JENKINS_NODE_COOKIE",
+        set_by: "Jenkins",
+    },
+    MarkerKind {
+        var: "CI_JOB_ID",
+        set_by: "GitLab CI",
+    },
+    MarkerKind {
+        var: "BUILDKITE_JOB_ID",
+        set_by: "Buildkite",
+    },
+];
+
+/// Whose job a process's identity markers say it is, judged against one job's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Belongs {
+    /// It carries this job's marker (the variable named) and no other job's.
+    Ours(&'static str),
+    /// It carries another job's marker (`VAR=value`): a different value for a kind this
+    /// job has, or a kind this job does not have and none of this job's.
+    Theirs(String),
+    /// It carries no identity marker at all.
+    Unmarked,
+}
+
 impl Markers {
     /// The environment variable names this struct keeps, in field order.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 11] = [
         "RUNNER_TRACKING_ID",
         "GITHUB_RUN_ID",
         "GITHUB_JOB",
@@ -150,15 +228,14 @@ impl Markers {
         "PYTEST_CURRENT_TEST",
         "PYTEST_XDIST_WORKER",
         "CI_JANITOR_RUN",
+        "VSTS_PROCESS_LOOKUP_ID",
+        "JENKINS_NODE_COOKIE",
+        "CI_JOB_ID",
+        "BUILDKITE_JOB_ID",
     ];
 
-    /// Stores `value` under the marker `name` (one of [`Markers::NAMES`]); other names, and
-    /// empty values (act sets `RUNNER_TRACKING_ID=`), are ignored.
-    pub fn set(&mut self, name: &str, value: String) {
-        if value.is_empty() {
-            return;
-        }
-        let slot = match name {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        Some(match name {
             "RUNNER_TRACKING_ID" => &mut self.runner_tracking_id,
             "GITHUB_RUN_ID" => &mut self.github_run_id,
             "GITHUB_JOB" => &mut self.github_job,
@@ -166,9 +243,23 @@ impl Markers {
             "PYTEST_CURRENT_TEST" => &mut self.pytest_current_test,
             "PYTEST_XDIST_WORKER" => &mut self.pytest_xdist_worker,
             "CI_JANITOR_RUN" => &mut self.ci_janitor_run,
-            _ => return,
-        };
-        *slot = Some(value);
+            "VSTS_PROCESS_LOOKUP_ID" => &mut self.vsts_process_lookup_id,
+            "JENKINS_NODE_COOKIE" => &mut self.jenkins_node_cookie,
+            "CI_JOB_ID" => &mut self.ci_job_id,
+            "BUILDKITE_JOB_ID" => &mut self.buildkite_job_id,
+            _ => return None,
+        })
+    }
+
+    /// Stores `value` under the marker `name` (one of [`Markers::NAMES`]); other names, and
+    /// empty values (act sets `RUNNER_TRACKING_ID=`), are ignored.
+    pub fn set(&mut self, name: &str, value: String) {
+        if value.is_empty() {
+            return;
+        }
+        if let Some(slot) = self.slot(name) {
+            *slot = Some(value);
+        }
     }
 
     /// The value of the marker `name` (one of [`Markers::NAMES`]).
@@ -181,12 +272,80 @@ impl Markers {
             "PYTEST_CURRENT_TEST" => self.pytest_current_test.as_ref(),
             "PYTEST_XDIST_WORKER" => self.pytest_xdist_worker.as_ref(),
             "CI_JANITOR_RUN" => self.ci_janitor_run.as_ref(),
+            "VSTS_PROCESS_LOOKUP_ID" => self.vsts_process_lookup_id.as_ref(),
+            "JENKINS_NODE_COOKIE" => self.jenkins_node_cookie.as_ref(),
+            "CI_JOB_ID" => self.ci_job_id.as_ref(),
+            "BUILDKITE_JOB_ID" => self.buildkite_job_id.as_ref(),
             _ => None,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         *self == Markers::default()
+    }
+
+    /// Only the identity markers ([`JOB_MARKERS`]), the rest cleared.
+    pub fn identity(&self) -> Markers {
+        let mut m = Markers::default();
+        for k in JOB_MARKERS {
+            if let Some(v) = self.get(k.var) {
+                m.set(k.var, v.clone());
+            }
+        }
+        m
+    }
+
+    /// Whether any identity marker is set.
+    pub fn has_identity(&self) -> bool {
+        JOB_MARKERS.iter().any(|k| self.get(k.var).is_some())
+    }
+
+    /// The identity markers that are set, as `(variable, value)`, most specific first.
+    pub fn identity_pairs(&self) -> impl Iterator<Item = (&'static str, &String)> + '_ {
+        JOB_MARKERS
+            .iter()
+            .filter_map(|k| self.get(k.var).map(|v| (k.var, v)))
+    }
+
+    /// Whose job a process with these markers is, for a job whose identity markers are
+    /// `job`. A process that carries one of the job's markers is the job's unless it also
+    /// carries a different value for a kind the job has (a nested `ci-janitor run`, or
+    /// another job's marker set on purpose, like Jenkins' `JENKINS_NODE_COOKIE=dontKillMe`).
+    /// One that carries none of the job's, but a marker of a kind the job lacks, is another
+    /// job's (another CI, or a job of this CI when this job has no CI marker).
+    pub fn belongs_to(&self, job: &Markers) -> Belongs {
+        let mut ours = None;
+        let mut other_kind = None;
+        for (var, value) in self.identity_pairs() {
+            match job.get(var) {
+                Some(mine) if marker_matches(var, mine, value) => {
+                    ours.get_or_insert(var);
+                }
+                Some(_) => return Belongs::Theirs(format!("{var}={value}")),
+                None => {
+                    other_kind.get_or_insert_with(|| format!("{var}={value}"));
+                }
+            }
+        }
+        match (ours, other_kind) {
+            (Some(var), _) => Belongs::Ours(var),
+            (None, Some(theirs)) => Belongs::Theirs(theirs),
+            (None, None) => Belongs::Unmarked,
+        }
+    }
+}
+
+/// Whether a process's `value` of the marker `var` is the job's `mine`. `CI_JANITOR_RUN`
+/// is a chain: a `run` inside a marked job appends its own marker, so a process of that
+/// `run` carries `outer:inner`. It is the job's when its chain holds the job's own (last)
+/// marker: the outer job's processes are not the inner `run`'s, and the inner `run`'s
+/// processes are still the outer job's.
+fn marker_matches(var: &str, mine: &str, value: &str) -> bool {
+    if var == "CI_JANITOR_RUN" {
+        let own = mine.rsplit(':').next().unwrap_or(mine);
+        value.split(':').any(|m| m == own)
+    } else {
+        mine == value
     }
 }
 
@@ -369,16 +528,14 @@ pub struct Snapshot {
     pub job: Option<JobInfo>,
 }
 
-/// The markers of the job a snapshot was taken for.
+/// The job a snapshot was taken for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobInfo {
-    /// The runner's `RUNNER_TRACKING_ID` for the job, when it had one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tracking_id: Option<String>,
-    /// The `CI_JANITOR_RUN` marker ci-janitor gave the job's processes (through
-    /// `$GITHUB_ENV`, or the environment of `run`'s command).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub marker: Option<String>,
+    /// The job's identity markers: its CI's (`RUNNER_TRACKING_ID`, `CI_JOB_ID`, ...) from
+    /// the environment of the process that took the snapshot, and the `CI_JANITOR_RUN`
+    /// marker ci-janitor gave the job's processes.
+    #[serde(default, skip_serializing_if = "Markers::is_empty")]
+    pub markers: Markers,
 }
 
 impl Snapshot {

@@ -5,11 +5,11 @@
 
 use std::process::Command;
 
-use crate::app::{finish_sweep, AppError, Exit};
+use crate::app::{AppError, Exit};
 use crate::cli::RunArgs;
+use crate::job::{GuardInput, Job, Root, RootKind};
 use crate::platform::{self, ReadOptions};
 use crate::settings::{self, Env};
-use crate::sweep::{sweep, SweepOptions};
 
 pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let mut settings = settings::sweep_settings(&args.opts, env).map_err(AppError::Input)?;
@@ -27,10 +27,7 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let marker = format!("run-{}-{}", me.pid, me.start_ticks);
     // Inside a job that already marks its processes (the Action), extend the chain, so
     // what this command leaves stays attributable to the job as well.
-    let chain = match env("CI_JANITOR_RUN").filter(|v| !v.is_empty()) {
-        Some(outer) => format!("{outer}:{marker}"),
-        None => marker.clone(),
-    };
+    let chain = crate::job::chain_marker(env, &marker);
     let (program, rest) = args
         .command
         .split_first()
@@ -63,27 +60,26 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
         if interrupted { " (interrupted)" } else { "" }
     );
 
-    let ctx = crate::classify::Context {
+    // The job is the command: its marker (the chain: its processes stay the outer job's
+    // too, and the outer job's are not ours) and its descent from us, its subreaper.
+    let job = Job {
         me: Some(me),
-        job_root: Some(me),
-        run_marker: Some(marker),
-        ..Default::default()
-    };
-    let outcome = sweep(
-        &baseline,
-        &ctx,
-        &settings.policy,
-        &SweepOptions {
-            grace: settings.grace,
-            deadline: settings.deadline,
-            dry_run: settings.dry_run,
-            proc_root: read.proc_root.clone(),
-            on_wait: crate::report::progress::stderr_progress(),
+        markers: crate::model::Markers {
+            ci_janitor_run: Some(chain),
+            ..Default::default()
         },
-    );
+        roots: vec![Root {
+            id: me,
+            kind: RootKind::Run,
+            depth: 0,
+        }],
+        own_exe: Job::discover_own_exe(&read.proc_root),
+        ..Job::default()
+    };
+    let swept = crate::job::sweep(&job, &baseline, &settings, GuardInput::None);
     // Killed orphans are our children now: reap them so nothing is left as a zombie.
     child.reap_for(std::time::Duration::from_millis(200));
-    let verdict = finish_sweep(&outcome?, &settings)?;
+    let verdict = crate::job::finish(&swept?, &settings, None)?;
     // The command's own failure comes first; a status that does not fit in an exit code
     // (never, in practice) still reads as a failure.
     Ok(match exit.as_status() {

@@ -15,10 +15,21 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// The state file: `--state`, else `$CI_JANITOR_STATE` (set by `snapshot --export`), else
+/// the default place, in a directory of this job's own when the CI names the job and
+/// several jobs may share the machine (see [`crate::job::state_key`]).
 pub fn state_path(arg: &StateArg, env: Env<'_>) -> PathBuf {
-    arg.state
-        .clone()
-        .unwrap_or_else(|| crate::state::default_path(env))
+    if let Some(p) = &arg.state {
+        return p.clone();
+    }
+    if let Some(p) = env("CI_JANITOR_STATE").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let default = crate::state::default_path(env);
+    match (crate::job::state_key(env), default.parent()) {
+        (Some(key), Some(dir)) => dir.join(key).join("state.json"),
+        _ => default,
+    }
 }
 
 /// Whether to colour output written to stdout.
@@ -72,6 +83,8 @@ pub struct SweepSettings {
     /// `$GITHUB_OUTPUT`, appended to under Actions.
     pub github_output: Option<PathBuf>,
     pub color: bool,
+    /// Show the grace-period waits on stderr (off for the guard's own sweep).
+    pub progress: bool,
 }
 
 pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, String> {
@@ -118,6 +131,7 @@ pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, Stri
         github_actions,
         github_output: github_actions.then(|| env_path("GITHUB_OUTPUT")).flatten(),
         color: use_color(o.color, env),
+        progress: true,
     })
 }
 

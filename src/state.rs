@@ -314,7 +314,7 @@ mod tests {
         assert!(matches!(check(b""), StateError::Corrupt { .. }));
         assert!(matches!(check(b"{\"a\":1}"), StateError::Corrupt { .. }));
         let text = String::from_utf8(good.clone()).unwrap();
-        let future = text.replacen("\"schema_version\":1", "\"schema_version\":99", 1);
+        let future = text.replacen("\"schema_version\":2", "\"schema_version\":99", 1);
         assert!(matches!(
             check(future.as_bytes()),
             StateError::WrongVersion { found: 99, .. }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::classify::{self, Class, Context, Decision, Plan, Policy, Rule};
+use crate::classify::{self, Class, Context, Decision, Hint, Plan, Policy, Rule};
 use crate::diff;
 use crate::kill::{self, Fate, RoundOptions};
 use crate::model::{Listener, Process, ProcessId, Snapshot};
@@ -30,6 +30,10 @@ pub struct Entry {
     pub process: Process,
     pub class: Class,
     pub evidence: Vec<Rule>,
+    /// The marker variable behind marker evidence.
+    pub marker: Option<&'static str>,
+    /// Hints for an unattributed process.
+    pub hints: Vec<Hint>,
     /// `None` when we did not signal it (protected, ignored, unattributed).
     pub fate: Option<Fate>,
     /// The round (1-based) in which it was found.
@@ -142,7 +146,7 @@ pub fn sweep(
                 .filter(|d| d.class.is_failing_leak() || matches!(d.class, Class::Allowed { .. }))
                 .map(|d| d.id.pid)
                 .chain(ctx.me.map(|m| m.pid))
-                .chain(ctx.job_root.map(|r| r.pid))
+                .chain(ctx.roots.iter().map(|r| r.pid))
                 .collect();
             zombies = diff::appeared_zombies(baseline, &now)
                 .iter()
@@ -172,6 +176,8 @@ pub fn sweep(
                 process: p.clone(),
                 class: d.class.clone(),
                 evidence: d.evidence.clone(),
+                marker: d.marker,
+                hints: d.hints.clone(),
                 fate: None,
                 round: rounds,
                 listening,

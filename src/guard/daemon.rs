@@ -8,7 +8,6 @@
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -42,6 +41,8 @@ const BATCH: usize = 8192;
 pub struct RunOptions {
     pub state: PathBuf,
     pub watch: Option<ProcessId>,
+    /// The job's root for lineage (defaults to `watch`).
+    pub root: Option<ProcessId>,
     pub warn_over: usize,
     pub force_poll: bool,
     pub rcvbuf: Option<usize>,
@@ -75,6 +76,10 @@ impl FactSource for ProcSource {
             Some(id) => proc_events::read_exec_facts(&self.root, id),
             None => proc_events::read_facts(&self.root, pid, true),
         }
+    }
+
+    fn markers(&mut self, pid: i32) -> Option<crate::model::Markers> {
+        proc_events::read_markers(&self.root, pid)
     }
 }
 
@@ -220,7 +225,7 @@ fn run_inner(
             boot_id: boot_id.clone(),
             at_unix_ms: unix_ms(),
             guard: me,
-            root: opts.watch,
+            root: opts.root.or(opts.watch),
             mode,
             detail: detail.clone(),
             warn_over: opts.warn_over,
@@ -234,13 +239,16 @@ fn run_inner(
             }))
             .map_err(write_err)?;
     }
-    if opts.watch.is_none() {
-        tracing::warn!("no job root to watch: nothing will be attributed by lineage");
+    if opts.root.or(opts.watch).is_none() && !opts.job.markers.has_identity() {
+        tracing::warn!(
+            "no job root to watch and no job marker: nothing will be attributed by lineage"
+        );
     }
 
     let mut tracker = Tracker::new(TrackerConfig {
         me,
-        root: opts.watch,
+        root: opts.root.or(opts.watch),
+        markers: opts.job.markers.identity(),
         warn_over: opts.warn_over,
         pid_ns: placement.pid_ns.clone(),
         clock: Some(tick_clock()),
@@ -271,7 +279,8 @@ fn run_inner(
         mode,
         detail,
         degraded,
-        root: opts.watch,
+        root: opts.root.or(opts.watch),
+        watch: opts.watch,
         started_at_unix_ms: unix_ms(),
     };
     super::write_pid_file(&paths, &pid_file)?;
@@ -415,7 +424,7 @@ fn run_inner(
         );
         // What the events said up to now is in the journal; the sweep reads it there.
         journal.flush().map_err(write_err)?;
-        match dead_man_sweep(opts, me, &paths) {
+        match dead_man_sweep(opts, me, &paths, env) {
             Ok(summary) => stop_reason = format!("watch-exited; {summary}"),
             Err(e) => {
                 tracing::error!("the dead man's sweep failed: {e}");
@@ -471,70 +480,66 @@ fn write_all(journal: &mut Writer, records: &mut Vec<Record>) -> std::io::Result
     Ok(())
 }
 
-/// The dead man's switch: the job's root died and no sweep stopped us. Sweep as `sweep`
-/// would (the baseline, the journal's lineage, the job's markers), and leave the report
-/// beside the state file.
+/// The dead man's switch: the job's root died and no sweep stopped us. Sweep through the
+/// one sweep routine, with the options `guard start` was given (the baseline, the
+/// journal's lineage, the job's markers), and leave the report beside the state file unless
+/// the options name another place.
 fn dead_man_sweep(
     opts: &RunOptions,
     me: ProcessId,
     paths: &GuardPaths,
+    env: Env<'_>,
 ) -> Result<String, GuardError> {
     let read = ReadOptions::default();
     let boot_id = platform::boot_id(&read.proc_root)?;
     let baseline = crate::state::load(&paths.state, &boot_id)?;
-    let lineage = match journal::read(&paths.journal) {
-        Ok(Some(j)) => Some(Arc::new(super::lineage::Lineage::from_journal(&j))),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::error!("read the journal: {e}");
-            None
-        }
-    };
-    let mut also_protected = vec![me];
-    also_protected.extend(baseline.taken_by);
-    let ctx = crate::classify::Context {
+    let sweep_opts = opts.job.sweep.clone().unwrap_or_default();
+    let mut settings =
+        crate::settings::sweep_settings(&sweep_opts, env).map_err(GuardError::Options)?;
+    settings.progress = false;
+    settings.color = false;
+    let mut at = super::AtSweep::default();
+    match journal::read(&paths.journal) {
+        Ok(Some(j)) => at.lineage = Some(super::lineage::Lineage::from_journal(&j)),
+        Ok(None) => {}
+        Err(e) => at.problems.push(format!("read the journal: {e}")),
+    }
+    let job = crate::job::Job {
         me: Some(me),
-        also_protected,
-        tracking_id: opts.job.tracking_id.clone(),
-        job_root: None,
-        job_cgroup: opts.job.job_cgroup.clone(),
-        job_session: opts.job.job_session,
-        lineage,
-        // The marker the job's steps carry (the Action, the runner hooks).
-        run_marker: baseline.job.as_ref().and_then(|j| j.marker.clone()),
+        markers: opts.job.markers.identity(),
+        session: opts.job.session,
+        cgroup: opts.job.cgroup.clone(),
+        own_exe: crate::job::Job::discover_own_exe(&read.proc_root),
+        also_protected: baseline.taken_by.into_iter().collect(),
+        ..crate::job::Job::default()
     };
-    let policy = crate::classify::Policy::default();
-    let outcome = crate::sweep::sweep(
+    let swept = crate::job::sweep(
+        &job,
         &baseline,
-        &ctx,
-        &policy,
-        &crate::sweep::SweepOptions {
-            grace: Duration::from_secs(5),
-            deadline: Duration::from_secs(30),
-            dry_run: false,
-            proc_root: read.proc_root.clone(),
-            on_wait: None,
-        },
-    )?;
-    let leaked = outcome.failing_leaks().count();
-    let built = crate::report::json::build(&outcome, leaked > 0);
-    let json =
-        serde_json::to_vec_pretty(&built.report).map_err(|e| GuardError::Setup(e.to_string()))?;
-    let write = |path: &PathBuf, bytes: &[u8]| {
-        std::fs::write(path, bytes).map_err(|source| GuardError::File {
-            what: "write the dead man's report",
-            path: path.clone(),
-            source,
-        })
-    };
-    write(&paths.report_json, &json)?;
+        &settings,
+        crate::job::GuardInput::Own(Box::new(at)),
+    )
+    .map_err(|e| GuardError::Setup(format!("sweep: {e}")))?;
+    let leaked = swept.outcome.failing_leaks().count();
+    let report = settings
+        .report_json
+        .clone()
+        .unwrap_or_else(|| paths.report_json.clone());
+    // The guard's stdout is /dev/null: the reports go to files, the text to its log.
+    crate::job::finish(&swept, &settings, Some(&paths.report_json))
+        .map_err(|e| GuardError::Setup(format!("write the dead man's report: {e}")))?;
+    let built = crate::report::json::build(&swept.outcome, leaked > 0);
     let text =
         crate::report::terminal::render(&built.report, crate::report::tree::Style { color: false });
-    write(&paths.report_txt, text.as_bytes())?;
+    std::fs::write(&paths.report_txt, text.as_bytes()).map_err(|source| GuardError::File {
+        what: "write the dead man's report",
+        path: paths.report_txt.clone(),
+        source,
+    })?;
     tracing::warn!("{text}");
     Ok(format!(
         "swept {leaked} leaked job process{} (report: {})",
         if leaked == 1 { "" } else { "es" },
-        paths.report_json.display()
+        report.display()
     ))
 }

@@ -52,6 +52,9 @@ pub enum Via {
     Early,
     /// A scan of `/proc` (polling, or a rescan after the kernel dropped events).
     Scan,
+    /// It exec'd carrying the job's identity marker, its parent not being the job's (a
+    /// step started by a long-lived agent).
+    Marker,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

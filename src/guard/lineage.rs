@@ -97,7 +97,15 @@ impl Lineage {
                         None => l.gaps += 1,
                     }
                 }
-                Record::Exec(e) => l.learn(e.id, e.in_job, &e.markers),
+                Record::Exec(e) => {
+                    // An exec with another job's marker takes the process out of the job.
+                    if !e.in_job {
+                        if let Some(k) = l.known.get_mut(&e.id) {
+                            k.in_job = false;
+                        }
+                    }
+                    l.learn(e.id, e.in_job, &e.markers)
+                }
                 Record::Exit(e) => {
                     if alive.remove(&e.pid) {
                         l.samples

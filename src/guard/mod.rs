@@ -63,6 +63,8 @@ pub enum GuardError {
     #[error("find the process to watch: {0}")]
     Watch(String),
     #[error("start the guard: {0}")]
+    Options(String),
+    #[error("start the guard: {0}")]
     Setup(String),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
@@ -75,7 +77,7 @@ impl GuardError {
     pub fn is_usage(&self) -> bool {
         use crate::state::StateError as S;
         match self {
-            GuardError::Watch(_) | GuardError::PidFile { .. } => true,
+            GuardError::Watch(_) | GuardError::Options(_) | GuardError::PidFile { .. } => true,
             GuardError::State(S::Write { .. } | S::Read { .. }) => false,
             GuardError::State(_) => true,
             _ => false,
@@ -126,6 +128,10 @@ pub struct PidFile {
     #[serde(default)]
     pub degraded: Vec<String>,
     pub root: Option<ProcessId>,
+    /// The process whose exit without a sweep makes the guard sweep (its dead man's
+    /// switch); none when the job has no per-job root.
+    #[serde(default)]
+    pub watch: Option<ProcessId>,
     pub started_at_unix_ms: u64,
 }
 
@@ -146,13 +152,18 @@ enum Readiness {
     Failed { error: String },
 }
 
-/// What a sweep run by the guard needs to know about the job, gathered by `guard start`
-/// (the guard itself runs detached, in a session of its own).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What the guard needs to know about the job, gathered by `guard start` (the guard itself
+/// runs detached, in a session of its own, with no job marker in its environment).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobFacts {
-    pub tracking_id: Option<String>,
-    pub job_cgroup: Option<String>,
-    pub job_session: Option<i32>,
+    /// The job's identity markers: a process that execs carrying one is born into the job.
+    pub markers: crate::model::Markers,
+    /// Hints for the dead man's report.
+    pub session: Option<i32>,
+    pub cgroup: Option<String>,
+    /// How the dead man's sweep sweeps: the options `sweep` would have been given.
+    #[serde(default)]
+    pub sweep: Option<crate::cli::SweepOpts>,
 }
 
 /// `guard start` options.
@@ -166,6 +177,10 @@ pub struct StartOptions {
     pub force_poll: bool,
     /// The connector's receive buffer (tests of dropped events); default: 32 MiB.
     pub rcvbuf: Option<usize>,
+    /// The job's identity markers (completed from the state's baseline).
+    pub markers: crate::model::Markers,
+    /// The options of the dead man's sweep.
+    pub sweep: crate::cli::SweepOpts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,15 +206,29 @@ pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
     if let Some(running) = running(&paths, proc_root)? {
         return Ok(Started::Already(running));
     }
+    // The dead man's sweep must be possible with these options: refuse bad ones now.
+    crate::settings::sweep_settings(&opts.sweep, env).map_err(GuardError::Options)?;
     // A dead man's sweep needs a baseline: take one now if the job has none.
     let boot_id = platform::boot_id(proc_root)?;
+    let mut markers = opts.markers.identity();
     match crate::state::load(&paths.state, &boot_id) {
-        Ok(_) => {}
+        Ok(baseline) => {
+            // The markers the snapshot gave the job (`--export`) count too.
+            for (var, value) in baseline
+                .job
+                .as_ref()
+                .map(|j| j.markers.identity())
+                .unwrap_or_default()
+                .identity_pairs()
+            {
+                if markers.get(var).is_none() {
+                    markers.set(var, value.clone());
+                }
+            }
+        }
         Err(crate::state::StateError::Missing(_)) => {
-            let snap = platform::read_snapshot(&platform::ReadOptions {
-                detail: platform::Detail::None,
-                ..platform::ReadOptions::default()
-            })?;
+            let snap =
+                crate::job::baseline(&markers).map_err(|e| GuardError::Setup(e.to_string()))?;
             crate::state::save(&paths.state, &snap)?;
             eprintln!(
                 "ci-janitor: no snapshot at {}; took one ({} processes)",
@@ -209,19 +238,24 @@ pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
         }
         Err(e) => return Err(e.into()),
     }
+    let job = crate::job::Job::discover(proc_root, env, crate::job::Caller::Shell);
+    // The dead man's switch watches a root that ends with the job; lineage starts at the
+    // outermost root (all are our ancestors).
     let watch = match opts.watch {
-        Some(pid) => Some(ProcessId {
-            pid,
-            start_ticks: platform::start_ticks(proc_root, pid)
-                .ok_or_else(|| GuardError::Watch(format!("no process {pid} is running")))?,
-        }),
-        None => default_watch(proc_root, env),
+        Some(pid) => Some(checked_watch(proc_root, pid)?),
+        None => job.watchable_root().map(|r| (r.id, r.depth)),
     };
-    let ctx = crate::app::job_context(proc_root, env, crate::app::RootHint::Parent);
+    let root = match (job.lineage_root(), watch) {
+        (Some(r), Some((_, depth))) if r.depth >= depth => Some(r.id),
+        (_, Some((id, _))) => Some(id),
+        (r, None) => r.map(|r| r.id),
+    };
+    let watch = watch.map(|(id, _)| id);
     let facts = JobFacts {
-        tracking_id: ctx.tracking_id,
-        job_cgroup: ctx.job_cgroup,
-        job_session: ctx.job_session,
+        markers,
+        session: job.session,
+        cgroup: job.cgroup,
+        sweep: Some(opts.sweep.clone()),
     };
     let exe = std::env::current_exe().map_err(|source| GuardError::Spawn {
         exe: "ci-janitor".into(),
@@ -250,9 +284,7 @@ pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
         .stdout(Stdio::from(ready_w))
         .stderr(Stdio::from(log))
         // The guard is not a job process: it must not look like one to the runner's own
-        // orphan cleanup, nor to a sweep. The job's tracking id travels in --context.
-        .env_remove("RUNNER_TRACKING_ID")
-        .env_remove("CI_JANITOR_RUN")
+        // orphan cleanup, nor to a sweep. The job's markers travel in --context.
         // Its log is a file: no colour codes in it.
         .env("NO_COLOR", "1")
         .env(
@@ -261,9 +293,16 @@ pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| "info".into()),
         );
+    for k in crate::model::JOB_MARKERS {
+        cmd.env_remove(k.var);
+    }
     if let Some(w) = watch {
         cmd.arg("--watch")
             .arg(format!("{}:{}", w.pid, w.start_ticks));
+    }
+    if let Some(r) = root {
+        cmd.arg("--root")
+            .arg(format!("{}:{}", r.pid, r.start_ticks));
     }
     if opts.force_poll {
         cmd.arg("--poll");
@@ -290,21 +329,34 @@ pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
     }
 }
 
-/// The process a guard watches by default: `ci-janitor run` when we run under it, else the
-/// job's root (the runner's worker, or the shell that started us).
-fn default_watch(proc_root: &Path, env: Env<'_>) -> Option<ProcessId> {
-    // `run` marks its command with `run-PID-TICKS`, last in the chain when nested.
-    let from_run = env("CI_JANITOR_RUN").and_then(|chain| {
-        let m = chain.rsplit(':').next()?.strip_prefix("run-")?;
-        let (pid, ticks) = m.split_once('-')?;
-        let id = ProcessId {
-            pid: pid.parse().ok()?,
-            start_ticks: ticks.parse().ok()?,
-        };
-        (platform::start_ticks(proc_root, id.pid) == Some(id.start_ticks)).then_some(id)
-    });
-    from_run
-        .or_else(|| crate::app::job_context(proc_root, env, crate::app::RootHint::Parent).job_root)
+/// A `--watch` process, checked: a root is something the job runs under, so it must be an
+/// ancestor of ours, and never init (everything descends from it).
+fn checked_watch(proc_root: &Path, pid: i32) -> Result<(ProcessId, u32), GuardError> {
+    if pid <= 1 {
+        return Err(GuardError::Watch(format!(
+            "--watch {pid}: pid {pid} is the ancestor of every process, so watching it would \
+             make everything the job's; name a per-job process (the job's shell, `ci-janitor \
+             run`) or leave --watch out"
+        )));
+    }
+    let id = ProcessId {
+        pid,
+        start_ticks: platform::start_ticks(proc_root, pid).ok_or_else(|| {
+            GuardError::Watch(format!("--watch {pid}: no process {pid} is running"))
+        })?,
+    };
+    let mut at = platform::read_one(proc_root, std::process::id() as i32).map(|p| p.ppid);
+    for depth in 1..64 {
+        match at {
+            Some(p) if p == pid => return Ok((id, depth)),
+            Some(p) if p > 1 => at = platform::read_one(proc_root, p).map(|p| p.ppid),
+            _ => break,
+        }
+    }
+    Err(GuardError::Watch(format!(
+        "--watch {pid}: process {pid} is not an ancestor of this command; the watched process \
+         must be one the job runs under (its shell, `ci-janitor run`)"
+    )))
 }
 
 fn read_line(fd: OwnedFd, deadline: Instant) -> Result<Readiness, String> {
@@ -550,11 +602,22 @@ impl Status {
                     }
                 );
                 if let Some(root) = g.root {
-                    let _ = writeln!(
-                        s,
-                        "watching: pid {} (its descendants are the job)",
-                        root.pid
-                    );
+                    let _ = writeln!(s, "root: pid {} (its descendants are the job)", root.pid);
+                }
+                match g.watch {
+                    Some(w) => {
+                        let _ = writeln!(
+                            s,
+                            "dead man's switch: watching pid {} (sweeps if it exits first)",
+                            w.pid
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            s,
+                            "dead man's switch: off (no per-job root; the sweep stops the guard)"
+                        );
+                    }
                 }
             }
             (Some(g), false) => {
@@ -713,6 +776,8 @@ pub fn command(
                 warn_over: a.warn_over,
                 force_poll: a.poll,
                 rcvbuf: a.rcvbuf,
+                markers: crate::job::markers_from_env(env),
+                sweep: a.sweep,
             };
             let paths = GuardPaths::for_state(&opts.state);
             match start(&opts, env)? {
@@ -722,6 +787,20 @@ pub fn command(
                         pf.pid,
                         pf.mode.describe(),
                         paths.journal.display()
+                    );
+                    eprintln!(
+                        "ci-janitor: the job is {}; {}",
+                        match pf.root {
+                            Some(r) => format!("what is born below pid {}", r.pid),
+                            None => "what carries its marker".into(),
+                        },
+                        match pf.watch {
+                            Some(w) =>
+                                format!("if pid {} exits before a sweep, the guard sweeps", w.pid),
+                            None => "no dead man's switch (no per-job root): run the sweep \
+                                     as the job's last step"
+                                .into(),
+                        }
                     );
                     for d in &pf.degraded {
                         eprintln!("ci-janitor: guard degraded: {d}");
@@ -775,10 +854,17 @@ pub fn command(
                     .map_err(|e| AppError::Input(format!("read --context: {e}")))?,
                 None => JobFacts::default(),
             };
+            let root = a
+                .root
+                .as_deref()
+                .map(daemon::parse_identity)
+                .transpose()
+                .map_err(AppError::Input)?;
             daemon::run(
                 daemon::RunOptions {
                     state: a.state,
                     watch,
+                    root,
                     warn_over: a.warn_over,
                     force_poll: a.poll,
                     rcvbuf: a.rcvbuf,

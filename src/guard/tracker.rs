@@ -31,6 +31,12 @@ pub trait FactSource {
         let _ = known;
         self.facts(pid, true)
     }
+
+    /// Only the job markers in `pid`'s environment (one file: read at every exec of a
+    /// process that is not the job's, to see whether it carries the job's marker).
+    fn markers(&mut self, pid: i32) -> Option<Markers> {
+        self.facts(pid, true).and_then(|f| f.markers)
+    }
 }
 
 /// How long after a step's process exits its descendants are counted: processes that are
@@ -86,6 +92,9 @@ pub struct TrackerConfig {
     pub me: ProcessId,
     /// The job's root: processes born below it are the job's.
     pub root: Option<ProcessId>,
+    /// The job's identity markers: a process that execs carrying one of them (and no
+    /// other job's) is born into the job, whoever its parent.
+    pub markers: Markers,
     /// Warn when more live job processes than this share one signature.
     pub warn_over: usize,
     /// Our pid namespace: a job process in another one is reported once.
@@ -546,7 +555,7 @@ impl Tracker {
             return;
         }
         let in_job = self.live.get(&pid).is_some_and(|n| n.in_job);
-        if !in_job {
+        if !in_job && !self.adopt_if_marked(pid, t_us, src, out) {
             return;
         }
         let known = self.live.get(&pid).and_then(|n| n.id);
@@ -569,6 +578,85 @@ impl Tracker {
         self.apply_exec(pid, &facts, t_us, out);
     }
 
+    /// Whether `pid`, not (yet) the job's, carries this job's identity marker in its own
+    /// environment (and no other job's): then it is the job's, whoever started it (the
+    /// next step of a job under a long-lived agent, which hands every step the job's
+    /// marker). One `environ` read, and only when the job has markers.
+    fn marked_ours(&self, pid: i32, src: &mut dyn FactSource) -> bool {
+        if !self.cfg.markers.has_identity() || pid == self.cfg.me.pid {
+            return false;
+        }
+        if self.live.get(&pid).is_some_and(|n| n.is_root) {
+            return false;
+        }
+        src.markers(pid).is_some_and(|m| {
+            matches!(
+                m.belongs_to(&self.cfg.markers),
+                crate::model::Belongs::Ours(_)
+            )
+        })
+    }
+
+    /// Makes `pid` a job process when it carries the job's marker, with a birth record
+    /// (`via: marker`) naming the parent it has now. Returns whether it did.
+    fn adopt_if_marked(
+        &mut self,
+        pid: i32,
+        t_us: u64,
+        src: &mut dyn FactSource,
+        out: &mut Vec<Record>,
+    ) -> bool {
+        if !self.marked_ours(pid, src) {
+            return false;
+        }
+        let Some(f) = src.facts(pid, false).filter(|f| !f.is_dead()) else {
+            return false;
+        };
+        let serial = match self.live.get(&pid) {
+            Some(n) => n.serial,
+            None => self.serial(),
+        };
+        let parent = Parent {
+            pid: f.ppid,
+            start_ticks: self
+                .live
+                .get(&f.ppid)
+                .and_then(|n| n.id)
+                .map(|i| i.start_ticks),
+        };
+        let node = Node {
+            pid,
+            id: Some(f.id),
+            in_job: true,
+            is_root: false,
+            early: false,
+            chain: vec![f.ppid],
+            markers: Markers::default(),
+            parent_markers: Markers::default(),
+            step: None,
+            is_step_root: false,
+            signature: None,
+            command: String::new(),
+            execd: false,
+            serial,
+        };
+        self.stats.births += 1;
+        out.push(Record::Birth(Birth {
+            pid,
+            start_ticks: Some(f.id.start_ticks),
+            parent,
+            chain: vec![f.ppid],
+            in_job: true,
+            markers: Markers::default(),
+            via: Via::Marker,
+            gap: None,
+            t_us,
+        }));
+        self.count_in(&node, t_us, out);
+        self.live.insert(pid, node);
+        true
+    }
+
     /// Records what an exec (or a first read by a scan) showed: identity, command line,
     /// markers, step and signature.
     fn apply_exec(&mut self, pid: i32, facts: &ProcFacts, t_us: u64, out: &mut Vec<Record>) {
@@ -584,6 +672,28 @@ impl Tracker {
         node.id = Some(facts.id);
         let mut unreadable = facts.unreadable.clone();
         node.markers = complete(facts.markers.as_ref(), &node.parent_markers);
+        // A process that execs carrying another job's marker is that job's from now on
+        // (`JENKINS_NODE_COOKIE=dontKillMe server &`): it and what it starts leave ours.
+        let theirs = facts.markers.as_ref().is_some_and(|m| {
+            matches!(
+                m.belongs_to(&self.cfg.markers),
+                crate::model::Belongs::Theirs(_)
+            )
+        });
+        if theirs {
+            node.in_job = false;
+            self.stats.execs += 1;
+            out.push(Record::Exec(Exec {
+                id: facts.id,
+                argv: facts.argv.clone().unwrap_or_default(),
+                in_job: false,
+                markers: node.markers.clone(),
+                unreadable: facts.unreadable.clone(),
+                t_us,
+            }));
+            self.live.insert(pid, node);
+            return;
+        }
         if facts.markers.is_none() && !unreadable.iter().any(|u| u.starts_with("environ")) {
             unreadable.push("environ: not read".into());
         }
@@ -831,7 +941,9 @@ impl Tracker {
                 continue;
             }
             let parent = self.live.get(&f.ppid).cloned();
-            let in_job = self.is_job_parent(parent.as_ref()) && f.id.pid != self.cfg.me.pid;
+            let in_job = (self.is_job_parent(parent.as_ref())
+                || (Some(f.id) != self.cfg.root && self.marked_ours(f.id.pid, src)))
+                && f.id.pid != self.cfg.me.pid;
             if !in_job {
                 self.insert_plain(&f);
                 if Some(f.id) == self.cfg.root {
@@ -1095,6 +1207,7 @@ mod tests {
         let mut tr = Tracker::new(TrackerConfig {
             me: id(99, 4),
             root: Some(id(10, 2)),
+            markers: Markers::default(),
             warn_over,
             pid_ns: None,
             clock: None,
@@ -1404,6 +1517,7 @@ mod tests {
         let mut tr = Tracker::new(TrackerConfig {
             me: id(99, 9),
             root: Some(id(10, 2)),
+            markers: Markers::default(),
             warn_over: 20,
             pid_ns: None,
             clock: None,
@@ -1434,5 +1548,143 @@ mod tests {
             &[fork(10, 30), exec(30), exec(30), exec(30)],
         );
         assert_eq!(execs(&out).len(), 1);
+    }
+
+    /// A guard with no root, attributing by the job's marker: a long-lived agent (5) runs
+    /// each step as a separate process, handing it the job's `CI_JOB_ID`.
+    fn agent_setup() -> (Tracker, Table) {
+        let mut t = Table::default();
+        t.add(1, 0, 1, &["init"], Markers::default());
+        t.add(5, 1, 2, &["gitlab-runner", "run"], Markers::default());
+        t.add(
+            99,
+            1,
+            4,
+            &["ci-janitor", "guard", "run"],
+            Markers::default(),
+        );
+        let mut tr = Tracker::new(TrackerConfig {
+            me: id(99, 4),
+            root: None,
+            markers: gitlab("41"),
+            warn_over: 20,
+            pid_ns: None,
+            clock: None,
+        });
+        let mut out = Vec::new();
+        let pids = t.pids();
+        assert_eq!(tr.scan(&pids, ScanKind::Seed, 0, &mut t, &mut out), 0);
+        (tr, t)
+    }
+
+    fn gitlab(job: &str) -> Markers {
+        Markers {
+            ci_job_id: Some(job.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_step_started_by_a_long_lived_agent_is_born_into_the_job_by_its_marker() {
+        // Regression: with separate steps, the guard took the short-lived first step as the
+        // job's root and attributed nothing after it exited.
+        let (mut tr, mut t) = agent_setup();
+        t.add(40, 5, 10, &["bash", "-c", "pytest"], gitlab("41"));
+        t.add(41, 40, 11, &["pytest"], gitlab("41"));
+        // An MCP stdio server: a scrubbed environment and a session of its own.
+        t.add(42, 41, 12, &["mcp-server"], Markers::default());
+        // Another job's step on the same agent, and its child.
+        t.add(50, 5, 13, &["bash", "-c", "make"], gitlab("77"));
+        t.add(51, 50, 14, &["server"], Markers::default());
+        // The agent's own helper, with no marker.
+        t.add(60, 5, 15, &["git", "fetch"], Markers::default());
+        let out = run(
+            &mut tr,
+            &mut t,
+            &[
+                fork(5, 40),
+                exec(40),
+                fork(40, 41),
+                exec(41),
+                fork(41, 42),
+                exec(42),
+                exit(40),
+                exit(41),
+                fork(5, 50),
+                exec(50),
+                fork(50, 51),
+                exec(51),
+                fork(5, 60),
+                exec(60),
+            ],
+        );
+        let b = births(&out);
+        let born: Vec<i32> = b.iter().map(|b| b.pid).collect();
+        assert_eq!(born, vec![40, 41, 42], "{out:?}");
+        assert_eq!(b[0].via, Via::Marker);
+        assert_eq!(b[0].parent.pid, 5);
+        assert_eq!(b[2].via, Via::Fork);
+        let lineage = super::super::lineage::Lineage::from_journal(&journal_of(&out));
+        assert!(lineage.in_job(id(42, 12)), "the orphaned, scrubbed server");
+        assert!(!lineage.in_job(id(51, 14)), "the other job's server");
+        assert!(!lineage.in_job(id(60, 15)));
+    }
+
+    #[test]
+    fn an_exec_with_another_jobs_marker_leaves_the_job() {
+        // `JENKINS_NODE_COOKIE=dontKillMe server &`, in GitLab terms: the process and what
+        // it starts are not ours any more.
+        let (mut tr, mut t) = agent_setup();
+        t.add(40, 5, 10, &["bash"], gitlab("41"));
+        t.add(41, 40, 11, &["server"], gitlab("keep"));
+        t.add(42, 41, 12, &["worker"], Markers::default());
+        let out = run(
+            &mut tr,
+            &mut t,
+            &[
+                fork(5, 40),
+                exec(40),
+                fork(40, 41),
+                exec(41),
+                fork(41, 42),
+                exec(42),
+            ],
+        );
+        let lineage = super::super::lineage::Lineage::from_journal(&journal_of(&out));
+        assert!(lineage.in_job(id(40, 10)));
+        assert!(!lineage.in_job(id(41, 11)));
+        assert!(!lineage.in_job(id(42, 12)));
+    }
+
+    #[test]
+    fn a_scan_adopts_processes_that_carry_the_jobs_marker() {
+        // Polling, or the first scan: a marked process whose parent is not the job's.
+        let (mut tr, mut t) = agent_setup();
+        t.add(40, 5, 10, &["bash"], gitlab("41"));
+        t.add(41, 40, 11, &["server"], Markers::default());
+        t.add(50, 5, 12, &["bash"], gitlab("77"));
+        let mut out = Vec::new();
+        let pids = t.pids();
+        assert_eq!(tr.scan(&pids, ScanKind::Scan, 5, &mut t, &mut out), 2);
+        let born: Vec<i32> = births(&out).iter().map(|b| b.pid).collect();
+        assert_eq!(born, vec![40, 41]);
+    }
+
+    #[test]
+    fn without_markers_nothing_is_read_at_a_strangers_exec() {
+        // The cost of marker attribution is paid only when the job has markers.
+        let (mut tr, mut t) = setup(20);
+        t.add(70, 1, 30, &["cron-job"], gitlab("41"));
+        let before = t.reads;
+        let out = run(&mut tr, &mut t, &[fork(1, 70), exec(70)]);
+        assert!(births(&out).is_empty());
+        assert!(t.reads - before <= 1, "{} reads", t.reads - before);
+    }
+
+    fn journal_of(out: &[Record]) -> super::super::journal::Journal {
+        super::super::journal::Journal {
+            records: out.to_vec(),
+            ..Default::default()
+        }
     }
 }

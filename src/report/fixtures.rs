@@ -37,7 +37,7 @@ impl<'a> P<'a> {
             pgid: pid,
             argv: argv.iter().map(|a| Bytes::from(*a)).collect(),
             class: Class::Job,
-            evidence: &[Rule::TrackingId, Rule::Descendant],
+            evidence: &[Rule::CiMarker, Rule::Descendant],
             fate: Some(Fate::Terminated { after_ms: 12 }),
             listening: vec![],
             markers: Markers::default(),
@@ -62,6 +62,11 @@ impl<'a> P<'a> {
             process: p,
             class: self.class,
             evidence: self.evidence.to_vec(),
+            marker: self
+                .evidence
+                .contains(&Rule::CiMarker)
+                .then_some("RUNNER_TRACKING_ID"),
+            hints: Vec::new(),
             fate: self.fate,
             round: 1,
             listening: self.listening,
@@ -77,8 +82,7 @@ fn job_markers(step: &str, test: Option<&str>, worker: Option<&str>) -> Markers 
         github_action: Some(step.into()),
         pytest_current_test: test.map(Into::into),
         pytest_xdist_worker: worker.map(Into::into),
-        ci_janitor_run: None,
-        inherited: Vec::new(),
+        ..Markers::default()
     }
 }
 
@@ -185,7 +189,7 @@ pub fn prefect() -> Built {
             let worker = format!("gw{}", i % 4);
             p.markers = job_markers("__run_2", Some(test), Some(&worker));
             // Reparented to init: only the tracking id is left as evidence.
-            p.evidence = &[Rule::TrackingId];
+            p.evidence = &[Rule::CiMarker];
             p.listening = vec![format!("tcp 127.0.0.1:{port}")];
             p.fate = Some(if i == 17 || i == 58 {
                 Fate::Killed { after_ms: 5000 }
@@ -218,7 +222,7 @@ pub fn mcp() -> Built {
             "tests.mcp_server",
         ],
     );
-    server.evidence = &[Rule::Session];
+    server.evidence = &[Rule::GuardLineage];
     let mut child = P::new(5203, 5200, &["python", "-m", "tests.mcp_server", "--stdio"]);
     child.pgid = 5200;
     child.evidence = &[Rule::ChildOfJob];

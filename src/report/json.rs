@@ -13,13 +13,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Class, Rule};
+use crate::classify::{Class, Hint, Rule};
 use crate::kill::Fate;
 use crate::model::{Bytes, Machine, Markers};
 use crate::redact::{self, Secrets};
 use crate::sweep::{PortOutcome, SweepOutcome};
 
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -54,6 +54,10 @@ pub struct Report {
     /// ran: the summary's chart is drawn only from real samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<Vec<Sample>>,
+    /// What a person should know about how the job was told apart (nothing named it; a
+    /// caller not taken as a root), in sentences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Leaked processes that share a masked command line.
@@ -125,6 +129,12 @@ pub struct ReportProcess {
     #[serde(flatten)]
     pub class: Class,
     pub evidence: Vec<Rule>,
+    /// The marker variable behind `run-marker` or `ci-marker` evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker: Option<String>,
+    /// For an unattributed process: what it shares with the sweep (never evidence).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hints: Vec<Hint>,
     pub fate: Option<Fate>,
     pub round: u32,
     pub listening: Vec<String>,
@@ -198,6 +208,8 @@ pub fn build(outcome: &SweepOutcome, failed: bool) -> Built {
                 markers: e.process.markers.clone(),
                 class: e.class.clone(),
                 evidence: e.evidence.clone(),
+                marker: e.marker.map(str::to_owned),
+                hints: e.hints.clone(),
                 fate: e.fate,
                 round: e.round,
                 listening: e.listening.clone(),
@@ -225,6 +237,7 @@ pub fn build(outcome: &SweepOutcome, failed: bool) -> Built {
         redacted_values: 0,
         step_names: BTreeMap::new(),
         samples: None,
+        notes: Vec::new(),
     };
     redact_report(&mut report, &mut secrets);
     report.signatures = super::signature::compute(&report.processes);

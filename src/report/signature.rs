@@ -593,6 +593,8 @@ mod tests {
             markers: Default::default(),
             class: crate::classify::Class::Job,
             evidence: vec![],
+            marker: None,
+            hints: vec![],
             fate: None,
             round: 1,
             listening: vec![],

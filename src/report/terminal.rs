@@ -39,6 +39,20 @@ pub fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// The first line of every report: clean, or how many leaked and what was done.
 pub fn headline(r: &Report) -> String {
+    let unattributed = r
+        .processes
+        .iter()
+        .filter(|p| p.class.name() == "unattributed")
+        .count();
+    if r.leaked == 0 && unattributed > 0 {
+        // Never a bare "clean" while processes that nothing attributes are alive: they may
+        // be the job's, and only a better deployment can tell.
+        return format!(
+            "no leak attributed to the job, but {} appeared during it that nothing \
+             attributes (see below)",
+            plural(unattributed, "process", "processes")
+        );
+    }
     if r.leaked == 0 {
         return "clean: nothing the job started is still running".into();
     }
@@ -112,6 +126,14 @@ fn process_line(out: &mut String, p: &ReportProcess, style: Style, with_command:
         let _ = write!(out, " {}", truncate(sanitize(&cmd), MAX_COMMAND));
     }
     let _ = write!(out, "  {}", paint(style, "2", &describe_fate(p)));
+    if !p.hints.is_empty() {
+        let hints: Vec<&str> = p.hints.iter().map(|h| h.describe()).collect();
+        let _ = write!(
+            out,
+            "  {}",
+            paint(style, "2", &format!("hint: {}", hints.join(", ")))
+        );
+    }
     if !p.listening.is_empty() {
         let _ = write!(
             out,
@@ -177,6 +199,46 @@ fn signature_block(
     }
 }
 
+/// The processes left running on purpose: the keep-list's daemons, and other jobs'.
+fn left_alone(out: &mut String, r: &Report) {
+    let kept: Vec<&ReportProcess> = r
+        .processes
+        .iter()
+        .filter(|p| p.class.name() == "kept")
+        .collect();
+    if !kept.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nKept (build-cache daemons on the keep-list, left running):"
+        );
+        for p in kept.iter().take(MAX_LISTED) {
+            let daemon = match &p.class {
+                crate::classify::Class::Kept { daemon } => daemon.as_str(),
+                _ => "",
+            };
+            let _ = writeln!(
+                out,
+                "      {} {}  {}",
+                p.pid,
+                truncate(sanitize(&p.command_line()), MAX_COMMAND),
+                sanitize(daemon)
+            );
+        }
+    }
+    let others = r
+        .processes
+        .iter()
+        .filter(|p| p.class.name() == "other-job")
+        .count();
+    if others > 0 {
+        let _ = writeln!(
+            out,
+            "\nLeft alone: {} carrying another job's marker.",
+            plural(others, "process", "processes")
+        );
+    }
+}
+
 /// Renders the report for a terminal.
 pub fn render(r: &Report, style: Style) -> String {
     let mut out = String::new();
@@ -192,13 +254,17 @@ pub fn render(r: &Report, style: Style) -> String {
         plural(r.rounds as usize, "round", "rounds"),
         r.elapsed_ms as f64 / 1000.0
     );
+    for note in &r.notes {
+        let _ = writeln!(out, "note: {}", sanitize(note));
+    }
     let sections: [(&str, &str); 3] = [
         ("job", "Leaked (the job's):"),
         ("allowed", "Allowed (killed, not failing):"),
         (
             "unattributed",
             "Unattributed (appeared during the job, no evidence it is the job's; not signalled \
-             unless --kill-unattributed):",
+             unless --kill-unattributed; a guard, `eval \"$(ci-janitor snapshot --export)\"` \
+             or `ci-janitor run` would have told):",
         ),
     ];
     let by_pid: HashMap<i32, &ReportProcess> = r.processes.iter().map(|p| (p.pid, p)).collect();
@@ -225,6 +291,7 @@ pub fn render(r: &Report, style: Style) -> String {
             );
         }
     }
+    left_alone(&mut out, r);
     if !r.ports.is_empty() {
         let _ = writeln!(out, "\nPorts:");
         let pids = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");

@@ -44,16 +44,16 @@ const SCRUBBED: [&str; 8] = [
 /// A job shell (`setsid sh -s`): the job's root, as the runner's worker is in CI. Each
 /// [`Job::run`] sends one command and waits for its exit status. Dropping it kills the
 /// guard of `state.json` (by identity, so no dead man's sweep fires) and then the shell.
-struct Job {
+pub(crate) struct Job {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
-    ident: Ident,
+    pub(crate) ident: Ident,
     dir: PathBuf,
 }
 
 impl Job {
-    fn start(dir: &Path) -> Job {
+    pub(crate) fn start(dir: &Path) -> Job {
         let mut c = Command::new("setsid");
         c.args(["sh", "-s"])
             .current_dir(dir)
@@ -93,7 +93,7 @@ impl Job {
     }
 
     /// Runs `cmd` in the job shell; returns its exit status and what it printed on stdout.
-    fn run(&mut self, cmd: &str) -> (i32, String) {
+    pub(crate) fn run(&mut self, cmd: &str) -> (i32, String) {
         eprintln!("job$ {cmd}");
         let stdin = self.stdin.as_mut().expect("the job shell is gone");
         writeln!(stdin, "{cmd}\necho \"__cij_done__ $?\"").unwrap();
@@ -118,7 +118,7 @@ impl Job {
     }
 
     /// Runs `cmd` and panics unless it exits 0.
-    fn ok(&mut self, cmd: &str) -> String {
+    pub(crate) fn ok(&mut self, cmd: &str) -> String {
         let (code, out) = self.run(cmd);
         assert_eq!(
             code,
@@ -133,12 +133,12 @@ impl Job {
         std::fs::read_to_string(self.dir.join("job.stderr")).unwrap_or_default()
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
     /// The fixture JSON line a command wrote to `name`.
-    fn spawned(&self, name: &str) -> Spawned {
+    pub(crate) fn spawned(&self, name: &str) -> Spawned {
         let text = std::fs::read_to_string(self.path(name)).unwrap();
         serde_json::from_str(text.lines().next().unwrap()).unwrap()
     }
@@ -172,20 +172,22 @@ fn journal_path(state: &Path) -> PathBuf {
 }
 
 #[derive(Debug, Deserialize)]
-struct PidFileJ {
-    pid: i32,
-    start_ticks: u64,
-    mode: String,
+pub(crate) struct PidFileJ {
+    pub(crate) pid: i32,
+    pub(crate) start_ticks: u64,
+    pub(crate) mode: String,
     #[serde(default)]
-    degraded: Vec<String>,
+    pub(crate) watch: Option<Ident>,
+    #[serde(default)]
+    pub(crate) degraded: Vec<String>,
 }
 
 impl PidFileJ {
-    fn read(state: &Path) -> Option<PidFileJ> {
+    pub(crate) fn read(state: &Path) -> Option<PidFileJ> {
         let bytes = std::fs::read(pid_file(state)).ok()?;
         Some(serde_json::from_slice(&bytes).unwrap())
     }
-    fn ident(&self) -> Ident {
+    pub(crate) fn ident(&self) -> Ident {
         Ident {
             pid: self.pid,
             start_ticks: self.start_ticks,
@@ -194,7 +196,7 @@ impl PidFileJ {
 }
 
 /// Kills the guard of `state` by identity, if one runs (test cleanup).
-fn kill_guard(state: &Path) {
+pub(crate) fn kill_guard(state: &Path) {
     if let Some(pf) = PidFileJ::read(state) {
         let id = pf.ident();
         if alive(&id) {
@@ -205,7 +207,7 @@ fn kill_guard(state: &Path) {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-struct MarkersJ {
+pub(crate) struct MarkersJ {
     github_action: Option<String>,
     pytest_current_test: Option<String>,
     #[serde(default)]
@@ -213,27 +215,27 @@ struct MarkersJ {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
-struct ParentJ {
+pub(crate) struct ParentJ {
     pid: i32,
     start_ticks: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct BirthJ {
-    pid: i32,
-    start_ticks: Option<u64>,
-    parent: ParentJ,
-    chain: Vec<i32>,
-    in_job: bool,
+pub(crate) struct BirthJ {
+    pub(crate) pid: i32,
+    pub(crate) start_ticks: Option<u64>,
+    pub(crate) parent: ParentJ,
+    pub(crate) chain: Vec<i32>,
+    pub(crate) in_job: bool,
     #[serde(default)]
-    markers: MarkersJ,
-    via: String,
-    gap: Option<String>,
-    t_us: u64,
+    pub(crate) markers: MarkersJ,
+    pub(crate) via: String,
+    pub(crate) gap: Option<String>,
+    pub(crate) t_us: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct ExecJ {
+pub(crate) struct ExecJ {
     id: Ident,
     argv: Vec<String>,
     in_job: bool,
@@ -245,7 +247,7 @@ struct ExecJ {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-enum Rec {
+pub(crate) enum Rec {
     Start {
         guard: Ident,
         root: Option<Ident>,
@@ -273,7 +275,7 @@ enum Rec {
     },
 }
 
-fn journal(state: &Path) -> Vec<Rec> {
+pub(crate) fn journal(state: &Path) -> Vec<Rec> {
     let text = std::fs::read_to_string(journal_path(state)).unwrap_or_default();
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -281,7 +283,7 @@ fn journal(state: &Path) -> Vec<Rec> {
         .collect()
 }
 
-fn births(recs: &[Rec]) -> Vec<BirthJ> {
+pub(crate) fn births(recs: &[Rec]) -> Vec<BirthJ> {
     recs.iter()
         .filter_map(|r| match r {
             Rec::Birth(b) => Some(b.clone()),
@@ -814,7 +816,8 @@ fn the_dead_mans_switch_sweeps_when_the_job_root_dies() {
     let dir = ScratchDir::new("guard_deadman");
     let mut job = Job::start(dir.path());
     job.ok("$JANITOR snapshot --state state.json");
-    job.ok("$JANITOR guard start --state state.json");
+    // The job shell stands for a per-job process (a runner's worker): named with --watch.
+    job.ok("$JANITOR guard start --state state.json --watch $$");
     job.ok(&format!(
         "{MARKED} $FIXTURE scrubbed-session > fixture.json"
     ));
@@ -924,7 +927,10 @@ fn a_guard_in_a_foreign_pid_namespace_says_it_is_degraded() {
         .arg(
             r#"set -e
             "$JANITOR" snapshot --state state.json
-            "$JANITOR" guard start --state state.json --watch 1
+            if "$JANITOR" guard start --state state.json --watch 1 2> watch1.txt; then
+                echo "--watch 1 was accepted" >&2; exit 1
+            fi
+            "$JANITOR" guard start --state state.json
             "$JANITOR" guard status --state state.json --json > status.json
             "$JANITOR" guard stop --state state.json"#,
         )
@@ -936,6 +942,12 @@ fn a_guard_in_a_foreign_pid_namespace_says_it_is_degraded() {
     }
     let out = output_of(c);
     assert!(out.status.success());
+    // Regression: `--watch 1` made every new process on the machine the job's.
+    let refusal = std::fs::read_to_string(dir.path().join("watch1.txt")).unwrap();
+    assert!(
+        refusal.contains("pid 1 is the ancestor of every process"),
+        "{refusal}"
+    );
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("status.json")).unwrap()).unwrap();
     assert_eq!(v["running"], true);

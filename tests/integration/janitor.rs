@@ -92,6 +92,8 @@ pub struct Report {
 pub struct ReportProcess {
     pub pid: i32,
     pub start_ticks: u64,
+    #[serde(default)]
+    pub comm: serde_json::Value,
     pub class: String,
     pub evidence: Vec<String>,
     pub fate: Option<FateJson>,
@@ -118,7 +120,7 @@ impl Report {
             std::fs::read(path).unwrap_or_else(|e| panic!("no report at {}: {e}", path.display()));
         let r: Report = serde_json::from_slice(&bytes)
             .unwrap_or_else(|e| panic!("report {} does not decode: {e}", path.display()));
-        assert_eq!(r.schema_version, 1);
+        assert_eq!(r.schema_version, 2);
         r
     }
 

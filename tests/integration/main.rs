@@ -12,6 +12,7 @@
 mod support;
 
 mod action;
+mod deployments;
 mod fixture_selftest;
 mod guard;
 mod hooks;

@@ -345,8 +345,7 @@ fn clean_run_under_github_actions() {
     assert!(read(&d.join("summary.md")).starts_with("## ✅ ci-janitor: clean\n"));
 }
 
-/// A job as a shell script in its own session (the sweep's session rule then covers the
-/// job and nothing else).
+/// A job as a shell script in its own session, marked by `snapshot --export`.
 fn job_script(dir: &Path, body: &str) -> std::process::Output {
     let mut c = Command::new("setsid");
     c.arg("--wait")
@@ -370,7 +369,7 @@ fn snapshot_diff_sweep_outside_github_write_redacted_files() {
     let out = job_script(
         dir.path(),
         r#"set -e
-        "$JANITOR" snapshot --full --state state.json
+        eval "$("$JANITOR" snapshot --export --full --state state.json)"
         bash -c 'exec -a "$ARGV0" "$FIXTURE" groups --groups 2 --per-group 2' > fixture.json
         "$JANITOR" snapshot --full --print --state with-leak.json > printed.json
         "$JANITOR" diff --state state.json --color never > diff.txt

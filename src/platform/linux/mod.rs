@@ -72,10 +72,16 @@ impl Detail {
         }
     }
 
-    /// Details for what is new since `baseline`.
+    /// Details for what is new since `baseline`: everything but the processes that
+    /// started before it (one born while it was read is new, though listed).
     pub fn new_since(baseline: &Snapshot) -> Detail {
         Detail::Except(std::sync::Arc::new(
-            baseline.processes.iter().map(|p| p.id).collect(),
+            baseline
+                .processes
+                .iter()
+                .filter(|p| p.id.start_ticks < baseline.taken_at_boot_ticks)
+                .map(|p| p.id)
+                .collect(),
         ))
     }
 }
@@ -114,7 +120,7 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
         .map_or(0, |d| d.as_millis() as u64);
     let root = opts.proc_root.as_path();
     let machine = read_machine(root, opts.host_facts)?;
-    let taken_at_boot_ticks = boot_ticks_now(machine.clock_ticks_per_second);
+    let taken_at_boot_ticks = begin_on_a_tick(machine.clock_ticks_per_second);
     let mut unreadable = Vec::new();
 
     let mut listeners = if opts.sockets {
@@ -257,6 +263,30 @@ fn read_machine(root: &Path, host_facts: bool) -> Result<Machine, ReadError> {
         }
     }
     Ok(machine)
+}
+
+/// Waits for the start of the next clock tick and returns it. A start time is counted in
+/// ticks (10 ms), so the tick in which a reading begins holds processes from just before
+/// it and from during it, which a start time cannot tell apart. A reading begun at the
+/// start of a tick leaves that doubt to the few microseconds between the tick and the
+/// reading: every process of that tick counts as born during the reading, none before.
+fn begin_on_a_tick(ticks_per_second: u64) -> u64 {
+    let tick_ns = 1_000_000_000 / u128::from(ticks_per_second.max(1));
+    for _ in 0..3 {
+        let now = boot_ns_now();
+        let into = now % tick_ns;
+        if into < 200_000 {
+            break;
+        }
+        let wait = (tick_ns - into) as u64;
+        std::thread::sleep(std::time::Duration::from_nanos(wait + 20_000));
+    }
+    boot_ticks_now(ticks_per_second)
+}
+
+fn boot_ns_now() -> u128 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
 
 /// `CLOCK_BOOTTIME` now, in clock ticks: the clock behind field 22 of `/proc/PID/stat`.

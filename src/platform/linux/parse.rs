@@ -126,7 +126,10 @@ pub fn scan_environ_markers(buf: &[u8]) -> Markers {
     let mut markers = Markers::default();
     for entry in buf.split(|&b| b == 0) {
         // Every marker name starts with one of these letters; skip the rest cheaply.
-        if !matches!(entry.first(), Some(b'R' | b'G' | b'P' | b'C')) {
+        if !matches!(
+            entry.first(),
+            Some(b'R' | b'G' | b'P' | b'C' | b'V' | b'J' | b'B')
+        ) {
             continue;
         }
         let Some(eq) = entry.iter().position(|&b| b == b'=') else {

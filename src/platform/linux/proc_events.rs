@@ -488,6 +488,19 @@ pub fn read_exec_facts(proc_root: &Path, id: ProcessId) -> Option<ProcFacts> {
     Some(facts)
 }
 
+/// The job markers in `pid`'s environment, and nothing else: one file, read when a
+/// process that is not (yet) the job's execs, to see whether it carries the job's marker.
+/// `None` when it is gone or unreadable.
+pub fn read_markers(proc_root: &Path, pid: i32) -> Option<Markers> {
+    let mut path = proc_root.to_path_buf();
+    path.push(pid.to_string());
+    path.push("environ");
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let mut buf = Vec::with_capacity(4096);
+    read_all(&fd, &mut buf).ok()?;
+    Some(scan_environ_markers(&buf))
+}
+
 fn errno_text(e: Errno) -> &'static str {
     match e {
         Errno::ACCESS | Errno::PERM => "permission denied",
