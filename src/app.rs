@@ -194,6 +194,8 @@ pub fn finish_sweep_with(
     let failed = leaked && settings.fail_on == FailOn::Leak;
     let mut built = report::json::build(outcome, failed);
     built.report.samples = samples;
+    built.report.ran_as = settings.ran_as;
+    report::json::name_steps(&mut built.report, &settings.step_names);
     let mut settings = settings.clone();
     if settings.report_json.is_none() {
         settings.report_json = extra_report.map(std::path::Path::to_path_buf);

@@ -72,6 +72,10 @@ pub struct SweepSettings {
     /// `$GITHUB_OUTPUT`, appended to under Actions.
     pub github_output: Option<PathBuf>,
     pub color: bool,
+    /// What runs the sweep (the Action fills this and the step names in).
+    pub ran_as: crate::report::json::RanAs,
+    /// Step names by `GITHUB_ACTION` id, for the reports ([`crate::workflow`]).
+    pub step_names: std::collections::BTreeMap<String, String>,
 }
 
 pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, String> {
@@ -118,6 +122,8 @@ pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, Stri
         github_actions,
         github_output: github_actions.then(|| env_path("GITHUB_OUTPUT")).flatten(),
         color: use_color(o.color, env),
+        ran_as: crate::report::json::RanAs::Cli,
+        step_names: std::collections::BTreeMap::new(),
     })
 }
 

@@ -54,6 +54,27 @@ pub struct Report {
     /// ran: the summary's chart is drawn only from real samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<Vec<Sample>>,
+    /// What ran the sweep, so advice names the knobs the reader has: the Action's inputs
+    /// or the command line's flags.
+    #[serde(default, skip_serializing_if = "RanAs::is_cli")]
+    pub ran_as: RanAs,
+}
+
+/// What ran a sweep (see [`Report::ran_as`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RanAs {
+    /// `ci-janitor sweep`, `run`, the hooks.
+    #[default]
+    Cli,
+    /// The GitHub Action (one line, or the sweep sub-action).
+    Action,
+}
+
+impl RanAs {
+    fn is_cli(&self) -> bool {
+        *self == RanAs::Cli
+    }
 }
 
 /// Leaked processes that share a masked command line.
@@ -225,6 +246,7 @@ pub fn build(outcome: &SweepOutcome, failed: bool) -> Built {
         redacted_values: 0,
         step_names: BTreeMap::new(),
         samples: None,
+        ran_as: RanAs::Cli,
     };
     redact_report(&mut report, &mut secrets);
     report.signatures = super::signature::compute(&report.processes);
