@@ -90,6 +90,8 @@ pub fn act_with(
         .args([
             "-P",
             "ubuntu-latest=-self-hosted",
+            "-P",
+            "ubuntu-24.04=-self-hosted",
             "--action-offline-mode",
             "push",
         ])
@@ -348,6 +350,30 @@ fn actionlint_passes_on_every_workflow_and_action() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn zizmor_passes_offline_on_every_workflow_and_action() {
+    let _g = crate::support::serial();
+    let out = Command::new("zizmor")
+        .args(["--offline", "--min-severity", "low", "."])
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run zizmor ({e}); pip install zizmor"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    // It looked at the actions too, not only the workflows.
+    for f in [
+        "./action.yml",
+        "./snapshot/action.yml",
+        "./sweep/action.yml",
+    ] {
+        assert!(text.contains(f), "zizmor did not audit {f}:\n{text}");
+    }
 }
 
 // --- the node shim on its own ---------------------------------------------------------
