@@ -189,7 +189,16 @@ fn a_leaking_job_fails_in_post_with_annotations_summary_and_outputs() {
         dir.path(),
         &[("leak.yml", &workflow("", &leak_step(18761)))],
     );
-    let run = act(dir.path(), &repo, "leak.yml", &[]);
+    // GitHub sets GITHUB_WORKFLOW_REF; act does not, so the test does, as GitHub would.
+    let run = act(
+        dir.path(),
+        &repo,
+        "leak.yml",
+        &[(
+            "GITHUB_WORKFLOW_REF",
+            "o/r/.github/workflows/leak.yml@refs/heads/main",
+        )],
+    );
     assert_eq!(run.code, 1, "the job must fail");
     let ids = leaked(dir.path());
     assert_eq!(ids.len(), 2);
@@ -227,6 +236,14 @@ fn a_leaking_job_fails_in_post_with_annotations_summary_and_outputs() {
         run.log.contains("ci-janitor: 2 leaked processes"),
         "no job summary"
     );
+    // The step is named as the workflow file names it (act's id for it is its index).
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        raw["step_names"]["2"], "Leak a server and a daemon",
+        "{raw}"
+    );
+    assert_eq!(raw["ran_as"], "action");
     assert!(run.log.contains("::group::"), "no folded report");
 }
 
