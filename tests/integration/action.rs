@@ -312,7 +312,9 @@ fn hyphenated_inputs_reach_the_binary() {
             (
                 "pass.yml",
                 &workflow(
-                    "          fail-on-leak: false\n          deadline: 15s\n",
+                    "          fail-on-leak: false\n          deadline: 15s\n          \
+                     report-json: ${{ env.SCRATCH }}/leaks.json\n          \
+                     junit: ${{ env.SCRATCH }}/leaks.xml\n",
                     &leak_step(18764),
                 ),
             ),
@@ -327,6 +329,14 @@ fn hyphenated_inputs_reach_the_binary() {
         "with fail-on-leak: false, leaks are warnings"
     );
     assert!(wait_dead(&leaked(dir.path()), Duration::from_secs(5)));
+    // The report-json and junit inputs.
+    let json = crate::janitor::Report::read(&dir.path().join("leaks.json"));
+    assert_eq!(
+        json.processes.iter().filter(|p| p.class == "job").count(),
+        2
+    );
+    let xml = std::fs::read_to_string(dir.path().join("leaks.xml")).unwrap();
+    assert!(xml.contains("<testcase"), "{xml}");
 
     let run = act(dir.path(), &repo, "bad.yml", &[]);
     assert_eq!(run.code, 1);
