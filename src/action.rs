@@ -60,6 +60,8 @@ pub struct Inputs {
     pub known_leaks: Option<String>,
     pub state: Option<PathBuf>,
     pub job_status: Option<String>,
+    pub report_json: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
 }
 
 /// An input by its name in action.yml: `INPUT_FAIL-ON-LEAK` as the runner passes it to a
@@ -110,17 +112,22 @@ impl Inputs {
             known_leaks: input(env, "known-leaks"),
             state: input(env, "state").map(PathBuf::from),
             job_status: input(env, "job-status"),
+            report_json: input(env, "report-json").map(PathBuf::from),
+            junit: input(env, "junit").map(PathBuf::from),
         })
     }
 
     fn sweep_settings(&self, env: Env<'_>) -> Result<SweepSettings, String> {
-        settings::sweep_settings(&self.sweep_opts(), env).map_err(|e| {
+        let mut settings = settings::sweep_settings(&self.sweep_opts(), env).map_err(|e| {
             // The flags' names mean nothing in a workflow: name the inputs instead.
             e.replace("--grace", "input `grace-period`")
                 .replace("--deadline", "input `deadline`")
                 .replace("--allow", "input `allow`")
                 .replace("--ignore", "input `ignore`")
-        })
+        })?;
+        settings.ran_as = crate::report::json::RanAs::Action;
+        settings.step_names = crate::workflow::step_names(env);
+        Ok(settings)
     }
 
     /// The inputs as the options of `sweep` (the guard takes them for its dead man's
@@ -138,6 +145,8 @@ impl Inputs {
             allow: self.allow.clone(),
             ignore: self.ignore.clone(),
             kill_unattributed: self.kill_unattributed,
+            report_json: self.report_json.clone(),
+            junit: self.junit.clone(),
             ..Default::default()
         }
     }
@@ -223,6 +232,7 @@ fn begin(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
         );
     }
     append_file_command(env, "GITHUB_ENV", "CI_JANITOR_RUN", &marker)?;
+    put_on_path(env)?;
     if inputs.known_leaks.is_some() {
         println!(
             "::warning title=ci-janitor::input `known-leaks` is not supported by this version yet \
@@ -275,6 +285,26 @@ fn end(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
     let swept = job::sweep(&job, &baseline, &settings, GuardInput::Beside(&path))?;
     let report_path = path.with_file_name("report.json");
     job::finish(&swept, &settings, Some(&report_path))
+}
+
+/// Puts the folder of this binary on `PATH` for the job's later steps (`$GITHUB_PATH`),
+/// so they can run `ci-janitor diff`, and `ci-janitor report` on the report afterwards.
+fn put_on_path(env: Env<'_>) -> Result<(), AppError> {
+    let Some(file) = env("GITHUB_PATH").filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
+    let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+    else {
+        return Ok(());
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| writeln!(f, "{}", dir.display()))
+        .map_err(|e| AppError::Internal(format!("write GITHUB_PATH ({file}): {e}")))
 }
 
 /// Appends `name=value` to the file named by `$var` (`GITHUB_ENV`, `GITHUB_STATE`,

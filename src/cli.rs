@@ -20,10 +20,20 @@ Exit codes: 0 nothing leaked (or the policy passes), 1 leaks found and the polic
 2 bad usage or bad input, 3 internal error.
 Environment: CI_JANITOR_LOG sets the log filter (e.g. debug); logs go to stderr.";
 
+/// `--version`: the version, the commit it was built from and the target it runs on.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CI_JANITOR_COMMIT"),
+    ", ",
+    env!("CI_JANITOR_TARGET"),
+    ")"
+);
+
 /// Find the processes a CI job started and left running, kill them group by group, and
 /// report them.
 #[derive(Debug, Parser)]
-#[command(name = "ci-janitor", version, about, after_help = AFTER_HELP)]
+#[command(name = "ci-janitor", version = LONG_VERSION, about, after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -34,17 +44,33 @@ pub enum Command {
     /// Record the baseline: every process and listening socket alive now.
     ///
     /// Run it first thing in a job. Processes in the baseline are never touched later.
+    #[command(after_help = "Examples:
+  ci-janitor snapshot                          # state in the default place (see --state)
+  ci-janitor snapshot --state /tmp/job.json    # a state file of your choosing
+  ci-janitor snapshot --print | jq '.processes | length'")]
     Snapshot(SnapshotArgs),
     /// Show what appeared since the snapshot and is still alive, as a process forest with
     /// the ports each process listens on. Kills nothing.
+    #[command(after_help = "Examples:
+  ci-janitor diff                 # what is new since the snapshot, as trees with ports
+  ci-janitor diff --json | jq .   # the same as data")]
     Diff(DiffArgs),
     /// Kill what the job started and left running, group by group (TERM, grace, KILL),
     /// check its ports are free again, report, and fail when anything leaked.
     ///
     /// Only processes that appeared since the snapshot AND carry evidence that the job
-    /// started them are signalled: this job's RUNNER_TRACKING_ID, the job's cgroup, descent
-    /// from the job's root process (the runner's worker, or the process that ran the sweep),
-    /// the sweep's own session. Processes alive at snapshot time are never touched.
+    /// started them are signalled. The evidence, strongest first: the lineage the guard
+    /// recorded at each process's birth (its parent was the job's); this job's markers in
+    /// its environment (CI_JANITOR_RUN from the snapshot, RUNNER_TRACKING_ID and other CIs'
+    /// job ids); live descent from the job's root process (the runner's worker, or `run`);
+    /// descent from a job process. A name, a session or a cgroup is never evidence.
+    /// Processes alive at snapshot time are never touched.
+    #[command(after_help = "Examples:
+  ci-janitor sweep                                   # kill and report; exit 1 on a leak
+  ci-janitor sweep --dry-run                         # report what would be killed
+  ci-janitor sweep --grace 2s --allow 'comm:redis-server' --ignore 'exe:/opt/agent/*'
+  ci-janitor sweep --fail-on never --report-json leaks.json --junit leaks.xml
+  ci-janitor report leaks.json                       # read the report again later")]
     Sweep(SweepArgs),
     /// Run a command, then sweep everything it left behind.
     ///
@@ -65,14 +91,26 @@ pub enum Command {
     Action(ActionArgs),
     /// Install or remove the self-hosted runner's job hooks, which sweep every job on that
     /// runner without changing any workflow.
+    #[command(after_help = "Examples:
+  sudo ci-janitor hooks install --runner-dir /home/runner/actions-runner
+  ci-janitor hooks install --runner-dir ~/actions-runner --fail-on leak --grace 2s
+  ci-janitor hooks uninstall --runner-dir ~/actions-runner
+Restart the runner service afterwards: it reads its .env at start.")]
     Hooks(HooksArgs),
     /// Render a saved JSON report (from --report-json) again: as text, as the job summary's
     /// Markdown, as GitHub annotations, or as JUnit XML.
+    #[command(after_help = "Examples:
+  ci-janitor report \"$RUNNER_TEMP/ci-janitor/report.json\"   # the Action's report
+  ci-janitor report leaks.json --format junit > leaks.xml")]
     Report(ReportArgs),
     /// The background tracker for the length of the job: it records every new process's
     /// lineage at birth (parent chain, first command line, step and test), so that a
     /// leak that was reparented or scrubbed its environment is still attributed; and it
     /// sweeps by itself if the job's root dies without a sweep.
+    #[command(after_help = "Examples:
+  ci-janitor snapshot && ci-janitor guard start   # at the job's start
+  ci-janitor guard status                         # is it running, what has it seen
+  ci-janitor sweep                                # stops it, then sweeps")]
     Guard(GuardArgs),
 }
 
@@ -390,8 +428,67 @@ pub enum ColorChoice {
 
 impl Cli {
     pub fn parse_from_args(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(args)
+        let args: Vec<OsString> = args.into_iter().collect();
+        Cli::try_parse_from(&args).map_err(|e| run_without_separator(&args).unwrap_or(e))
     }
+}
+
+/// `ci-janitor run pytest -x` (no `--`): clap sees `pytest` as an unknown argument. Say
+/// what was meant instead.
+fn run_without_separator(args: &[OsString]) -> Option<clap::Error> {
+    use clap::CommandFactory;
+    let run_at = args.iter().position(|a| a == "run")?;
+    if args[1..run_at]
+        .iter()
+        .any(|a| !a.to_string_lossy().starts_with('-'))
+        || args.iter().any(|a| a == "--")
+    {
+        return None;
+    }
+    let rest: Vec<String> = args[run_at + 1..]
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut root = Cli::command();
+    root.build();
+    let run = root.find_subcommand_mut("run")?;
+    // Our own options come first (with their values); the command starts after them.
+    let takes_value = |flag: &str| {
+        run.get_arguments().any(|a| {
+            a.get_long().is_some_and(|l| flag == format!("--{l}")) && a.get_action().takes_values()
+        })
+    };
+    let mut cmd_at = None;
+    let mut i = 0;
+    while i < rest.len() {
+        let a = &rest[i];
+        if !a.starts_with('-') {
+            cmd_at = Some(i);
+            break;
+        }
+        i += if !a.contains('=') && takes_value(a) {
+            2
+        } else {
+            1
+        };
+    }
+    let (ours, theirs) = rest.split_at(cmd_at?);
+    let mut line = String::from("ci-janitor run");
+    for a in ours
+        .iter()
+        .chain(std::iter::once(&"--".to_owned()))
+        .chain(theirs)
+    {
+        line.push(' ');
+        line.push_str(a);
+    }
+    Some(run.error(
+        clap::error::ErrorKind::UnknownArgument,
+        format!(
+            "the command to run goes after `--`, so that its own options are not read as \
+             ci-janitor's:\n\n  {line}\n"
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -402,5 +499,39 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::parse_from_args(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn run_without_the_separator_suggests_it() {
+        let e = parse(&["ci-janitor", "run", "--grace", "2s", "pytest", "-x"]).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("goes after `--`"), "{text}");
+        assert!(
+            text.contains("ci-janitor run --grace 2s -- pytest -x"),
+            "{text}"
+        );
+        let e = parse(&["ci-janitor", "run", "pytest", "-n", "4"]).unwrap_err();
+        assert!(
+            e.to_string().contains("ci-janitor run -- pytest -n 4"),
+            "{e}"
+        );
+        assert!(parse(&["ci-janitor", "run", "--", "pytest"]).is_ok());
+        // Other mistakes keep clap's own message.
+        let e = parse(&["ci-janitor", "sweep", "extra"]).unwrap_err();
+        assert!(!e.to_string().contains("goes after"));
+    }
+
+    #[test]
+    fn version_names_commit_and_target() {
+        let v = Cli::command().render_version();
+        assert!(v.starts_with(&format!(
+            "ci-janitor {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(v.contains(env!("CI_JANITOR_TARGET")), "{v}");
     }
 }

@@ -530,6 +530,8 @@ pub fn finish(
     let mut built = report::json::build(&swept.outcome, failed);
     built.report.samples = samples;
     built.report.notes = swept.notes.clone();
+    built.report.ran_as = settings.ran_as;
+    report::json::name_steps(&mut built.report, &settings.step_names);
     let mut settings = settings.clone();
     if settings.report_json.is_none() {
         settings.report_json = extra_report.map(Path::to_path_buf);

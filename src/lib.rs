@@ -36,6 +36,7 @@ pub mod run;
 pub mod settings;
 pub mod state;
 pub mod sweep;
+pub mod workflow;
 
 #[cfg(test)]
 mod test_support;

@@ -85,6 +85,10 @@ pub struct SweepSettings {
     pub color: bool,
     /// Show the grace-period waits on stderr (off for the guard's own sweep).
     pub progress: bool,
+    /// What runs the sweep (the Action fills this and the step names in).
+    pub ran_as: crate::report::json::RanAs,
+    /// Step names by `GITHUB_ACTION` id, for the reports ([`crate::workflow`]).
+    pub step_names: std::collections::BTreeMap<String, String>,
 }
 
 pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, String> {
@@ -132,6 +136,8 @@ pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, Stri
         github_output: github_actions.then(|| env_path("GITHUB_OUTPUT")).flatten(),
         color: use_color(o.color, env),
         progress: true,
+        ran_as: crate::report::json::RanAs::Cli,
+        step_names: std::collections::BTreeMap::new(),
     })
 }
 

@@ -58,6 +58,27 @@ pub struct Report {
     /// caller not taken as a root), in sentences.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// What ran the sweep, so advice names the knobs the reader has: the Action's inputs
+    /// or the command line's flags.
+    #[serde(default, skip_serializing_if = "RanAs::is_cli")]
+    pub ran_as: RanAs,
+}
+
+/// What ran a sweep (see [`Report::ran_as`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RanAs {
+    /// `ci-janitor sweep`, `run`, the hooks.
+    #[default]
+    Cli,
+    /// The GitHub Action (one line, or the sweep sub-action).
+    Action,
+}
+
+impl RanAs {
+    fn is_cli(&self) -> bool {
+        *self == RanAs::Cli
+    }
 }
 
 /// Leaked processes that share a masked command line.
@@ -238,6 +259,7 @@ pub fn build(outcome: &SweepOutcome, failed: bool) -> Built {
         step_names: BTreeMap::new(),
         samples: None,
         notes: Vec::new(),
+        ran_as: RanAs::Cli,
     };
     redact_report(&mut report, &mut secrets);
     report.signatures = super::signature::compute(&report.processes);

@@ -11,7 +11,7 @@
 
 use std::fmt::Write;
 
-use super::json::{Report, ReportProcess, Sample, Signature};
+use super::json::{RanAs, Report, ReportProcess, Sample, Signature};
 use super::signature::{describe_fates, describe_tallies, port_ranges};
 use super::terminal::{describe_fate, plural, shell_quote};
 use super::tree::{draw_forest, sanitize, truncate};
@@ -197,7 +197,20 @@ fn table_row(r: &Report, s: &Signature) -> String {
     } else {
         port_ranges(&s.ports)
     };
-    let steps = super::signature::described_steps(&s.steps, &r.step_names);
+    // A step by the name the workflow file gives it, as the run's log shows it; the id
+    // (with what a generated id means) only when the file was not there to read.
+    let steps: Vec<super::json::Tally> = s
+        .steps
+        .iter()
+        .map(|t| super::json::Tally {
+            value: r
+                .step_names
+                .get(&t.value)
+                .cloned()
+                .unwrap_or_else(|| super::signature::describe_step(&t.value, &r.step_names)),
+            count: t.count,
+        })
+        .collect();
     let mut tests = describe_tallies(&s.tests, 3);
     if !s.xdist_workers.is_empty() {
         tests = format!("{tests} (xdist {})", s.xdist_workers.join(", "));
@@ -224,6 +237,7 @@ fn next_steps(r: &Report) -> String {
     if job.is_empty() && unattributed == 0 {
         return String::new();
     }
+    let action = r.ran_as == RanAs::Action;
     let mut out = String::from("### What to do next\n\n");
     if !job.is_empty() {
         out.push_str(
@@ -231,29 +245,35 @@ fn next_steps(r: &Report) -> String {
              (a fixture's teardown, a `finally`, a context manager), then reproduce locally \
              with `ci-janitor run -- <your test command>`.\n",
         );
-        out.push_str(
-            "- **Or accept it**: an allowed leak is still killed but no longer fails the run. \
-             In the workflow:\n\n",
-        );
         let patterns: Vec<String> = job
             .iter()
             .take(MAX_ALLOW)
             .map(|s| sanitize(&s.allow_pattern))
             .collect();
-        let mut yaml = String::from("with:\n  allow: |\n");
-        for p in &patterns {
-            let _ = writeln!(yaml, "    {p}");
+        if action {
+            out.push_str(
+                "- **Or accept it**: an allowed leak is still killed but no longer fails the \
+                 run. Add to the action's inputs:\n\n",
+            );
+            let mut yaml = String::from("with:\n  allow: |\n");
+            for p in &patterns {
+                let _ = writeln!(yaml, "    {p}");
+            }
+            let f = fence(&yaml);
+            let _ = write!(out, "{f}yaml\n{yaml}{f}\n\n");
+        } else {
+            out.push_str(
+                "- **Or accept it**: an allowed leak is still killed but no longer fails the \
+                 run:\n\n",
+            );
+            let mut sh = String::from("ci-janitor sweep");
+            for p in &patterns {
+                let _ = write!(sh, " \\\n  --allow {}", shell_quote(p));
+            }
+            sh.push('\n');
+            let f = fence(&sh);
+            let _ = write!(out, "{f}sh\n{sh}{f}\n\n");
         }
-        let f = fence(&yaml);
-        let _ = write!(out, "{f}yaml\n{yaml}{f}\n\n");
-        out.push_str("  or on the command line:\n\n");
-        let mut sh = String::from("ci-janitor sweep");
-        for p in &patterns {
-            let _ = write!(sh, " \\\n  --allow {}", shell_quote(p));
-        }
-        sh.push('\n');
-        let f = fence(&sh);
-        let _ = write!(out, "{f}sh\n{sh}{f}\n\n");
         if job.len() > MAX_ALLOW {
             let _ = writeln!(
                 out,
@@ -263,11 +283,19 @@ fn next_steps(r: &Report) -> String {
         }
     }
     if unattributed > 0 {
+        let (kill, ignore) = if action {
+            (
+                "set the input `kill-unattributed: true`",
+                "list them in the input `ignore`",
+            )
+        } else {
+            ("pass `--kill-unattributed`", "pass `--ignore 'PATTERN'`")
+        };
         let _ = writeln!(
             out,
             "- **Unattributed** processes appeared during the job with no evidence that it \
-             started them, so they were left alone. If they are the job's, pass \
-             `--kill-unattributed`; if they belong to the machine, `--ignore 'PATTERN'`.\n"
+             started them, so they were left alone. If they are the job's, {kill}; if \
+             they belong to the machine, {ignore}.\n"
         );
     }
     out
@@ -365,28 +393,62 @@ fn forests(r: &Report, c: &mut Capped) {
     }
 }
 
-/// A Mermaid line chart of the job's processes over time, from the guard's samples.
+/// Shorter jobs get a table: a chart of a few seconds shows nothing a table does not.
+const MIN_CHART_SECONDS: f64 = 10.0;
+/// Rows of that table.
+const MAX_TABLE_ROWS: usize = 12;
+
+/// The job's processes over time, from the guard's samples: a Mermaid line chart on a
+/// numeric time axis, or a small table when the job is too short for a chart.
+///
+/// Samples come at uneven times (the guard samples on change), so the chart resamples
+/// them into equal time buckets: each point is the largest count seen in its bucket (a
+/// spike shows), or the count carried over from before when no sample fell in it. Equal
+/// buckets are what make the points' positions on the axis true.
 fn chart(samples: &[Sample], baseline_ms: u64) -> String {
     if samples.len() < 2 {
         return String::new();
     }
-    // At most MAX_POINTS points: the largest count in each bucket, so a spike shows.
-    let per = samples.len().div_ceil(MAX_POINTS);
-    let points: Vec<(u64, u32)> = samples
-        .chunks(per)
-        .map(|b| {
-            let at = b[0].at_unix_ms.saturating_sub(baseline_ms) / 1000;
-            (at, b.iter().map(|s| s.processes).max().unwrap_or(0))
-        })
-        .collect();
-    let xs: Vec<String> = points.iter().map(|(t, _)| t.to_string()).collect();
-    let ys: Vec<String> = points.iter().map(|(_, n)| n.to_string()).collect();
-    format!(
-        "### The job's processes over time\n\n```mermaid\nxychart-beta\n    x-axis \"seconds \
-         since the snapshot\" [{}]\n    y-axis \"processes\"\n    line [{}]\n```\n\n",
-        xs.join(", "),
+    let secs = |s: &Sample| s.at_unix_ms.saturating_sub(baseline_ms) as f64 / 1000.0;
+    let end = samples.iter().map(secs).fold(0.0, f64::max);
+    let mut out = String::from("### The job's processes over time\n\n");
+    if end < MIN_CHART_SECONDS {
+        out.push_str("| Seconds since the snapshot | Processes |\n|---:|---:|\n");
+        let per = samples.len().div_ceil(MAX_TABLE_ROWS);
+        for b in samples.chunks(per) {
+            let most = b.iter().max_by_key(|s| s.processes).unwrap_or(&b[0]);
+            let _ = writeln!(out, "| {:.1} | {} |", secs(most), most.processes);
+        }
+        out.push('\n');
+        return out;
+    }
+    let width = end / MAX_POINTS as f64;
+    let mut points = Vec::with_capacity(MAX_POINTS);
+    let mut carried = samples[0].processes;
+    let mut next = 0;
+    for i in 0..MAX_POINTS {
+        let upto = if i + 1 == MAX_POINTS {
+            f64::INFINITY
+        } else {
+            (i + 1) as f64 * width
+        };
+        let mut most = None;
+        while next < samples.len() && secs(&samples[next]) < upto {
+            carried = samples[next].processes;
+            most = Some(most.map_or(carried, |m: u32| m.max(carried)));
+            next += 1;
+        }
+        points.push(most.unwrap_or(carried));
+    }
+    let ys: Vec<String> = points.iter().map(u32::to_string).collect();
+    let _ = write!(
+        out,
+        "```mermaid\nxychart-beta\n    x-axis \"seconds since the snapshot\" 0 --> {}\n    \
+         y-axis \"processes\"\n    line [{}]\n```\n\n",
+        end.ceil() as u64,
         ys.join(", ")
-    )
+    );
+    out
 }
 
 /// Renders the summary, at most `cap` bytes. `report_path` is where the JSON report was
@@ -521,21 +583,92 @@ mod tests {
         }
     }
 
-    #[test]
-    fn samples_are_charted_only_when_present() {
-        let mut r = fixtures::prefect().report;
-        assert!(!render(&r, None, SUMMARY_CAP).contains("mermaid"));
-        r.samples = Some(
-            (0..200u32)
+    /// Samples every 250 ms of a job of `secs` seconds whose count follows `count(t)`.
+    fn sampled(r: &Report, secs: u64, count: impl Fn(f64) -> u32) -> Option<Vec<Sample>> {
+        Some(
+            (0..=secs * 4)
                 .map(|i| Sample {
-                    at_unix_ms: r.baseline_taken_at_unix_ms + u64::from(i) * 3000,
-                    processes: 3 + i.min(82),
+                    at_unix_ms: r.baseline_taken_at_unix_ms + 250 * i,
+                    processes: count(i as f64 / 4.0),
                 })
                 .collect(),
-        );
+        )
+    }
+
+    /// The section from its heading to the next one.
+    fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+        let from = text.find(heading).expect("the section");
+        let rest = &text[from..];
+        let end = ["\n#", "\n<sub>"]
+            .iter()
+            .filter_map(|m| rest[3..].find(m))
+            .min()
+            .map_or(rest.len(), |n| n + 4);
+        &rest[..end]
+    }
+
+    #[test]
+    fn samples_are_charted_only_when_present() {
+        let r = fixtures::prefect().report;
+        assert!(!render(&r, None, SUMMARY_CAP).contains("processes over time"));
+    }
+
+    #[test]
+    fn chart_of_a_forty_second_job_on_a_time_axis() {
+        // 4 processes, a test session's servers up to 81 from 10 s to 25 s, then 22 left
+        // to the end: the 81 must show where it happened on the axis.
+        let mut r = fixtures::prefect().report;
+        r.samples = sampled(&r, 40, |t| match t {
+            t if t < 10.0 => 4,
+            t if t < 25.0 => 81,
+            _ => 22,
+        });
         let text = render(&r, None, SUMMARY_CAP);
-        let chart = &text[text.find("```mermaid").expect("a chart")..];
-        insta::assert_snapshot!(&chart[..chart.find("\n```\n").expect("closed") + 5]);
+        let chart = section(&text, "### The job's processes over time");
+        insta::assert_snapshot!(chart);
+        assert!(chart.contains("0 --> 40"), "a numeric axis of 40 seconds");
+        let line = chart
+            .lines()
+            .find(|l| l.contains("line ["))
+            .expect("a line");
+        let points: Vec<u32> = line
+            .trim()
+            .trim_start_matches("line [")
+            .trim_end_matches(']')
+            .split(", ")
+            .map(|v| v.parse().expect("a number"))
+            .collect();
+        assert_eq!(points.len(), MAX_POINTS);
+        // Each point covers 40/60 s: 81 from point 15 (10 s) to 37 (24.7 s to 25.3 s).
+        assert_eq!((points[0], points[14], points[15]), (4, 4, 81));
+        assert_eq!((points[37], points[38]), (81, 22));
+        assert_eq!(points[59], 22);
+    }
+
+    #[test]
+    fn a_short_job_gets_a_table() {
+        let mut r = fixtures::prefect().report;
+        r.samples = sampled(&r, 3, |t| if t < 1.0 { 4 } else { 9 });
+        let text = render(&r, None, SUMMARY_CAP);
+        let table = section(&text, "### The job's processes over time");
+        assert!(!table.contains("mermaid"));
+        insta::assert_snapshot!(table);
+    }
+
+    #[test]
+    fn step_names_come_from_the_workflow_file() {
+        let mut r = fixtures::prefect().report;
+        let names = crate::workflow::step_names_in(include_str!("testdata/prefect.yml"), "test");
+        crate::report::json::name_steps(&mut r, &names);
+        r.ran_as = RanAs::Action;
+        let text = render(&r, PATH, SUMMARY_CAP);
+        assert!(text.contains("Run tests &#40;xdist&#41;"), "{text}");
+        assert!(!text.contains("run step #2 without an id"));
+        // Advice in the Action's terms: inputs, not flags.
+        assert!(!text.contains("--allow"));
+        insta::assert_snapshot!(
+            section(&text, "| Kind |").to_owned() + section(&text, "### What to do next")
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The Action end to end, run by a real runner implementation: `act` in host mode, on
 //! workflows that start with actions/checkout@v4 and use the action as `./`. Also the node
-//! shim on its own: checksum verification, unsupported platforms, signal forwarding, and
-//! building from source when no prebuilt binary is there.
+//! shim on its own: unsupported platforms and signal forwarding. Downloading and verifying
+//! the release binary is in `release.rs`.
 //!
 //! act's cache and host workspace live inside the test's scratch directory, so every step
 //! process has its cwd there and is cleaned up by identity if a test fails.
@@ -15,11 +15,11 @@ use crate::support::{alive, port_is_listening_tcp, serial, wait_dead, Ident, Scr
 
 const REPO_FILES: [&str; 4] = ["action.yml", "dist", "snapshot", "sweep"];
 
-fn repo_root() -> &'static Path {
+pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+pub fn copy_tree(from: &Path, to: &Path) {
     if from.is_dir() {
         std::fs::create_dir_all(to).unwrap();
         for e in std::fs::read_dir(from).unwrap() {
@@ -32,7 +32,7 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// A git repository holding the action's files and the given workflows.
-fn action_repo(dir: &Path, workflows: &[(&str, &str)]) -> PathBuf {
+pub fn action_repo(dir: &Path, workflows: &[(&str, &str)]) -> PathBuf {
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     for f in REPO_FILES {
@@ -65,31 +65,46 @@ fn action_repo(dir: &Path, workflows: &[(&str, &str)]) -> PathBuf {
     repo
 }
 
-struct ActRun {
-    code: i32,
-    log: String,
+pub struct ActRun {
+    pub code: i32,
+    pub log: String,
 }
 
-/// Runs `act` in host mode on the repository's workflows. `extra_env` reaches the steps.
+/// Runs `act` in host mode on the repository's workflows, with the test build of the
+/// binary as `CI_JANITOR_BIN`. `extra_env` reaches the steps.
 fn act(dir: &Path, repo: &Path, workflow: &str, extra_env: &[(&str, &str)]) -> ActRun {
+    let bin = format!("CI_JANITOR_BIN={}", janitor_exe().display());
+    act_with(dir, repo, workflow, &["--env", &bin], extra_env)
+}
+
+/// Runs `act` in host mode with extra arguments (`--local-repository`, `--env`, …).
+pub fn act_with(
+    dir: &Path,
+    repo: &Path,
+    workflow: &str,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> ActRun {
     let mut c = Command::new("act");
     c.current_dir(repo)
         .args([
             "-P",
             "ubuntu-latest=-self-hosted",
+            "-P",
+            "ubuntu-24.04=-self-hosted",
             "--action-offline-mode",
             "push",
         ])
         .arg("--action-cache-path")
         .arg(dir.join("act-cache"))
         .args(["-W", &format!(".github/workflows/{workflow}")])
-        .arg("--env")
-        .arg(format!("CI_JANITOR_BIN={}", janitor_exe().display()))
+        .args(args)
         .arg("--env")
         .arg(format!("SCRATCH={}", dir.display()))
         .env_remove("RUNNER_TRACKING_ID")
         .env_remove("CI_JANITOR_RUN")
-        .env_remove("GITHUB_ACTIONS");
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("CI_JANITOR_BIN");
     for (k, v) in extra_env {
         c.arg("--env").arg(format!("{k}={v}"));
     }
@@ -112,7 +127,7 @@ fn act(dir: &Path, repo: &Path, workflow: &str, extra_env: &[(&str, &str)]) -> A
 }
 
 /// The value act logged for an output of the action (`::set-output:: name=value`).
-fn output(log: &str, name: &str) -> Option<String> {
+pub fn output(log: &str, name: &str) -> Option<String> {
     let needle = format!("::set-output:: {name}=");
     log.lines()
         .rev()
@@ -120,7 +135,7 @@ fn output(log: &str, name: &str) -> Option<String> {
 }
 
 /// The identities of the pids a leaking step wrote to `$SCRATCH/pids`.
-fn leaked(dir: &Path) -> Vec<Ident> {
+pub fn leaked(dir: &Path) -> Vec<Ident> {
     let text = std::fs::read_to_string(dir.join("pids")).unwrap_or_default();
     text.split_whitespace()
         .map(|p| p.parse::<i32>().unwrap())
@@ -142,7 +157,7 @@ fn leaked(dir: &Path) -> Vec<Ident> {
 
 /// A step that leaves a Python HTTP server on `port` and a setsid daemon, recording their
 /// pids and start times in $SCRATCH.
-fn leak_step(port: u16) -> String {
+pub fn leak_step(port: u16) -> String {
     format!(
         r#"      - name: Leak a server and a daemon
         run: |
@@ -174,7 +189,16 @@ fn a_leaking_job_fails_in_post_with_annotations_summary_and_outputs() {
         dir.path(),
         &[("leak.yml", &workflow("", &leak_step(18761)))],
     );
-    let run = act(dir.path(), &repo, "leak.yml", &[]);
+    // GitHub sets GITHUB_WORKFLOW_REF; act does not, so the test does, as GitHub would.
+    let run = act(
+        dir.path(),
+        &repo,
+        "leak.yml",
+        &[(
+            "GITHUB_WORKFLOW_REF",
+            "o/r/.github/workflows/leak.yml@refs/heads/main",
+        )],
+    );
     assert_eq!(run.code, 1, "the job must fail");
     let ids = leaked(dir.path());
     assert_eq!(ids.len(), 2);
@@ -212,6 +236,14 @@ fn a_leaking_job_fails_in_post_with_annotations_summary_and_outputs() {
         run.log.contains("ci-janitor: 2 leaked processes"),
         "no job summary"
     );
+    // The step is named as the workflow file names it (act's id for it is its index).
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        raw["step_names"]["2"], "Leak a server and a daemon",
+        "{raw}"
+    );
+    assert_eq!(raw["ran_as"], "action");
     assert!(run.log.contains("::group::"), "no folded report");
 }
 
@@ -280,7 +312,9 @@ fn hyphenated_inputs_reach_the_binary() {
             (
                 "pass.yml",
                 &workflow(
-                    "          fail-on-leak: false\n          deadline: 15s\n",
+                    "          fail-on-leak: false\n          deadline: 15s\n          \
+                     report-json: ${{ env.SCRATCH }}/leaks.json\n          \
+                     junit: ${{ env.SCRATCH }}/leaks.xml\n",
                     &leak_step(18764),
                 ),
             ),
@@ -295,6 +329,14 @@ fn hyphenated_inputs_reach_the_binary() {
         "with fail-on-leak: false, leaks are warnings"
     );
     assert!(wait_dead(&leaked(dir.path()), Duration::from_secs(5)));
+    // The report-json and junit inputs.
+    let json = crate::janitor::Report::read(&dir.path().join("leaks.json"));
+    assert_eq!(
+        json.processes.iter().filter(|p| p.class == "job").count(),
+        2
+    );
+    let xml = std::fs::read_to_string(dir.path().join("leaks.xml")).unwrap();
+    assert!(xml.contains("<testcase"), "{xml}");
 
     let run = act(dir.path(), &repo, "bad.yml", &[]);
     assert_eq!(run.code, 1);
@@ -337,6 +379,30 @@ fn actionlint_passes_on_every_workflow_and_action() {
     );
 }
 
+#[test]
+fn zizmor_passes_offline_on_every_workflow_and_action() {
+    let _g = crate::support::serial();
+    let out = Command::new("zizmor")
+        .args(["--offline", "--min-severity", "low", "."])
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run zizmor ({e}); pip install zizmor"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    // It looked at the actions too, not only the workflows.
+    for f in [
+        "./action.yml",
+        "./snapshot/action.yml",
+        "./sweep/action.yml",
+    ] {
+        assert!(text.contains(f), "zizmor did not audit {f}:\n{text}");
+    }
+}
+
 // --- the node shim on its own ---------------------------------------------------------
 
 fn node_shim(dir: &Path, script: &str, env: &[(&str, &str)]) -> std::process::Output {
@@ -349,46 +415,6 @@ fn node_shim(dir: &Path, script: &str, env: &[(&str, &str)]) -> std::process::Ou
         c.env(k, v);
     }
     output_of(c)
-}
-
-#[test]
-fn shim_verifies_the_prebuilt_binary() {
-    let _g = crate::support::serial();
-    let dir = ScratchDir::new("shim_sum");
-    let dist = dir.path().join("dist");
-    copy_tree(&repo_root().join("dist"), &dist);
-    let name = "ci-janitor-x86_64-unknown-linux-musl";
-    std::fs::copy(janitor_exe(), dist.join(name)).unwrap();
-    let run = format!("require('{}/shim.js').run(['--version'])", dist.display());
-
-    // Not listed: refused.
-    let out = node_shim(dir.path(), &run, &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("not listed in dist/SHA256SUMS"));
-
-    // Listed with the right sum: runs.
-    let sum = Command::new("sha256sum")
-        .arg(dist.join(name))
-        .output()
-        .unwrap();
-    let hex = String::from_utf8_lossy(&sum.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    std::fs::write(dist.join("SHA256SUMS"), format!("{hex}  {name}\n")).unwrap();
-    let out = node_shim(dir.path(), &run, &[]);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ci-janitor "));
-
-    // Tampered: refused, never run.
-    let mut bytes = std::fs::read(dist.join(name)).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(dist.join(name), bytes).unwrap();
-    let out = node_shim(dir.path(), &run, &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("checksum mismatch"));
 }
 
 #[test]
@@ -421,13 +447,16 @@ fn shim_forwards_sigterm_and_exits_with_the_child() {
         .current_dir(dir.path());
     let mut child = c.spawn().unwrap();
     let node = Ident::of(child.id() as i32).unwrap();
-    // Wait until node has started its child (the sleep).
+    // Wait until node has started its child (the sleep; first it runs the locating sh).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let found = crate::support::wait_until(deadline, || {
-        !crate::support::children_of(node.pid).is_empty()
-    });
+    let sleeping = || {
+        crate::support::children_of(node.pid)
+            .into_iter()
+            .find(|c| crate::support::comm_of(c.pid).as_deref() == Some("sleep"))
+    };
+    let found = crate::support::wait_until(deadline, || sleeping().is_some());
     assert!(found, "the shim did not start its child");
-    let sleep = crate::support::children_of(node.pid)[0];
+    let sleep = sleeping().unwrap();
     assert!(crate::support::kill_ident(
         &node,
         crate::support::Signal::TERM
@@ -438,31 +467,4 @@ fn shim_forwards_sigterm_and_exits_with_the_child() {
         wait_dead(&[sleep], Duration::from_secs(5)),
         "SIGTERM was not forwarded"
     );
-}
-
-#[test]
-fn shim_builds_from_source_when_no_binary_is_there() {
-    let _g = serial();
-    let dir = ScratchDir::new("shim_build");
-    // The real repository has no prebuilt binary in dist/: the shim must build one.
-    assert!(!repo_root()
-        .join("dist/ci-janitor-x86_64-unknown-linux-musl")
-        .exists());
-    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("shim-tool-cache");
-    let script = format!(
-        "require('{}/dist/shim.js').run(['--version'])",
-        repo_root().display()
-    );
-    let out = node_shim(
-        dir.path(),
-        &script,
-        &[("RUNNER_TOOL_CACHE", cache.to_str().unwrap())],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(
-        stdout.contains("::notice title=ci-janitor::no prebuilt binary"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("ci-janitor "), "{stdout}");
 }

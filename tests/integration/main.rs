@@ -17,6 +17,7 @@ mod fixture_selftest;
 mod guard;
 mod hooks;
 mod janitor;
+mod release;
 mod reports;
 mod run;
 mod static_build;
