@@ -275,7 +275,9 @@ pub fn sweep_job(
     settings: &settings::SweepSettings,
     markers: JobMarkers,
 ) -> Result<JobSweep, AppError> {
-    let guard = crate::guard::for_sweep(state_path);
+    // The deadline covers stopping the guard: the sweep gets what is left of it.
+    let started = std::time::Instant::now();
+    let guard = crate::guard::for_sweep(state_path, settings.dry_run, started + settings.deadline);
     ctx.also_protected.extend(guard.protect.iter().copied());
     ctx.lineage = guard.lineage.clone().map(std::sync::Arc::new);
     let job = baseline.job.clone().unwrap_or_default();
@@ -294,7 +296,7 @@ pub fn sweep_job(
         &settings.policy,
         &crate::sweep::SweepOptions {
             grace: settings.grace,
-            deadline: settings.deadline,
+            deadline: settings.deadline.saturating_sub(started.elapsed()),
             dry_run: settings.dry_run,
             proc_root: ReadOptions::default().proc_root,
             on_wait: report::progress::stderr_progress(),

@@ -273,6 +273,7 @@ fn run_inner(
         degraded,
         root: opts.watch,
         started_at_unix_ms: unix_ms(),
+        exe: super::exe_of(Path::new("/proc"), "self"),
     };
     super::write_pid_file(&paths, &pid_file)?;
     tracing::info!(
@@ -520,12 +521,15 @@ fn dead_man_sweep(
     let built = crate::report::json::build(&outcome, leaked > 0);
     let json =
         serde_json::to_vec_pretty(&built.report).map_err(|e| GuardError::Setup(e.to_string()))?;
+    let dir = paths.dir()?;
     let write = |path: &PathBuf, bytes: &[u8]| {
-        std::fs::write(path, bytes).map_err(|source| GuardError::File {
-            what: "write the dead man's report",
-            path: path.clone(),
-            source,
-        })
+        dir.replace(
+            &GuardPaths::name(path),
+            bytes,
+            crate::files::PRIVATE,
+            crate::files::Sync::Durable,
+        )
+        .map_err(|e| super::file_error("write the dead man's report", e))
     };
     write(&paths.report_json, &json)?;
     let text =

@@ -283,17 +283,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Opens `path` for appending (creating it, mode 0600). A torn last line left by a
-    /// guard that died mid-write is ended first, so it stays one bad line and does not
-    /// swallow the next record.
+    /// Opens `path` for appending (creating it, mode 0600, in a private directory: see
+    /// [`crate::files`]). A torn last line left by a guard that died mid-write is ended
+    /// first, so it stays one bad line and does not swallow the next record.
     pub fn open(path: &Path) -> io::Result<Writer> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = File::options()
-            .create(true)
-            .read(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
+        let (dir, name) = crate::files::Dir::of(path)?;
+        let mut file = dir.append_rw(&name, crate::files::PRIVATE)?;
         let len = file.metadata()?.len();
         if len > 0 {
             file.seek(SeekFrom::Start(len - 1))?;
@@ -343,12 +338,17 @@ pub struct Journal {
     pub skipped_other_version: usize,
 }
 
-/// Reads a journal; `Ok(None)` when there is none.
+/// The largest journal read: a day-long job with a busy test suite writes tens of MB.
+pub const MAX_JOURNAL_BYTES: u64 = 256 << 20;
+
+/// Reads a journal (a regular file of ours in a private directory, at most
+/// [`MAX_JOURNAL_BYTES`]); `Ok(None)` when there is none.
 pub fn read(path: &Path) -> io::Result<Option<Journal>> {
-    let bytes = match std::fs::read(path) {
+    let (dir, name) = crate::files::Dir::of(path)?;
+    let bytes = match dir.read(&name, MAX_JOURNAL_BYTES) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
     Ok(Some(parse(&bytes)))
 }

@@ -70,29 +70,15 @@ fn file_error<'a>(
 }
 
 /// Appends `text` to `path` (the runner's files are shared by every writer of the step).
+/// A symbolic link is not followed; anything but a regular file is refused.
 fn append(path: &Path, text: &str, what: &'static str) -> Result<(), EmitError> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(file_error(what, path))?;
-    f.write_all(text.as_bytes()).map_err(file_error(what, path))
+    crate::files::append_output(path, text.as_bytes()).map_err(|e| file_error(what, path)(e.into()))
 }
 
 /// Writes `bytes` to `path` whole or not at all (a temporary file renamed into place), its
-/// directory created if needed.
+/// directory created if needed; never through a device or a FIFO.
 fn write_new(path: &Path, bytes: &[u8], what: &'static str) -> Result<(), EmitError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(file_error(what, path))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(file_error(what, path))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        file_error(what, path)(e)
-    })
+    crate::files::write_output(path, bytes).map_err(|e| file_error(what, path)(e.into()))
 }
 
 /// 16 random bytes as hex, for the output delimiter and the stop-commands token: an argv

@@ -204,15 +204,13 @@ fn another_users_process_is_never_ours() {
     // An unprivileged sweep told to kill the unattributed cannot: EPERM is reported as
     // "not ours to kill", and the process lives.
     let open = dir.path().join("open");
+    // The unprivileged user's own state directory and file: ci-janitor reads no state
+    // another user could have written.
     std::fs::create_dir(&open).unwrap();
-    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let state_copy = open.join("state.json");
     std::fs::copy(&state, &state_copy).unwrap();
-    std::fs::set_permissions(
-        &state_copy,
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
+    std::os::unix::fs::chown(&open, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&state_copy, Some(65534), Some(65534)).unwrap();
     let report = open.join("report.json");
     let mut c = janitor_in_new_session();
     std::os::unix::process::CommandExt::uid(&mut c, 65534);

