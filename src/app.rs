@@ -98,11 +98,43 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CI_JANITOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let actions = settings::process_env("GITHUB_ACTIONS").as_deref() == Some("true");
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(move || RunnerSafe {
+            escape: actions,
+            out: std::io::stderr(),
+        })
         .with_target(false)
         .try_init();
+}
+
+/// The runner reads workflow commands from stderr as well: under Actions, a log line's
+/// line breaks (a command line in a warning) are escaped, so only its first line starts a
+/// line. One event is one `write`.
+struct RunnerSafe {
+    escape: bool,
+    out: std::io::Stderr,
+}
+
+impl Write for RunnerSafe {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.escape {
+            return self.out.write(buf);
+        }
+        let text = String::from_utf8_lossy(buf);
+        let (body, end) = match text.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (&*text, ""),
+        };
+        let line = format!("{}{end}", report::github::escape_data(body));
+        self.out.write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
@@ -179,16 +211,19 @@ pub fn finish_sweep(
     outcome: &crate::sweep::SweepOutcome,
     settings: &settings::SweepSettings,
 ) -> Result<Exit, AppError> {
-    finish_sweep_with(outcome, settings, None, None)
+    finish_sweep_with(outcome, settings, None, None, "")
 }
 
 /// [`finish_sweep`], also writing the JSON report to `extra_report` (the Action keeps one
-/// beside its state whatever the flags say).
+/// beside its state whatever the flags say), with `guard` (the guard's section) after the
+/// text report. The exit code is the verdict: a report that could not be written (a file,
+/// a full or closed stdout) is a warning, never an error.
 pub fn finish_sweep_with(
     outcome: &crate::sweep::SweepOutcome,
     settings: &settings::SweepSettings,
     extra_report: Option<&std::path::Path>,
     samples: Option<Vec<report::json::Sample>>,
+    guard: &str,
 ) -> Result<Exit, AppError> {
     let leaked = outcome.failing_leaks().count() > 0;
     let failed = leaked && settings.fail_on == FailOn::Leak;
@@ -199,15 +234,20 @@ pub fn finish_sweep_with(
         settings.report_json = extra_report.map(std::path::Path::to_path_buf);
     }
     let verdict = if failed { Exit::Leaked } else { Exit::Clean };
-    match report::emit::write_reports(&built, &settings, &mut std::io::stdout().lock()) {
-        // The exit code is the verdict: a reader that closed our stdout early (`sweep | head`)
-        // must not turn "leaked" into success. The files were written before stdout.
-        Err(report::emit::EmitError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            Ok(verdict)
+    let problems =
+        report::emit::write_reports(&built, &settings, &mut std::io::stdout().lock(), guard);
+    let mut err = std::io::stderr().lock();
+    for p in &problems {
+        // A reader that closed our stdout early (`sweep | head`) is not worth a warning.
+        if !matches!(p, report::emit::EmitError::Stdout(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            let _ = writeln!(
+                err,
+                "ci-janitor: warning: failed to {p} (the verdict stands)"
+            );
         }
-        Err(e) => Err(e.into()),
-        Ok(()) => Ok(verdict),
     }
+    Ok(verdict)
 }
 
 fn sweep(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
@@ -248,11 +288,15 @@ pub fn finish_job(
                 })
                 .collect()
         });
-    let exit = finish_sweep_with(&swept.outcome, settings, extra_report, samples)?;
-    match write!(std::io::stdout().lock(), "{}", swept.guard.render()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(exit),
-    }
+    // The guard's section holds command lines: it goes with the report (under Actions,
+    // inside the group where workflow commands are stopped).
+    finish_sweep_with(
+        &swept.outcome,
+        settings,
+        extra_report,
+        samples,
+        &swept.guard.render(),
+    )
 }
 
 /// How a baseline's recorded job markers combine with the sweep's own context.

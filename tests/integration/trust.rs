@@ -264,3 +264,213 @@ fn a_stopped_guard_does_not_hold_the_sweep_past_its_deadline() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("stopped the guard"), "{text}");
 }
+
+/// A job process of `tid` with a hostile argv, in a process group of its own (so a sweep
+/// that kills its group kills nothing of ours), with its cwd in `dir` (so cleanup finds it).
+fn hostile_leak(dir: &Path, tid: &str, argv: &[&str]) -> (std::process::Child, Ident) {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg("sleep 1000; : \"$@\"")
+        .args(argv)
+        .current_dir(dir)
+        .env("RUNNER_TRACKING_ID", tid)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .process_group(0);
+    let child = c.spawn().unwrap();
+    let pid = child.id() as i32;
+    let mut id = None;
+    assert!(wait_until(Instant::now() + Duration::from_secs(10), || {
+        id = Ident::of(pid);
+        id.is_some() && !crate::support::children_of(pid).is_empty()
+    }));
+    (child, id.unwrap())
+}
+
+/// Waits for a leak the sweep should have killed; kills it (by identity) if it did not.
+fn reap(mut child: std::process::Child, id: Ident) -> bool {
+    let dead = wait_until(Instant::now() + Duration::from_secs(10), || !alive(&id));
+    if !dead {
+        kill_ident(&id, Signal::KILL);
+    }
+    let _ = child.wait();
+    dead
+}
+
+fn sweep_cmd(state: &Path, tid: &str) -> Command {
+    let mut c = crate::janitor::janitor_in_new_session();
+    c.args(["sweep", "--grace", "1s", "--color", "never", "--state"])
+        .arg(state)
+        .env("RUNNER_TRACKING_ID", tid);
+    c
+}
+
+fn dev_full() -> std::fs::File {
+    std::fs::File::options()
+        .write(true)
+        .open("/dev/full")
+        .unwrap()
+}
+
+/// The exit code is the verdict: reports that cannot be written (a device, a path below a
+/// file, a full stdout, a closed stdout) are warnings and change neither 1 nor 0.
+#[test]
+fn unwritable_reports_never_change_the_verdict() {
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_unwritable");
+    let tid = format!("github_test_unwritable_{}", std::process::id());
+    let state = snapshot(scratch.path());
+    let not_a_dir = scratch.path().join("file");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let bad = [
+        "--report-json",
+        "/dev/full",
+        "--junit",
+        &format!("{}/junit.xml", not_a_dir.display()),
+        "--summary",
+        "/dev/full",
+    ];
+    // Nothing leaked: 0 whatever could not be written, stdout full or closed.
+    let mut c = sweep_cmd(&state, &tid);
+    c.args(bad).stdout(dev_full());
+    let out = output_of(c);
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr_of(&out);
+    for named in [
+        "JSON report /dev/full",
+        "JUnit report",
+        "job summary /dev/full",
+        "stdout",
+    ] {
+        assert!(err.contains(named), "{named} not named: {err}");
+    }
+    let mut c = Command::new("sh");
+    c.args(["-c", "exec \"$@\" >&-", "sh"])
+        .arg(crate::janitor::janitor_exe())
+        .args(["sweep", "--grace", "1s", "--state"])
+        .arg(&state)
+        .env("RUNNER_TRACKING_ID", &tid)
+        .env_remove("GITHUB_ACTIONS");
+    assert_eq!(output_of(c).status.code(), Some(0));
+
+    // A leak: 1, the same.
+    let (child, leak) = hostile_leak(scratch.path(), &tid, &["plain"]);
+    let mut c = sweep_cmd(&state, &tid);
+    c.args(bad).stdout(dev_full());
+    let code = output_of(c).status.code();
+    assert!(reap(child, leak), "the leak was killed");
+    assert_eq!(code, Some(1));
+
+    // Under Actions: the runner's files too, and each is a warning annotation.
+    let (child, leak) = hostile_leak(scratch.path(), &tid, &["plain"]);
+    let mut c = sweep_cmd(&state, &tid);
+    c.args(bad)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", "/dev/full")
+        .env("GITHUB_STEP_SUMMARY", "/dev/full");
+    let out = output_of(c);
+    assert!(reap(child, leak), "the leak was killed");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for named in [
+        "JSON report /dev/full",
+        "step outputs /dev/full",
+        "JUnit report",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("::warning ") && l.contains(named)),
+            "no annotation for {named}: {text}"
+        );
+    }
+    assert!(wait_until(Instant::now() + Duration::from_secs(10), || {
+        !alive(&leak)
+    }));
+}
+
+/// Lines a runner would read as workflow commands: every line of stderr, and every line of
+/// stdout outside `::stop-commands::TOKEN` … `::TOKEN::`.
+fn commands_read(stdout: &str, stderr: &str) -> Vec<String> {
+    let mut read = Vec::new();
+    let mut stopped: Option<String> = None;
+    for line in stdout.lines() {
+        let t = line.trim_start();
+        match &stopped {
+            Some(token) if t == format!("::{token}::") => stopped = None,
+            Some(_) => {}
+            None => {
+                if let Some(token) = t.strip_prefix("::stop-commands::") {
+                    stopped = Some(token.to_owned());
+                } else if t.starts_with("::") || t.starts_with("##[") {
+                    read.push(t.to_owned());
+                }
+            }
+        }
+    }
+    for line in stderr.lines() {
+        let t = line.trim_start();
+        if t.starts_with("::") || t.starts_with("##[") {
+            read.push(t.to_owned());
+        }
+    }
+    read
+}
+
+/// An argv with a line break and a workflow command never reaches the runner as one, end
+/// to end through `ci-janitor sweep` under `GITHUB_ACTIONS=true`.
+#[test]
+fn a_hostile_argv_never_reaches_the_runner_as_a_command() {
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_inject");
+    let tid = format!("github_test_inject_{}", std::process::id());
+    let state = snapshot(scratch.path());
+    let (child, leak) = hostile_leak(
+        scratch.path(),
+        &tid,
+        &[
+            "x\n::error title=injected::pwned",
+            "y\r\n::add-mask::injected-mask\n##[error]injected-v1",
+            "--password=hunter2\n::stop-commands::injected",
+        ],
+    );
+    let mut c = sweep_cmd(&state, &tid);
+    c.env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", scratch.path().join("output"))
+        .env("GITHUB_STEP_SUMMARY", scratch.path().join("summary.md"))
+        .env("CI_JANITOR_LOG", "info");
+    let out = output_of(c);
+    assert!(reap(child, leak), "the leak was killed");
+    assert_eq!(out.status.code(), Some(1));
+    let read = commands_read(
+        &String::from_utf8_lossy(&out.stdout),
+        &String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!read.is_empty(), "the sweep annotated nothing");
+    for line in &read {
+        let command = line
+            .trim_start_matches("::")
+            .split([' ', ':'])
+            .next()
+            .unwrap_or("");
+        assert!(
+            ["add-mask", "error", "warning", "notice", "group", "endgroup"].contains(&command),
+            "{line}"
+        );
+        // The redacted password may be named only to mask it.
+        assert!(
+            !line.contains("hunter2") || line == "::add-mask::hunter2",
+            "{line}"
+        );
+        // An injected word may appear inside our own commands' data (escaped), never as the
+        // start of a command.
+        for injected in ["injected", "pwned"] {
+            assert!(
+                !line.starts_with(&format!("::error title={injected}"))
+                    && !line.starts_with(&format!("::add-mask::{injected}"))
+                    && !line.starts_with("##["),
+                "{line}"
+            );
+        }
+    }
+}
