@@ -35,12 +35,19 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
         .command
         .split_first()
         .ok_or_else(|| AppError::Input("no command given after `--`".into()))?;
-    let display = args
-        .command
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
+    // Echoed on stderr and named in errors: redacted like every other command line.
+    let display = crate::redact::redact_argv(
+        &args
+            .command
+            .iter()
+            .map(|a| crate::model::Bytes(a.as_encoded_bytes().to_vec()))
+            .collect::<Vec<_>>(),
+        &mut crate::redact::Secrets::default(),
+    )
+    .iter()
+    .map(|a| a.lossy().into_owned())
+    .collect::<Vec<_>>()
+    .join(" ");
     let mut cmd = Command::new(program);
     cmd.args(rest).env("CI_JANITOR_RUN", &chain);
     let mut child = platform::spawn(cmd, &display).map_err(|e| match e {

@@ -226,8 +226,13 @@ pub struct Example {
 }
 
 impl Warning {
-    /// One line for people.
+    /// One line for people (the guard's log, `guard status`, a sweep), redacted: a journal
+    /// written by an older guard may hold a command line as it was.
     pub fn describe(&self) -> String {
+        crate::redact::redact_text(&self.describe_raw(), &mut crate::redact::Secrets::default())
+    }
+
+    fn describe_raw(&self) -> String {
         let examples = |ex: &[Example]| {
             ex.iter()
                 .map(|e| format!("{} `{}`", e.pid, e.command))
@@ -308,9 +313,13 @@ impl Writer {
         &self.path
     }
 
-    /// Buffers one record; [`Writer::flush`] writes the buffer out.
+    /// Buffers one record, its command lines redacted (see [`redacted`]); [`Writer::flush`]
+    /// writes the buffer out.
     pub fn write(&mut self, record: &Record) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, record)?;
+        match redacted(record) {
+            Some(r) => serde_json::to_writer(&mut self.out, &r)?,
+            None => serde_json::to_writer(&mut self.out, record)?,
+        }
         self.out.write_all(b"\n")
     }
 
@@ -324,6 +333,48 @@ impl Writer {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// `record` with the secrets in its command lines replaced (see [`crate::redact`]), or
+/// `None` when it holds no command line. Nothing unredacted reaches the disk; the guard's
+/// attribution works on identities, never on these texts.
+pub fn redacted(record: &Record) -> Option<Record> {
+    use crate::redact::{redact_argv, redact_text, Secrets};
+    let mut s = Secrets::default();
+    let mut text = |t: &mut String| *t = redact_text(t, &mut s);
+    Some(match record {
+        Record::Exec(e) => {
+            let mut e = e.clone();
+            e.argv = redact_argv(&e.argv, &mut s);
+            Record::Exec(e)
+        }
+        Record::Seed(seed) if !seed.argv.is_empty() => {
+            let mut seed = seed.clone();
+            seed.argv = redact_argv(&seed.argv, &mut s);
+            Record::Seed(seed)
+        }
+        Record::Warning(w) => {
+            let mut w = w.clone();
+            match &mut w {
+                Warning::StepEndedWithLiveDescendants {
+                    command, examples, ..
+                } => {
+                    text(command);
+                    examples.iter_mut().for_each(|e| text(&mut e.command));
+                }
+                Warning::ManyAlike {
+                    signature,
+                    examples,
+                    ..
+                } => {
+                    text(signature);
+                    examples.iter_mut().for_each(|e| text(&mut e.command));
+                }
+            }
+            Record::Warning(w)
+        }
+        _ => return None,
+    })
 }
 
 /// A journal as read back.

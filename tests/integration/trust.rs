@@ -5,6 +5,7 @@
 //! guard under a short deadline, unwritable reports, and workflow-command injection.
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -473,4 +474,109 @@ fn a_hostile_argv_never_reaches_the_runner_as_a_command() {
             );
         }
     }
+}
+
+/// Secrets in command lines never reach a file or a status: the journal's exec records, the
+/// guard's log (0600) and `guard status`, and `run`'s echo of its command.
+#[test]
+fn secrets_are_redacted_before_anything_is_written() {
+    use std::io::Write;
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_secrets");
+    let state = snapshot(scratch.path());
+    // The job's root: a shell that starts what we write to it.
+    let mut root = Command::new("sh")
+        .arg("-s")
+        .current_dir(scratch.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let root_id = {
+        let mut id = None;
+        assert!(wait_until(Instant::now() + Duration::from_secs(10), || {
+            id = Ident::of(root.id() as i32);
+            id.is_some()
+        }));
+        id.unwrap()
+    };
+    let mut c = janitor();
+    c.args(["guard", "start", "--poll", "--state"])
+        .arg(&state)
+        .arg("--watch")
+        .arg(root_id.pid.to_string());
+    let started = output_of(c).status.success();
+    let pid_path = scratch.path().join("state.guard.pid");
+    let mut stdin = root.stdin.take().unwrap();
+    let check = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(started);
+        writeln!(
+            stdin,
+            "sh -c 'sleep 1000' mysql -phunter2 & sh -c 'sleep 1000' sshpass -p hunter3 &"
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        let journal = scratch.path().join("state.journal.jsonl");
+        assert!(wait_until(Instant::now() + Duration::from_secs(20), || {
+            std::fs::read_to_string(&journal).is_ok_and(|j| j.matches("\"exec\"").count() >= 2)
+        }));
+        let j = std::fs::read_to_string(&journal).unwrap();
+        assert!(j.contains("-p***"), "{j}");
+        let mut c = janitor();
+        c.args(["guard", "status", "--state"]).arg(&state);
+        let status = output_of(c);
+        let log = scratch.path().join("state.guard.log");
+        let log_mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+        for (what, text) in [
+            ("journal", j),
+            ("log", std::fs::read_to_string(&log).unwrap()),
+            (
+                "status",
+                String::from_utf8_lossy(&status.stdout).into_owned(),
+            ),
+        ] {
+            assert!(
+                !text.contains("hunter2") && !text.contains("hunter3"),
+                "{what}: {text}"
+            );
+        }
+        assert_eq!(log_mode, 0o600);
+    }));
+    drop(stdin);
+    // Cleanup by identity: the guard (pid file), the shell's children, the shell.
+    let mut c = janitor();
+    c.args(["guard", "stop", "--state"]).arg(&state);
+    output_of(c);
+    kill_guard_named_in(&pid_path);
+    for child in crate::support::children_of(root_id.pid) {
+        for grandchild in crate::support::children_of(child.pid) {
+            kill_ident(&grandchild, Signal::KILL);
+        }
+        kill_ident(&child, Signal::KILL);
+    }
+    kill_ident(&root_id, Signal::KILL);
+    let _ = root.wait();
+    if let Err(e) = check {
+        std::panic::resume_unwind(e);
+    }
+
+    // `run` echoes its command redacted.
+    let mut c = janitor();
+    c.current_dir(scratch.path()).args([
+        "run",
+        "--grace",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "true",
+        "mysql",
+        "-phunter2",
+    ]);
+    let out = output_of(c);
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr_of(&out);
+    assert!(err.contains("-p***"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }
