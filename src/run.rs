@@ -11,6 +11,13 @@ use crate::platform::{self, ReadOptions};
 use crate::settings::{self, Env};
 use crate::sweep::{sweep, SweepOptions};
 
+fn describe_exit(exit: platform::ChildExit) -> String {
+    match exit {
+        platform::ChildExit::Code(c) => format!("exited with {c}"),
+        platform::ChildExit::Signal(s) => format!("was killed by signal {s}"),
+    }
+}
+
 pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let mut settings = settings::sweep_settings(&args.opts, env).map_err(AppError::Input)?;
     settings.policy.only_attributed = true;
@@ -54,21 +61,30 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
         platform::ChildError::Spawn { .. } => AppError::Input(e.to_string()),
         other => AppError::Internal(other.to_string()),
     })?;
-    let exit = child
-        .wait()
+    let waited = child
+        .wait(settings.grace)
         .map_err(|e| AppError::Internal(e.to_string()))?;
-    let interrupted = child.received.iter().any(|r| {
-        r.signal == nix::sys::signal::Signal::SIGINT as i32
-            || r.signal == nix::sys::signal::Signal::SIGTERM as i32
-    });
-    eprintln!(
-        "ci-janitor: `{display}` {}; sweeping what it left{}",
-        match exit {
-            platform::ChildExit::Code(c) => format!("exited with {c}"),
-            platform::ChildExit::Signal(s) => format!("was killed by signal {s}"),
-        },
-        if interrupted { " (interrupted)" } else { "" }
-    );
+    let interrupted = child.cancelled_at.is_some();
+    match waited {
+        platform::Waited::Exited(exit) => eprintln!(
+            "ci-janitor: `{display}` {}; sweeping what it left{}",
+            describe_exit(exit),
+            if interrupted { " (interrupted)" } else { "" }
+        ),
+        platform::Waited::Outlived { second_signal } => eprintln!(
+            "ci-janitor: `{display}` still runs {}; sweeping its whole tree",
+            if second_signal {
+                "after a second signal".to_owned()
+            } else {
+                format!("{:?} after the signal it was passed", settings.grace)
+            }
+        ),
+    }
+    // Cancelled: the deadline runs from the first signal, and covers the sweep.
+    let deadline = match child.cancelled_at {
+        Some(at) => settings.deadline.saturating_sub(at.elapsed()),
+        None => settings.deadline,
+    };
 
     let ctx = crate::classify::Context {
         me: Some(me),
@@ -81,15 +97,21 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
         &ctx,
         &settings.policy,
         &SweepOptions {
-            grace: settings.grace,
-            deadline: settings.deadline,
+            grace: settings.grace.min(deadline),
+            deadline,
             dry_run: settings.dry_run,
             proc_root: read.proc_root.clone(),
             on_wait: crate::report::progress::stderr_progress(),
         },
     );
-    // Killed orphans are our children now: reap them so nothing is left as a zombie.
+    // Killed orphans are our children now: reap them so nothing is left as a zombie. The
+    // command itself too, when the sweep had to kill it.
     child.reap_for(std::time::Duration::from_millis(200));
+    let exit = match (waited, child.exit()) {
+        (platform::Waited::Exited(exit), _) | (_, Some(exit)) => exit,
+        // Still not reaped (a dry run, or it is stuck): it did not end by itself.
+        (platform::Waited::Outlived { .. }, None) => platform::ChildExit::Signal(9),
+    };
     let verdict = finish_sweep(&outcome?, &settings)?;
     // The command's own failure comes first; a status that does not fit in an exit code
     // (never, in practice) still reads as a failure.
