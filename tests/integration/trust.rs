@@ -580,3 +580,43 @@ fn secrets_are_redacted_before_anything_is_written() {
     assert!(err.contains("-p***"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// Regression (issue 11): a FIFO as the state path hung for ever, and `/dev/zero` was read
+/// until memory ran out. Both are refused as bad input, at once.
+#[test]
+fn a_fifo_or_a_device_as_the_state_is_refused() {
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_fifo");
+    let fifo = scratch.path().join("state.json");
+    let made = Command::new("mkfifo")
+        .arg("-m")
+        .arg("600")
+        .arg(&fifo)
+        .status();
+    assert!(made.unwrap().success());
+    for state in [fifo.as_path(), Path::new("/dev/zero")] {
+        for args in [&["sweep", "--dry-run"][..], &["diff"][..]] {
+            // `timeout` turns a hang into a failure instead of a stuck suite.
+            let mut c = Command::new("timeout");
+            c.arg("20")
+                .arg(crate::janitor::janitor_exe())
+                .args(args)
+                .arg("--state")
+                .arg(state)
+                .env_remove("GITHUB_ACTIONS");
+            let out = output_of(c);
+            assert_eq!(out.status.code(), Some(2), "{state:?} {args:?}");
+            assert!(stderr_of(&out).contains("not a regular file"), "{state:?}");
+        }
+    }
+    let mut c = Command::new("timeout");
+    c.arg("20").arg(crate::janitor::janitor_exe()).args([
+        "report",
+        "/dev/zero",
+        "--format",
+        "markdown",
+    ]);
+    let out = output_of(c);
+    assert_ne!(out.status.code(), Some(124), "hung");
+    assert!(stderr_of(&out).contains("not a regular file"));
+}
