@@ -620,3 +620,37 @@ fn a_fifo_or_a_device_as_the_state_is_refused() {
     assert_ne!(out.status.code(), Some(124), "hung");
     assert!(stderr_of(&out).contains("not a regular file"));
 }
+
+/// Regression (issue 11): `--dry-run` stopped the guard, so leaks started after a preview
+/// escaped it. A dry run signals nothing, the guard included, and reads its journal so far.
+#[test]
+fn a_dry_run_leaves_the_guard_running() {
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_dry_guard");
+    let state = snapshot(scratch.path());
+    let mut c = janitor();
+    c.args(["guard", "start", "--poll", "--state"])
+        .arg(&state)
+        .arg("--watch")
+        .arg(std::process::id().to_string());
+    let started = output_of(c).status.success();
+    let pid_path = scratch.path().join("state.guard.pid");
+    let guard: Option<Ident> = std::fs::read(&pid_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let mut c = janitor();
+    c.args(["sweep", "--dry-run", "--grace", "1s", "--state"])
+        .arg(&state);
+    let out = output_of(c);
+    let still = guard.is_some_and(|g| alive(&g));
+    let mut c = janitor();
+    c.args(["guard", "stop", "--state"]).arg(&state);
+    let stopped = output_of(c).status.success();
+    kill_guard_named_in(&pid_path);
+    assert!(started && guard.is_some());
+    assert_eq!(out.status.code(), Some(0));
+    assert!(still, "the dry run stopped the guard");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("dry run: the guard"), "{text}");
+    assert!(stopped);
+}
