@@ -14,7 +14,6 @@
 //! `INPUT_FAIL-ON-LEAK`), which is why the shims spawn us directly rather than through a
 //! shell: dash drops variables whose names it cannot represent.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use crate::app::{AppError, Exit};
@@ -299,12 +298,11 @@ fn put_on_path(env: Env<'_>) -> Result<(), AppError> {
     else {
         return Ok(());
     };
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&file)
-        .and_then(|mut f| writeln!(f, "{}", dir.display()))
-        .map_err(|e| AppError::Internal(format!("write GITHUB_PATH ({file}): {e}")))
+    crate::files::append_output(
+        std::path::Path::new(&file),
+        format!("{}\n", dir.display()).as_bytes(),
+    )
+    .map_err(|e| AppError::Internal(format!("write GITHUB_PATH ({file}): {e}")))
 }
 
 /// Appends `name=value` to the file named by `$var` (`GITHUB_ENV`, `GITHUB_STATE`,
@@ -325,20 +323,12 @@ pub fn append_file_command(
     } else {
         format!("{name}={value}\n")
     };
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&file)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
+    crate::files::append_output(std::path::Path::new(&file), text.as_bytes())
         .map_err(|e| AppError::Internal(format!("write {var} ({file}): {e}")))
 }
 
-/// Escapes the data of a workflow command the way the runner unescapes it.
-pub fn escape_data(s: &str) -> String {
-    s.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
-}
+/// The one escaper of workflow-command data (see [`crate::report::github`]).
+pub use crate::report::github::escape_data;
 
 #[cfg(test)]
 mod tests {

@@ -98,11 +98,43 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CI_JANITOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let actions = settings::process_env("GITHUB_ACTIONS").as_deref() == Some("true");
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(move || RunnerSafe {
+            escape: actions,
+            out: std::io::stderr(),
+        })
         .with_target(false)
         .try_init();
+}
+
+/// The runner reads workflow commands from stderr as well: under Actions, a log line's
+/// line breaks (a command line in a warning) are escaped, so only its first line starts a
+/// line. One event is one `write`.
+struct RunnerSafe {
+    escape: bool,
+    out: std::io::Stderr,
+}
+
+impl Write for RunnerSafe {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.escape {
+            return self.out.write(buf);
+        }
+        let text = String::from_utf8_lossy(buf);
+        let (body, end) = match text.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (&*text, ""),
+        };
+        let line = format!("{}{end}", report::github::escape_data(body));
+        self.out.write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {

@@ -87,7 +87,7 @@ fn install(
         FailOn::Leak => "leak",
         FailOn::Never => "never",
     };
-    std::fs::create_dir_all(&state_dir).map_err(|e| io_err("create", &state_dir, e))?;
+    private_dir(&state_dir)?;
     let scripts = [
         (
             "job-started.sh",
@@ -108,10 +108,10 @@ fn install(
         ),
     ];
     let env_path = runner_dir.join(".env");
-    let mut env_text = match std::fs::read_to_string(&env_path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io_err("read", &env_path, e)),
+    let mut env_text = match crate::files::read_input(&env_path, MAX_ENV_FILE) {
+        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+        Err(e) if e.is_not_found() => String::new(),
+        Err(e) => return Err(AppError::Input(format!("read {}: {e}", env_path.display()))),
     };
     for (file, var, _) in &scripts {
         let ours = dir.join(file);
@@ -160,7 +160,9 @@ fn install(
 fn uninstall(runner_dir: &Path) -> Result<Exit, AppError> {
     let dir = hooks_dir(runner_dir);
     let env_path = runner_dir.join(".env");
-    if let Ok(text) = std::fs::read_to_string(&env_path) {
+    if let Ok(text) = crate::files::read_input(&env_path, MAX_ENV_FILE)
+        .map(|t| String::from_utf8_lossy(&t).into_owned())
+    {
         let mut out = text.clone();
         for (var, file) in [(STARTED, "job-started.sh"), (COMPLETED, "job-completed.sh")] {
             let ours = runner_dir
@@ -216,30 +218,38 @@ fn remove_env_value(text: &str, var: &str) -> String {
     out
 }
 
+/// The runner's `.env` is a few lines; anything bigger is not one.
+const MAX_ENV_FILE: u64 = 1 << 20;
+
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AppError> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let result = std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| io_err("write", path, e))
+    crate::files::write_output_mode(path, bytes, mode).map_err(|e| io_err("write", path, e.into()))
+}
+
+/// The state directory: private (see [`crate::files`]).
+fn private_dir(dir: &Path) -> Result<crate::files::Dir, AppError> {
+    crate::files::Dir::private(dir).map_err(|e| {
+        if e.is_refusal() {
+            AppError::Input(e.to_string())
+        } else {
+            AppError::Internal(format!("create {e}"))
+        }
+    })
 }
 
 fn state_file(state_dir: &Path) -> PathBuf {
     state_dir.join("state.json")
 }
 
+const ACTIVE: &str = "active";
+
 fn active_file(state_dir: &Path) -> PathBuf {
-    state_dir.join("active")
+    state_dir.join(ACTIVE)
 }
 
 fn job_started(state_dir: &Path, env: Env<'_>) -> Result<Exit, AppError> {
-    std::fs::create_dir_all(state_dir).map_err(|e| io_err("create", state_dir, e))?;
+    let dir = private_dir(state_dir)?;
     let path = state_file(state_dir);
-    if active_file(state_dir).exists() {
+    if dir.read(ACTIVE, 0).is_ok() {
         println!(
             "ci-janitor: the previous job on this runner never completed; sweeping what it left"
         );
@@ -250,7 +260,12 @@ fn job_started(state_dir: &Path, env: Env<'_>) -> Result<Exit, AppError> {
                     "ci-janitor: (its state is from before a reboot: nothing of it can be alive)"
                 );
             }
-            Err(e) => println!("::warning title=ci-janitor::could not sweep the previous job: {e}"),
+            Err(e) => println!(
+                "::warning title=ci-janitor::{}",
+                crate::report::github::escape_data(&format!(
+                    "could not sweep the previous job: {e}"
+                ))
+            ),
         }
     }
     let marker = job::chain_marker(env, &crate::action::new_job_marker(env));
@@ -258,8 +273,13 @@ fn job_started(state_dir: &Path, env: Env<'_>) -> Result<Exit, AppError> {
     markers.ci_janitor_run = Some(marker.clone());
     let snap = job::baseline(&markers)?;
     state::save(&path, &snap)?;
-    std::fs::write(active_file(state_dir), b"")
-        .map_err(|e| io_err("write", &active_file(state_dir), e))?;
+    dir.replace(
+        ACTIVE,
+        b"",
+        crate::files::PRIVATE,
+        crate::files::Sync::Durable,
+    )
+    .map_err(|e| io_err("write", &active_file(state_dir), e.into()))?;
     append_file_command(env, "GITHUB_ENV", "CI_JANITOR_RUN", &marker)?;
     println!(
         "ci-janitor: baseline of {} processes in {:.1} ms; the job's steps carry CI_JANITOR_RUN={marker}",
@@ -279,14 +299,19 @@ fn job_completed(
     let exit = match sweep_with_state(&path, fail_on, grace, env, false) {
         Err(AppError::State(state::StateError::Missing(_))) => {
             println!(
-                "::warning title=ci-janitor::no baseline in {}: the job-started hook did not run",
-                state_dir.display()
+                "::warning title=ci-janitor::{}",
+                crate::report::github::escape_data(&format!(
+                    "no baseline in {}: the job-started hook did not run",
+                    state_dir.display()
+                ))
             );
             Exit::Clean
         }
         other => other?,
     };
-    let _ = std::fs::remove_file(active_file(state_dir));
+    if let Ok(dir) = private_dir(state_dir) {
+        let _ = dir.remove(ACTIVE);
+    }
     Ok(exit)
 }
 

@@ -464,9 +464,13 @@ pub fn sweep(
     settings: &SweepSettings,
     guard: GuardInput<'_>,
 ) -> Result<JobSweep, AppError> {
+    // The deadline covers stopping the guard: the sweep gets what is left of it.
+    let started = std::time::Instant::now();
     let at = match guard {
         GuardInput::None => crate::guard::AtSweep::default(),
-        GuardInput::Beside(state) => crate::guard::for_sweep(state),
+        GuardInput::Beside(state) => {
+            crate::guard::for_sweep(state, settings.dry_run, started + settings.deadline)
+        }
         GuardInput::Own(at) => *at,
     };
     let mut ctx = job.context();
@@ -487,7 +491,7 @@ pub fn sweep(
         &settings.policy,
         &crate::sweep::SweepOptions {
             grace: settings.grace,
-            deadline: settings.deadline,
+            deadline: settings.deadline.saturating_sub(started.elapsed()),
             dry_run: settings.dry_run,
             proc_root: ReadOptions::default().proc_root,
             on_wait: if settings.progress {
@@ -537,20 +541,28 @@ pub fn finish(
         settings.report_json = extra_report.map(Path::to_path_buf);
     }
     let verdict = if failed { Exit::Leaked } else { Exit::Clean };
-    let mut out = std::io::stdout().lock();
-    match report::emit::write_reports(&built, &settings, &mut out) {
-        // The exit code is the verdict: a reader that closed our stdout early (`sweep | head`)
-        // must not turn "leaked" into success. The files were written before stdout.
-        Err(report::emit::EmitError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            return Ok(verdict)
+    // The guard's section holds command lines: it goes with the report (under Actions,
+    // inside the group where workflow commands are stopped). The exit code is the
+    // verdict: a report that could not be written (a file, a full or closed stdout) is a
+    // warning, never an error.
+    let problems = report::emit::write_reports(
+        &built,
+        &settings,
+        &mut std::io::stdout().lock(),
+        &swept.guard.render(),
+    );
+    let mut err = std::io::stderr().lock();
+    for p in &problems {
+        // A reader that closed our stdout early (`sweep | head`) is not worth a warning.
+        if !matches!(p, report::emit::EmitError::Stdout(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            let _ = writeln!(
+                err,
+                "ci-janitor: warning: failed to {p} (the verdict stands)"
+            );
         }
-        Err(e) => return Err(e.into()),
-        Ok(()) => {}
     }
-    match write!(out, "{}", swept.guard.render()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(verdict),
-    }
+    Ok(verdict)
 }
 
 /// The default report file of a dead man's sweep: beside the state.

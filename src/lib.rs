@@ -9,6 +9,7 @@
 //!
 //! - [`model`]: the plain data types (and the on-disk format).
 //! - [`platform`]: the OS seam, `/proc` into [`model`] types and signals out.
+//! - [`files`]: every file read or written: private directory, no symlinks, bounded.
 //! - [`state`]: the baseline state file, sealed and checked.
 //! - [`diff`]: what appeared since the baseline.
 //! - [`classify`]: whose each appeared process is, with the evidence (pure).
@@ -24,6 +25,7 @@ pub mod app;
 pub mod classify;
 pub mod cli;
 pub mod diff;
+pub mod files;
 pub mod guard;
 pub mod hooks;
 pub mod job;

@@ -7,6 +7,9 @@
 //!
 //! - the value after a flag whose name looks secret: `--password x`, `--token=x`,
 //!   `--api-key x`, `-e DB_PASS=x` (see [`is_secret_name`]);
+//! - the short password flags of the usual clients, which only mean "password" after their
+//!   own program: `mysql -pX` (and `mysqldump`, `mariadb`, …), `sshpass -p X`,
+//!   `redis-cli -a X`, and the password half of `curl -u user:pw` / `--user user:pw`;
 //! - the value of `KEY=value` when `KEY` looks secret (`GITHUB_TOKEN=…`, `AWS_SECRET_ACCESS_KEY=…`),
 //!   and of `"key": "value"` in inline JSON;
 //! - credentials in headers (`Authorization: Bearer x`, `X-Api-Key: x`, `Cookie: x`) and any
@@ -380,6 +383,7 @@ fn find_argv(args: &[&[u8]]) -> Vec<Found> {
             }
         }
     }
+    program_passwords(args, &all, &mut out);
     for (i, arg) in args.iter().enumerate() {
         headers(arg, &mut out[i]);
         bearer(arg, &mut out[i]);
@@ -394,6 +398,105 @@ fn find_argv(args: &[&[u8]]) -> Vec<Found> {
         f.ranges = ranges;
     }
     found
+}
+
+/// How a client takes its password in a short flag (see [`program_passwords`]).
+#[derive(Clone, Copy)]
+enum ShortPassword {
+    /// `-pX` only (`-p` alone prompts; `-p X` is a database name): MySQL's clients.
+    Attached(u8),
+    /// `-p X` or `-pX`.
+    Either(u8),
+    /// `-u user:pw`, `-uuser:pw`, `--user user:pw`, `--user=user:pw`: the part after the
+    /// first colon (no colon: the client prompts).
+    UserColonPassword,
+}
+
+fn short_password(program: &[u8]) -> Option<ShortPassword> {
+    use ShortPassword::*;
+    Some(match program {
+        b"mysql" | b"mysqldump" | b"mysqladmin" | b"mysqlimport" | b"mysqlcheck" | b"mysqlsh"
+        | b"mariadb" | b"mariadb-dump" | b"mariadb-admin" => Attached(b'p'),
+        b"sshpass" => Either(b'p'),
+        b"redis-cli" | b"valkey-cli" | b"keydb-cli" => Either(b'a'),
+        b"curl" => UserColonPassword,
+        _ => return None,
+    })
+}
+
+/// The value of the flag at `all[k]` when it is the next word: in the same argument (an
+/// `sh -c` script) or the whole next argument.
+fn next_value(
+    args: &[&[u8]],
+    all: &[(usize, Range<usize>)],
+    k: usize,
+) -> Option<(usize, Range<usize>)> {
+    let (i, _) = &all[k];
+    let (j, next) = all.get(k + 1)?;
+    if j == i {
+        Some((*j, unquote(args[*j], next.clone())))
+    } else if *j == *i + 1 {
+        Some((*j, 0..args[*j].len()))
+    } else {
+        None
+    }
+}
+
+/// Short password flags that mean "password" only after their own program (`-p` is a port
+/// elsewhere): the program is a word whose base name is a known client, and its flags run
+/// to the end of the command (`;`, `&&`, `||`, `|`).
+fn program_passwords(args: &[&[u8]], all: &[(usize, Range<usize>)], out: &mut [Vec<Range<usize>>]) {
+    let mut program = None;
+    for (k, (i, w)) in all.iter().enumerate() {
+        let arg = args[*i];
+        let word = &arg[w.clone()];
+        let base = word.rsplit(|&b| b == b'/').next().unwrap_or(word);
+        if let Some(p) = short_password(base) {
+            program = Some(p);
+            continue;
+        }
+        if matches!(word, b";" | b"&&" | b"||" | b"|") {
+            program = None;
+            continue;
+        }
+        let Some(p) = program else { continue };
+        let mut push = |j: usize, v: Range<usize>| {
+            if !v.is_empty() && !is_variable_reference(&args[j][v.clone()]) {
+                out[j].push(v);
+            }
+        };
+        match p {
+            ShortPassword::Attached(f) | ShortPassword::Either(f)
+                if word.len() > 2 && word[0] == b'-' && word[1] == f =>
+            {
+                push(*i, unquote(arg, w.start + 2..w.end));
+            }
+            ShortPassword::Either(f) if word == [b'-', f] => {
+                if let Some((j, v)) = next_value(args, all, k) {
+                    push(j, v);
+                }
+            }
+            ShortPassword::UserColonPassword => {
+                let (j, v) = if word == b"-u" || word == b"--user" || word == b"--proxy-user" {
+                    match next_value(args, all, k) {
+                        Some(jv) => jv,
+                        None => continue,
+                    }
+                } else if let Some(rest) = [&b"--user="[..], b"--proxy-user=", b"-u"]
+                    .iter()
+                    .find(|p| word.starts_with(p) && word.len() > p.len())
+                {
+                    (*i, unquote(arg, w.start + rest.len()..w.end))
+                } else {
+                    continue;
+                };
+                if let Some(colon) = args[j][v.clone()].iter().position(|&b| b == b':') {
+                    push(j, v.start + colon + 1..v.end);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// End of an inline value: whitespace, a quote, or the end.
@@ -893,6 +996,64 @@ mod tests {
             r(&["x", "--passphrase", "correct horse"]),
             "x --passphrase ***"
         );
+    }
+
+    #[test]
+    fn short_password_flags_of_the_usual_clients() {
+        assert_eq!(
+            r(&["mysql", "-uroot", "-phunter2", "db"]),
+            "mysql -uroot -p*** db"
+        );
+        assert_eq!(
+            r(&["/usr/bin/mysqldump", "-p", "db"]),
+            "/usr/bin/mysqldump -p db",
+            "-p alone prompts; the next word is the database"
+        );
+        assert_eq!(r(&["mysql", "--password=hunter2"]), "mysql --password=***");
+        assert_eq!(
+            r(&["sshpass", "-p", "hunter2", "ssh", "h"]),
+            "sshpass -p *** ssh h"
+        );
+        assert_eq!(
+            r(&["sshpass", "-phunter2", "ssh", "h"]),
+            "sshpass -p*** ssh h"
+        );
+        assert_eq!(
+            r(&["redis-cli", "-a", "hunter2", "ping"]),
+            "redis-cli -a *** ping"
+        );
+        assert_eq!(
+            r(&["redis-cli", "--pass", "hunter2"]),
+            "redis-cli --pass ***"
+        );
+        assert_eq!(r(&["curl", "-u", "bob:hunter2", "u"]), "curl -u bob:*** u");
+        assert_eq!(r(&["curl", "--user", "bob:hunter2"]), "curl --user bob:***");
+        assert_eq!(r(&["curl", "--user=bob:hunter2"]), "curl --user=bob:***");
+        assert_eq!(r(&["curl", "-ubob:hunter2"]), "curl -ubob:***");
+        assert_eq!(
+            r(&["curl", "-u", "bob"]),
+            "curl -u bob",
+            "no password: curl prompts"
+        );
+        assert_eq!(
+            r(&["psql", "postgresql://app:hunter2@db:5432/x"]),
+            "psql postgresql://***:***@db:5432/x"
+        );
+        assert_eq!(r(&["gh", "--token", "hunter2"]), "gh --token ***");
+        assert_eq!(
+            r(&["docker", "run", "-e", "PASSWORD=hunter2", "img"]),
+            "docker run -e PASSWORD=*** img"
+        );
+        // Inside a shell script, up to the end of the client's command only.
+        assert_eq!(
+            r(&["sh", "-c", "mysql -phunter2 db && nc -p 80 h"]),
+            "sh -c mysql -p*** db && nc -p 80 h"
+        );
+        // Elsewhere `-p` and `-a` are not passwords.
+        assert_eq!(r(&["ssh", "-p", "2222", "h"]), "ssh -p 2222 h");
+        assert_eq!(r(&["ls", "-a", "x"]), "ls -a x");
+        let (_, masked) = red(&["sshpass", "-p", "hunter2", "ssh"]);
+        assert_eq!(masked, vec!["hunter2"]);
     }
 
     #[test]

@@ -11,6 +11,13 @@ use crate::job::{GuardInput, Job, Root, RootKind};
 use crate::platform::{self, ReadOptions};
 use crate::settings::{self, Env};
 
+fn describe_exit(exit: platform::ChildExit) -> String {
+    match exit {
+        platform::ChildExit::Code(c) => format!("exited with {c}"),
+        platform::ChildExit::Signal(s) => format!("was killed by signal {s}"),
+    }
+}
+
 pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let mut settings = settings::sweep_settings(&args.opts, env).map_err(AppError::Input)?;
     settings.policy.only_attributed = true;
@@ -32,33 +39,49 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
         .command
         .split_first()
         .ok_or_else(|| AppError::Input("no command given after `--`".into()))?;
-    let display = args
-        .command
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
+    // Echoed on stderr and named in errors: redacted like every other command line.
+    let display = crate::redact::redact_argv(
+        &args
+            .command
+            .iter()
+            .map(|a| crate::model::Bytes(a.as_encoded_bytes().to_vec()))
+            .collect::<Vec<_>>(),
+        &mut crate::redact::Secrets::default(),
+    )
+    .iter()
+    .map(|a| a.lossy().into_owned())
+    .collect::<Vec<_>>()
+    .join(" ");
     let mut cmd = Command::new(program);
     cmd.args(rest).env("CI_JANITOR_RUN", &chain);
     let mut child = platform::spawn(cmd, &display).map_err(|e| match e {
         platform::ChildError::Spawn { .. } => AppError::Input(e.to_string()),
         other => AppError::Internal(other.to_string()),
     })?;
-    let exit = child
-        .wait()
+    let waited = child
+        .wait(settings.grace)
         .map_err(|e| AppError::Internal(e.to_string()))?;
-    let interrupted = child.received.iter().any(|r| {
-        r.signal == nix::sys::signal::Signal::SIGINT as i32
-            || r.signal == nix::sys::signal::Signal::SIGTERM as i32
-    });
-    eprintln!(
-        "ci-janitor: `{display}` {}; sweeping what it left{}",
-        match exit {
-            platform::ChildExit::Code(c) => format!("exited with {c}"),
-            platform::ChildExit::Signal(s) => format!("was killed by signal {s}"),
-        },
-        if interrupted { " (interrupted)" } else { "" }
-    );
+    let interrupted = child.cancelled_at.is_some();
+    match waited {
+        platform::Waited::Exited(exit) => eprintln!(
+            "ci-janitor: `{display}` {}; sweeping what it left{}",
+            describe_exit(exit),
+            if interrupted { " (interrupted)" } else { "" }
+        ),
+        platform::Waited::Outlived { second_signal } => eprintln!(
+            "ci-janitor: `{display}` still runs {}; sweeping its whole tree",
+            if second_signal {
+                "after a second signal".to_owned()
+            } else {
+                format!("{:?} after the signal it was passed", settings.grace)
+            }
+        ),
+    }
+    // Cancelled: the deadline runs from the first signal, and covers the sweep.
+    let deadline = match child.cancelled_at {
+        Some(at) => settings.deadline.saturating_sub(at.elapsed()),
+        None => settings.deadline,
+    };
 
     // The job is the command: its marker (the chain: its processes stay the outer job's
     // too, and the outer job's are not ours) and its descent from us, its subreaper.
@@ -76,9 +99,18 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
         own_exe: Job::discover_own_exe(&read.proc_root),
         ..Job::default()
     };
-    let swept = crate::job::sweep(&job, &baseline, &settings, GuardInput::None);
-    // Killed orphans are our children now: reap them so nothing is left as a zombie.
+    let mut bounded = settings.clone();
+    bounded.deadline = deadline;
+    bounded.grace = settings.grace.min(deadline);
+    let swept = crate::job::sweep(&job, &baseline, &bounded, GuardInput::None);
+    // Killed orphans are our children now: reap them so nothing is left as a zombie. The
+    // command itself too, when the sweep had to kill it.
     child.reap_for(std::time::Duration::from_millis(200));
+    let exit = match (waited, child.exit()) {
+        (platform::Waited::Exited(exit), _) | (_, Some(exit)) => exit,
+        // Still not reaped (a dry run, or it is stuck): it did not end by itself.
+        (platform::Waited::Outlived { .. }, None) => platform::ChildExit::Signal(9),
+    };
     let verdict = crate::job::finish(&swept?, &settings, None)?;
     // The command's own failure comes first; a status that does not fit in an exit code
     // (never, in practice) still reads as a failure.

@@ -7,7 +7,6 @@
 //! processes look new. The snapshot is sealed with its SHA-256 so that an edit (or a
 //! half-written file) is detected.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -63,6 +62,10 @@ pub enum StateError {
         found: String,
         now: String,
     },
+    /// The file or its directory could be changed by someone else, or is not a regular
+    /// file, or is too big: refused before anything was read or written.
+    #[error(transparent)]
+    Unsafe(crate::files::FileError),
     #[error("write state file {path}: {source}")]
     Write {
         path: PathBuf,
@@ -80,8 +83,12 @@ fn digest(bytes: &[u8]) -> String {
     hex
 }
 
+/// The largest state file read: 5,000 processes take about 5 MB.
+pub const MAX_STATE_BYTES: u64 = 64 << 20;
+
 /// Writes the snapshot atomically (temporary file, fsync, rename): a reader never sees a
-/// half-written state file, and a crash leaves the old one or none.
+/// half-written state file, and a crash leaves the old one or none. The directory must be
+/// private (see [`crate::files`]); the file is created 0600 (it holds command lines).
 pub fn save(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
     let write_err = |source| StateError::Write {
         path: path.to_owned(),
@@ -96,36 +103,42 @@ pub fn save(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
         snapshot: &raw,
     };
     let bytes = serde_json::to_vec(&envelope).map_err(|e| write_err(e.into()))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(write_err)?;
+    let on_write = |e: crate::files::FileError| {
+        if e.is_refusal() {
+            StateError::Unsafe(e)
+        } else {
+            write_err(e.into())
+        }
+    };
+    let (dir, name) = crate::files::Dir::of(path).map_err(on_write)?;
+    dir.replace(
+        &name,
+        &bytes,
+        crate::files::PRIVATE,
+        crate::files::Sync::Durable,
+    )
+    .map_err(on_write)
+}
+
+fn file_error(path: &Path) -> impl Fn(crate::files::FileError) -> StateError + '_ {
+    move |e| {
+        if e.is_refusal() {
+            StateError::Unsafe(e)
+        } else if e.is_not_found() {
+            StateError::Missing(path.to_owned())
+        } else {
+            StateError::Read {
+                path: path.to_owned(),
+                source: e.into(),
+            }
+        }
     }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(write_err)
 }
 
 /// Reads and checks a state file written by [`save`]. `boot_id` is the current boot's.
 pub fn load(path: &Path, boot_id: &str) -> Result<Snapshot, StateError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StateError::Missing(path.to_owned()))
-        }
-        Err(source) => {
-            return Err(StateError::Read {
-                path: path.to_owned(),
-                source,
-            })
-        }
-    };
+    let (dir, name) = crate::files::Dir::of(path).map_err(file_error(path))?;
+    let bytes = dir.read(&name, MAX_STATE_BYTES).map_err(file_error(path))?;
     let snapshot = decode(path, &bytes)?;
     if snapshot.machine.boot_id != boot_id {
         return Err(StateError::OtherBoot {

@@ -282,6 +282,7 @@ fn run_inner(
         root: opts.root.or(opts.watch),
         watch: opts.watch,
         started_at_unix_ms: unix_ms(),
+        exe: super::exe_of(Path::new("/proc"), "self"),
     };
     super::write_pid_file(&paths, &pid_file)?;
     tracing::info!(
@@ -531,11 +532,15 @@ fn dead_man_sweep(
     let built = crate::report::json::build(&swept.outcome, leaked > 0);
     let text =
         crate::report::terminal::render(&built.report, crate::report::tree::Style { color: false });
-    std::fs::write(&paths.report_txt, text.as_bytes()).map_err(|source| GuardError::File {
-        what: "write the dead man's report",
-        path: paths.report_txt.clone(),
-        source,
-    })?;
+    paths
+        .dir()?
+        .replace(
+            &GuardPaths::name(&paths.report_txt),
+            text.as_bytes(),
+            crate::files::PRIVATE,
+            crate::files::Sync::Durable,
+        )
+        .map_err(|e| super::file_error("write the dead man's report", e))?;
     tracing::warn!("{text}");
     Ok(format!(
         "swept {leaked} leaked job process{} (report: {})",

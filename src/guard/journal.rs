@@ -229,8 +229,13 @@ pub struct Example {
 }
 
 impl Warning {
-    /// One line for people.
+    /// One line for people (the guard's log, `guard status`, a sweep), redacted: a journal
+    /// written by an older guard may hold a command line as it was.
     pub fn describe(&self) -> String {
+        crate::redact::redact_text(&self.describe_raw(), &mut crate::redact::Secrets::default())
+    }
+
+    fn describe_raw(&self) -> String {
         let examples = |ex: &[Example]| {
             ex.iter()
                 .map(|e| format!("{} `{}`", e.pid, e.command))
@@ -286,17 +291,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Opens `path` for appending (creating it, mode 0600). A torn last line left by a
-    /// guard that died mid-write is ended first, so it stays one bad line and does not
-    /// swallow the next record.
+    /// Opens `path` for appending (creating it, mode 0600, in a private directory: see
+    /// [`crate::files`]). A torn last line left by a guard that died mid-write is ended
+    /// first, so it stays one bad line and does not swallow the next record.
     pub fn open(path: &Path) -> io::Result<Writer> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = File::options()
-            .create(true)
-            .read(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
+        let (dir, name) = crate::files::Dir::of(path)?;
+        let mut file = dir.append_rw(&name, crate::files::PRIVATE)?;
         let len = file.metadata()?.len();
         if len > 0 {
             file.seek(SeekFrom::Start(len - 1))?;
@@ -316,9 +316,13 @@ impl Writer {
         &self.path
     }
 
-    /// Buffers one record; [`Writer::flush`] writes the buffer out.
+    /// Buffers one record, its command lines redacted (see [`redacted`]); [`Writer::flush`]
+    /// writes the buffer out.
     pub fn write(&mut self, record: &Record) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, record)?;
+        match redacted(record) {
+            Some(r) => serde_json::to_writer(&mut self.out, &r)?,
+            None => serde_json::to_writer(&mut self.out, record)?,
+        }
         self.out.write_all(b"\n")
     }
 
@@ -334,6 +338,48 @@ impl Writer {
     }
 }
 
+/// `record` with the secrets in its command lines replaced (see [`crate::redact`]), or
+/// `None` when it holds no command line. Nothing unredacted reaches the disk; the guard's
+/// attribution works on identities, never on these texts.
+pub fn redacted(record: &Record) -> Option<Record> {
+    use crate::redact::{redact_argv, redact_text, Secrets};
+    let mut s = Secrets::default();
+    let mut text = |t: &mut String| *t = redact_text(t, &mut s);
+    Some(match record {
+        Record::Exec(e) => {
+            let mut e = e.clone();
+            e.argv = redact_argv(&e.argv, &mut s);
+            Record::Exec(e)
+        }
+        Record::Seed(seed) if !seed.argv.is_empty() => {
+            let mut seed = seed.clone();
+            seed.argv = redact_argv(&seed.argv, &mut s);
+            Record::Seed(seed)
+        }
+        Record::Warning(w) => {
+            let mut w = w.clone();
+            match &mut w {
+                Warning::StepEndedWithLiveDescendants {
+                    command, examples, ..
+                } => {
+                    text(command);
+                    examples.iter_mut().for_each(|e| text(&mut e.command));
+                }
+                Warning::ManyAlike {
+                    signature,
+                    examples,
+                    ..
+                } => {
+                    text(signature);
+                    examples.iter_mut().for_each(|e| text(&mut e.command));
+                }
+            }
+            Record::Warning(w)
+        }
+        _ => return None,
+    })
+}
+
 /// A journal as read back.
 #[derive(Debug, Clone, Default)]
 pub struct Journal {
@@ -346,12 +392,17 @@ pub struct Journal {
     pub skipped_other_version: usize,
 }
 
-/// Reads a journal; `Ok(None)` when there is none.
+/// The largest journal read: a day-long job with a busy test suite writes tens of MB.
+pub const MAX_JOURNAL_BYTES: u64 = 256 << 20;
+
+/// Reads a journal (a regular file of ours in a private directory, at most
+/// [`MAX_JOURNAL_BYTES`]); `Ok(None)` when there is none.
 pub fn read(path: &Path) -> io::Result<Option<Journal>> {
-    let bytes = match std::fs::read(path) {
+    let (dir, name) = crate::files::Dir::of(path)?;
+    let bytes = match dir.read(&name, MAX_JOURNAL_BYTES) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
     Ok(Some(parse(&bytes)))
 }

@@ -43,6 +43,8 @@ use lineage::Lineage;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `guard stop` waits after SIGTERM before SIGKILL, and after SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a SIGKILLed guard is waited for when the deadline has passed already.
+const KILL_MIN_WAIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
@@ -67,6 +69,8 @@ pub enum GuardError {
     #[error("start the guard: {0}")]
     Setup(String),
     #[error(transparent)]
+    Unsafe(crate::files::FileError),
+    #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     Read(#[from] platform::ReadError),
@@ -77,7 +81,10 @@ impl GuardError {
     pub fn is_usage(&self) -> bool {
         use crate::state::StateError as S;
         match self {
-            GuardError::Watch(_) | GuardError::Options(_) | GuardError::PidFile { .. } => true,
+            GuardError::Watch(_)
+            | GuardError::Options(_)
+            | GuardError::PidFile { .. }
+            | GuardError::Unsafe(_) => true,
             GuardError::State(S::Write { .. } | S::Read { .. }) => false,
             GuardError::State(_) => true,
             _ => false,
@@ -98,6 +105,18 @@ pub struct GuardPaths {
 }
 
 impl GuardPaths {
+    /// The private directory the files are in (see [`crate::files`]), checked and open.
+    pub fn dir(&self) -> Result<crate::files::Dir, GuardError> {
+        let dir = self.state.parent().unwrap_or(Path::new("/"));
+        crate::files::Dir::private(dir).map_err(|e| file_error("open the state directory", e))
+    }
+
+    /// The name of one of the files in [`GuardPaths::dir`].
+    pub fn name(path: &Path) -> String {
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    }
+
     pub fn for_state(state: &Path) -> GuardPaths {
         let state = std::path::absolute(state).unwrap_or_else(|_| state.to_owned());
         let dir = state.parent().map(Path::to_owned).unwrap_or_default();
@@ -117,6 +136,17 @@ impl GuardPaths {
     }
 }
 
+/// A refusal is the user's to fix (exit 2); anything else is the machine's.
+pub(crate) fn file_error(what: &'static str, e: crate::files::FileError) -> GuardError {
+    match e {
+        crate::files::FileError::Io { path, source } => GuardError::File { what, path, source },
+        refused => GuardError::Unsafe(refused),
+    }
+}
+
+/// The largest pid file read (ours are a few hundred bytes).
+const MAX_PID_FILE: u64 = 64 * 1024;
+
 /// The pid file: who the guard is (by identity) and how it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PidFile {
@@ -133,6 +163,28 @@ pub struct PidFile {
     #[serde(default)]
     pub watch: Option<ProcessId>,
     pub started_at_unix_ms: u64,
+    /// The executable of the guard that wrote the file (`/proc/self/exe`): a pid file names
+    /// a process only if that process runs this very file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<FileId>,
+}
+
+/// A file by device and inode: what a path cannot fake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// The file a process runs (`/proc/PID/exe`, followed: a replaced binary is still the file
+/// the process runs).
+pub fn exe_of(proc_root: &Path, pid: &str) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(proc_root.join(pid).join("exe")).ok()?;
+    Some(FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
 }
 
 impl PidFile {
@@ -195,14 +247,8 @@ pub enum Started {
 pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
     let paths = GuardPaths::for_state(&opts.state);
     let proc_root = Path::new("/proc");
-    if let Some(dir) = paths.state.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| GuardError::File {
-            what: "create the state directory",
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
-    let _lock = lock(&paths)?;
+    let dir = paths.dir()?;
+    let _lock = lock(&dir, &paths)?;
     if let Some(running) = running(&paths, proc_root)? {
         return Ok(Started::Already(running));
     }
@@ -261,15 +307,9 @@ pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
         exe: "ci-janitor".into(),
         source,
     })?;
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(&paths.log)
-        .map_err(|source| GuardError::File {
-            what: "open the guard's log",
-            path: paths.log.clone(),
-            source,
-        })?;
+    let log = dir
+        .append(&GuardPaths::name(&paths.log), crate::files::PRIVATE)
+        .map_err(|e| file_error("open the guard's log", e))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| GuardError::Setup(format!("create the readiness pipe: {e}")))?;
     let context = serde_json::to_string(&facts).map_err(|e| GuardError::Setup(e.to_string()))?;
@@ -393,17 +433,10 @@ fn read_line(fd: OwnedFd, deadline: Instant) -> Result<Readiness, String> {
 }
 
 /// An exclusive lock on the guard's lock file, so two `guard start`s cannot both start one.
-fn lock(paths: &GuardPaths) -> Result<OwnedFd, GuardError> {
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&paths.lock)
-        .map_err(|source| GuardError::File {
-            what: "open the guard's lock file",
-            path: paths.lock.clone(),
-            source,
-        })?;
+fn lock(dir: &crate::files::Dir, paths: &GuardPaths) -> Result<OwnedFd, GuardError> {
+    let file = dir
+        .keep(&GuardPaths::name(&paths.lock), crate::files::PRIVATE)
+        .map_err(|e| file_error("open the guard's lock file", e))?;
     let fd = OwnedFd::from(file);
     rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
         GuardError::File {
@@ -415,27 +448,97 @@ fn lock(paths: &GuardPaths) -> Result<OwnedFd, GuardError> {
     Ok(fd)
 }
 
-/// The pid file, if it names a live guard (same boot, same identity).
+/// What a pid file names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    /// A live guard of this state: the identity, executable, user and arguments agree.
+    Guard(PidFile),
+    /// Nothing alive: another boot, an exited process, a reused pid.
+    Gone(PidFile),
+    /// A live process that is not this state's guard, or that cannot be shown to be one:
+    /// it is never signalled.
+    Distrusted { pid_file: PidFile, why: String },
+}
+
+/// Checks what `pf` names against facts its writer cannot forge: the process's identity
+/// (pid, start time, boot), that it runs as us, runs the executable the guard recorded,
+/// and runs `guard run --state` with this state.
+pub fn check_pid_file(
+    paths: &GuardPaths,
+    pf: PidFile,
+    proc_root: &Path,
+) -> Result<Named, GuardError> {
+    let boot = platform::boot_id(proc_root)?;
+    if pf.boot_id != boot || platform::start_ticks(proc_root, pf.pid) != Some(pf.start_ticks) {
+        return Ok(Named::Gone(pf));
+    }
+    let Some(p) = platform::read_one(proc_root, pf.pid).filter(|p| !p.is_zombie()) else {
+        return Ok(Named::Gone(pf));
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let expected: [&[u8]; 4] = [
+        b"guard",
+        b"run",
+        b"--state",
+        paths.state.as_os_str().as_encoded_bytes(),
+    ];
+    let args: Vec<&[u8]> = p
+        .argv
+        .iter()
+        .skip(1)
+        .take(4)
+        .map(|a| a.as_bytes())
+        .collect();
+    let why = if p.uid != Some(me) {
+        Some(format!(
+            "pid {} runs as uid {}, not as us (uid {me})",
+            pf.pid,
+            p.uid.map_or_else(|| "unknown".into(), |u| u.to_string())
+        ))
+    } else if pf.exe.is_none() {
+        Some("it does not record the guard's executable".into())
+    } else if exe_of(proc_root, &pf.pid.to_string()) != pf.exe {
+        Some(format!(
+            "pid {} ({}) does not run the executable the guard recorded",
+            pf.pid, p.comm
+        ))
+    } else if args != expected {
+        Some(format!(
+            "pid {} ({}) is not `guard run --state {}`",
+            pf.pid,
+            p.comm,
+            paths.state.display()
+        ))
+    } else {
+        None
+    };
+    Ok(match why {
+        None => Named::Guard(pf),
+        Some(why) => Named::Distrusted { pid_file: pf, why },
+    })
+}
+
+/// The pid file, if it names a live guard of this state (see [`check_pid_file`]).
 pub fn running(paths: &GuardPaths, proc_root: &Path) -> Result<Option<PidFile>, GuardError> {
     let Some(pf) = read_pid_file(paths)? else {
         return Ok(None);
     };
-    let boot = platform::boot_id(proc_root)?;
-    let alive = pf.boot_id == boot
-        && platform::start_ticks(proc_root, pf.pid) == Some(pf.start_ticks)
-        && platform::read_one(proc_root, pf.pid).is_some_and(|p| !p.is_zombie());
-    Ok(alive.then_some(pf))
+    Ok(match check_pid_file(paths, pf, proc_root)? {
+        Named::Guard(pf) => Some(pf),
+        _ => None,
+    })
 }
 
 fn read_pid_file(paths: &GuardPaths) -> Result<Option<PidFile>, GuardError> {
-    match std::fs::read(&paths.pid) {
+    let dir = paths.dir()?;
+    match dir.read(&GuardPaths::name(&paths.pid), MAX_PID_FILE) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| GuardError::PidFile {
                 path: paths.pid.clone(),
                 detail: format!("it does not decode ({e})"),
             }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(GuardError::PidFile {
             path: paths.pid.clone(),
             detail: e.to_string(),
@@ -451,19 +554,28 @@ pub fn write_pid_file(paths: &GuardPaths, pf: &PidFile) -> Result<(), GuardError
         source,
     };
     let bytes = serde_json::to_vec(pf).map_err(|e| err(e.into()))?;
-    let tmp = paths
-        .pid
-        .with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, &paths.pid))
-        .map_err(err)
+    paths
+        .dir()?
+        .replace(
+            &GuardPaths::name(&paths.pid),
+            &bytes,
+            crate::files::PRIVATE,
+            crate::files::Sync::Durable,
+        )
+        .map_err(|e| file_error("write the guard's pid file", e))
+}
+
+fn remove_pid(paths: &GuardPaths) {
+    if let Ok(dir) = paths.dir() {
+        let _ = dir.remove(&GuardPaths::name(&paths.pid));
+    }
 }
 
 /// Removes the pid file if it still names `id` (a newer guard's file is left alone).
 pub fn remove_pid_file(paths: &GuardPaths, id: ProcessId) {
     if let Ok(Some(pf)) = read_pid_file(paths) {
         if pf.id() == id {
-            let _ = std::fs::remove_file(&paths.pid);
+            remove_pid(paths);
         }
     }
 }
@@ -477,23 +589,34 @@ pub enum Stopped {
     Stale(PidFile),
     /// Stopped with SIGTERM (`killed: false`) or, when it did not exit in time, SIGKILL.
     Stopped { guard: PidFile, killed: bool },
+    /// The pid file names a live process that is not this state's guard: not signalled.
+    Distrusted { pid_file: PidFile, why: String },
+    /// A dry run: the guard was left running (its journal so far was read).
+    LeftRunning(PidFile),
 }
 
-/// Stops the guard of `state` (idempotent).
-pub fn stop(state: &Path) -> Result<Stopped, GuardError> {
+/// Stops the guard of `state` (idempotent), waiting for it at most until `until` (and
+/// [`STOP_TIMEOUT`] per signal): SIGTERM and SIGCONT (a stopped guard must be able to act
+/// on it), then SIGKILL for what remains of the time.
+pub fn stop(state: &Path, until: Instant) -> Result<Stopped, GuardError> {
     let paths = GuardPaths::for_state(state);
     let proc_root = Path::new("/proc");
     let Some(pf) = read_pid_file(&paths)? else {
         return Ok(Stopped::NotRunning);
     };
-    let Some(live) = running(&paths, proc_root)? else {
-        let _ = std::fs::remove_file(&paths.pid);
-        return Ok(Stopped::Stale(pf));
+    let live = match check_pid_file(&paths, pf, proc_root)? {
+        Named::Guard(live) => live,
+        Named::Gone(pf) => {
+            remove_pid(&paths);
+            return Ok(Stopped::Stale(pf));
+        }
+        Named::Distrusted { pid_file, why } => return Ok(Stopped::Distrusted { pid_file, why }),
     };
+    let pf = live.clone();
     let handle = match platform::open(proc_root, live.id()) {
         Ok(h) => h,
         Err(platform::SignalResult::Gone) => {
-            let _ = std::fs::remove_file(&paths.pid);
+            remove_pid(&paths);
             return Ok(Stopped::Stale(pf));
         }
         Err(e) => {
@@ -505,7 +628,13 @@ pub fn stop(state: &Path) -> Result<Stopped, GuardError> {
     };
     let mut killed = false;
     for sig in [platform::Sig::Term, platform::Sig::Kill] {
-        match handle.signal(sig) {
+        let sent = match handle.signal(sig) {
+            platform::SignalResult::Sent if sig == platform::Sig::Term => {
+                handle.signal(platform::Sig::Cont)
+            }
+            r => r,
+        };
+        match sent {
             platform::SignalResult::Sent | platform::SignalResult::Gone => {}
             e => {
                 return Err(GuardError::Stop {
@@ -514,17 +643,26 @@ pub fn stop(state: &Path) -> Result<Stopped, GuardError> {
                 })
             }
         }
-        if !platform::wait_exits(&[&handle], Instant::now() + STOP_TIMEOUT).is_empty() {
+        // SIGTERM gets half of what is left; SIGKILL the rest (at least a moment: a
+        // SIGKILLed process is gone as soon as the kernel has run its exit).
+        let now = Instant::now();
+        let left = until.saturating_duration_since(now);
+        let wait = match sig {
+            platform::Sig::Term => left / 2,
+            _ => left.max(KILL_MIN_WAIT),
+        }
+        .min(STOP_TIMEOUT);
+        if !platform::wait_exits(&[&handle], now + wait).is_empty() {
             break;
         }
         if sig == platform::Sig::Kill {
             return Err(GuardError::Stop {
                 pid: pf.pid,
-                detail: format!("it did not exit within {STOP_TIMEOUT:?} of SIGKILL"),
+                detail: format!("it did not exit within {wait:?} of SIGKILL"),
             });
         }
         tracing::warn!(
-            "the guard (pid {}) did not exit within {STOP_TIMEOUT:?} of SIGTERM; killing it",
+            "the guard (pid {}) did not exit within {wait:?} of SIGTERM; killing it",
             pf.pid
         );
         killed = true;
@@ -676,15 +814,37 @@ pub struct AtSweep {
     pub problems: Vec<String>,
 }
 
-/// Stops the guard of `state` and reads its journal: the first thing a sweep does.
-pub fn for_sweep(state: &Path) -> AtSweep {
+/// Stops the guard of `state` (waiting at most until `until`) and reads its journal: the
+/// first thing a sweep does. A dry run signals nothing: the guard is left running.
+pub fn for_sweep(state: &Path, dry_run: bool, until: Instant) -> AtSweep {
     let paths = GuardPaths::for_state(state);
     let mut at = AtSweep::default();
     if let Ok(Some(pf)) = read_pid_file(&paths) {
         at.protect.push(pf.id());
     }
-    match stop(state) {
+    let stopped = if dry_run {
+        match read_pid_file(&paths) {
+            Ok(None) => Ok(Stopped::NotRunning),
+            Ok(Some(pf)) => check_pid_file(&paths, pf, Path::new("/proc")).map(|n| match n {
+                Named::Guard(pf) => Stopped::LeftRunning(pf),
+                Named::Gone(pf) => Stopped::Stale(pf),
+                Named::Distrusted { pid_file, why } => Stopped::Distrusted { pid_file, why },
+            }),
+            Err(e) => Err(e),
+        }
+    } else {
+        stop(state, until)
+    };
+    match stopped {
         Ok(Stopped::NotRunning) => {}
+        Ok(Stopped::Distrusted { pid_file, why }) => {
+            at.problems.push(format!(
+                "distrusted the pid file {} (it names pid {}): {why}; nothing was signalled",
+                paths.pid.display(),
+                pid_file.pid
+            ));
+            at.stopped = Some(Stopped::Distrusted { pid_file, why });
+        }
         Ok(s) => at.stopped = Some(s),
         Err(e) => at.problems.push(format!("could not stop the guard: {e}")),
     }
@@ -734,6 +894,13 @@ impl AtSweep {
                 let _ = writeln!(
                     s,
                     "  the guard (pid {}) had died before the sweep: its journal so far was used",
+                    pf.pid
+                );
+            }
+            Some(Stopped::LeftRunning(pf)) => {
+                let _ = writeln!(
+                    s,
+                    "  dry run: the guard (pid {}) was left running; its journal so far was used",
                     pf.pid
                 );
             }
@@ -816,7 +983,7 @@ pub fn command(
         }
         GuardAction::Stop(a) => {
             let state = crate::settings::state_path(&a.state, env);
-            match stop(&state)? {
+            match stop(&state, Instant::now() + 2 * STOP_TIMEOUT)? {
                 Stopped::NotRunning => eprintln!("ci-janitor: no guard is running"),
                 Stopped::Stale(pf) => eprintln!(
                     "ci-janitor: the guard (pid {}) was no longer running; removed its pid file",
@@ -827,6 +994,18 @@ pub fn command(
                     guard.pid,
                     if killed { " with SIGKILL" } else { "" }
                 ),
+                Stopped::Distrusted { pid_file, why } => {
+                    return Err(GuardError::PidFile {
+                        path: GuardPaths::for_state(&state).pid,
+                        detail: format!(
+                            "it names pid {}, which is not this state's guard ({why}); \
+                             nothing was signalled",
+                            pid_file.pid
+                        ),
+                    }
+                    .into())
+                }
+                Stopped::LeftRunning(_) => {}
             }
             Ok(Exit::Clean)
         }

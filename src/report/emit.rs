@@ -70,29 +70,15 @@ fn file_error<'a>(
 }
 
 /// Appends `text` to `path` (the runner's files are shared by every writer of the step).
+/// A symbolic link is not followed; anything but a regular file is refused.
 fn append(path: &Path, text: &str, what: &'static str) -> Result<(), EmitError> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(file_error(what, path))?;
-    f.write_all(text.as_bytes()).map_err(file_error(what, path))
+    crate::files::append_output(path, text.as_bytes()).map_err(|e| file_error(what, path)(e.into()))
 }
 
 /// Writes `bytes` to `path` whole or not at all (a temporary file renamed into place), its
-/// directory created if needed.
+/// directory created if needed; never through a device or a FIFO.
 fn write_new(path: &Path, bytes: &[u8], what: &'static str) -> Result<(), EmitError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(file_error(what, path))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(file_error(what, path))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        file_error(what, path)(e)
-    })
+    crate::files::write_output(path, bytes).map_err(|e| file_error(what, path)(e.into()))
 }
 
 /// 16 random bytes as hex, for the output delimiter and the stop-commands token: an argv
@@ -130,38 +116,71 @@ fn display(path: &Option<PathBuf>) -> Option<String> {
     path.as_ref().map(|p| p.display().to_string())
 }
 
+/// What could not be written, in order. A report that could not be written never changes
+/// the verdict: each is a warning, named on stderr, in an annotation under Actions, and in
+/// the text report when it was written first.
+pub type Problems = Vec<EmitError>;
+
+fn write_out(stdout: &mut dyn Write, text: &str) -> Result<(), EmitError> {
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(EmitError::Stdout)
+}
+
+/// The lines that name what could not be written, for the end of the text report.
+fn not_written(problems: &[String]) -> String {
+    let mut s = String::new();
+    for p in problems {
+        s.push_str(&format!("warning: failed to {p}\n"));
+    }
+    s
+}
+
+/// One warning annotation per problem.
+fn problem_annotations(problems: &[String]) -> String {
+    let mut s = String::new();
+    for p in problems {
+        s.push_str(&format!(
+            "::warning title={}::{}\n",
+            github::escape_property("ci-janitor: a report was not written"),
+            github::escape_data(&format!("failed to {p}; the verdict stands"))
+        ));
+    }
+    s
+}
+
 /// Everything GitHub reads after a sweep, in this order: `::add-mask::` for each redacted
 /// value, the annotations (at most 10 errors and 10 warnings, then one notice), the job
 /// summary, the step outputs (`leaked-count`, `killed-count`, `report-path`, `clean`), and
-/// last the whole text report in a collapsed group. No network. Every part is attempted
-/// even if an earlier one fails; the first error is returned.
+/// last the whole text report and `extra` (the guard's section) in a collapsed group with
+/// workflow commands stopped. No network. Every part is attempted even if an earlier one
+/// fails; every failure is returned, after one warning annotation each for `earlier` and
+/// the files that failed here.
 pub fn emit_all(
     report: &Report,
     secrets: &Secrets,
     targets: &GithubTargets,
     stdout: &mut dyn Write,
-) -> Result<(), EmitError> {
+    extra: &str,
+    mut earlier: Problems,
+) -> Problems {
     let path = display(&targets.report_path);
-    let mut first: Option<EmitError> = None;
-    let mut keep = |r: Result<(), EmitError>| {
-        if let Err(e) = r {
-            first.get_or_insert(e);
-        }
-    };
+    let mut stdout_failed = false;
     let head = format!(
         "{}{}",
         github::add_masks(secrets),
         github::annotations(report, path.as_deref())
     );
-    keep(
-        stdout
-            .write_all(head.as_bytes())
-            .and_then(|()| stdout.flush())
-            .map_err(EmitError::Stdout),
-    );
+    if let Err(e) = write_out(stdout, &head) {
+        stdout_failed = true;
+        earlier.push(e);
+    }
     if let Some(file) = &targets.summary {
         let text = summary::render(report, path.as_deref(), summary_budget(file));
-        keep(append(file, &text, "job summary"));
+        if let Err(e) = append(file, &text, "job summary") {
+            earlier.push(e);
+        }
     }
     if let Some(file) = &targets.output {
         let text = github::outputs(
@@ -169,36 +188,38 @@ pub fn emit_all(
             path.as_deref(),
             &format!("ghadelimiter_{}", random_token()),
         );
-        keep(append(file, &text, "step outputs"));
+        if let Err(e) = append(file, &text, "step outputs") {
+            earlier.push(e);
+        }
     }
-    let detail = github::details_group(report, &random_token());
-    keep(
-        stdout
-            .write_all(detail.as_bytes())
-            .and_then(|()| stdout.flush())
-            .map_err(EmitError::Stdout),
-    );
-    match first {
-        Some(e) => Err(e),
-        None => Ok(()),
+    if !stdout_failed {
+        let files: Vec<String> = earlier.iter().map(ToString::to_string).collect();
+        let mut text = problem_annotations(&files);
+        let detail_extra = format!("{extra}{}", not_written(&files));
+        text.push_str(&github::details_group(
+            report,
+            &random_token(),
+            &detail_extra,
+        ));
+        if let Err(e) = write_out(stdout, &text) {
+            earlier.push(e);
+        }
     }
+    earlier
 }
 
 /// Writes every report the settings ask for: the JSON report and JUnit file first (so the
 /// paths named later exist), then either [`emit_all`] (under GitHub Actions) or the
-/// terminal report on stdout and, if asked, a job summary file.
+/// terminal report and `extra` (the guard's section) on stdout and, if asked, a job summary
+/// file. Returns what could not be written (see [`Problems`]).
 pub fn write_reports(
     built: &Built,
     settings: &SweepSettings,
     stdout: &mut dyn Write,
-) -> Result<(), EmitError> {
+    extra: &str,
+) -> Problems {
     let report = &built.report;
-    let mut first: Option<EmitError> = None;
-    let mut keep = |r: Result<(), EmitError>| {
-        if let Err(e) = r {
-            first.get_or_insert(e);
-        }
-    };
+    let mut problems = Problems::new();
     let mut report_json = None;
     if let Some(path) = &settings.report_json {
         let written = serde_json::to_vec_pretty(report)
@@ -208,17 +229,15 @@ pub fn write_reports(
                 write_new(path, &bytes, "JSON report")
             });
         // Name the report in the outputs only if it is there.
-        if written.is_ok() {
-            report_json = Some(path.clone());
+        match written {
+            Ok(()) => report_json = Some(path.clone()),
+            Err(e) => problems.push(e),
         }
-        keep(written);
     }
     if let Some(path) = &settings.junit {
-        keep(write_new(
-            path,
-            junit::render(report).as_bytes(),
-            "JUnit report",
-        ));
+        if let Err(e) = write_new(path, junit::render(report).as_bytes(), "JUnit report") {
+            problems.push(e);
+        }
     }
     if settings.github_actions {
         let targets = GithubTargets {
@@ -226,33 +245,31 @@ pub fn write_reports(
             output: settings.github_output.clone(),
             report_path: report_json,
         };
-        keep(emit_all(report, &built.secrets, &targets, stdout));
-    } else {
-        let text = terminal::render(
-            report,
-            Style {
-                color: settings.color,
-            },
-        );
-        keep(
-            stdout
-                .write_all(text.as_bytes())
-                .and_then(|()| stdout.flush())
-                .map_err(EmitError::Stdout),
-        );
-        if let Some(file) = &settings.summary {
-            let path = display(&report_json);
-            keep(append(
-                file,
-                &summary::render(report, path.as_deref(), summary_budget(file)),
-                "job summary",
-            ));
+        return emit_all(report, &built.secrets, &targets, stdout, extra, problems);
+    }
+    if let Some(file) = &settings.summary {
+        let path = display(&report_json);
+        if let Err(e) = append(
+            file,
+            &summary::render(report, path.as_deref(), summary_budget(file)),
+            "job summary",
+        ) {
+            problems.push(e);
         }
     }
-    match first {
-        Some(e) => Err(e),
-        None => Ok(()),
+    let mut text = terminal::render(
+        report,
+        Style {
+            color: settings.color,
+        },
+    );
+    text.push_str(extra);
+    let files: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    text.push_str(&not_written(&files));
+    if let Err(e) = write_out(stdout, &text) {
+        problems.push(e);
     }
+    problems
 }
 
 #[cfg(test)]
@@ -271,7 +288,8 @@ mod tests {
         std::fs::write(dir.path().join("output"), "earlier=1\n").expect("seed");
         let b = fixtures::hostile();
         let mut out = Vec::new();
-        emit_all(&b.report, &b.secrets, &targets, &mut out).expect("emits");
+        let problems = emit_all(&b.report, &b.secrets, &targets, &mut out, "", Vec::new());
+        assert!(problems.is_empty(), "{problems:?}");
         let out = String::from_utf8(out).expect("utf-8");
         let masks = out.find("::add-mask::").expect("masks");
         let error = out.find("::error ").expect("annotations");
@@ -307,12 +325,49 @@ mod tests {
         };
         let b = fixtures::prefect();
         let mut out = Vec::new();
-        let err = emit_all(&b.report, &b.secrets, &targets, &mut out).expect_err("fails");
-        assert!(err.to_string().contains("job summary"), "{err}");
+        let problems = emit_all(&b.report, &b.secrets, &targets, &mut out, "", Vec::new());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].to_string().contains("job summary"),
+            "{problems:?}"
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("::warning title=ci-janitor%3A a report was not written::failed to write the job summary"),
+            "{text}"
+        );
         assert!(std::fs::read_to_string(dir.path().join("output"))
             .expect("outputs written anyway")
             .contains("leaked-count=82"));
         assert!(String::from_utf8_lossy(&out).contains("::endgroup::"));
+    }
+
+    #[test]
+    fn the_guards_section_is_inside_the_stopped_group() {
+        // Regression (issue 11): the guard's section (its warnings quote command lines) was
+        // printed after the group, where the runner reads workflow commands.
+        let b = fixtures::clean();
+        let mut out = Vec::new();
+        let extra = "Guard:\n  warning: a step left `x\n::error::injected`\n::add-mask::injected";
+        let problems = emit_all(
+            &b.report,
+            &b.secrets,
+            &GithubTargets::default(),
+            &mut out,
+            extra,
+            Vec::new(),
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let out = String::from_utf8(out).expect("utf-8");
+        let token = out
+            .lines()
+            .find_map(|l| l.strip_prefix("::stop-commands::"))
+            .expect("stop-commands");
+        let inside = &out[out.find("::stop-commands::").expect("start")
+            ..out.find(&format!("\n::{token}::\n")).expect("end")];
+        assert!(inside.contains("::error::injected"), "{out}");
+        assert!(inside.contains("\n::add-mask::injected"), "{out}");
+        assert_eq!(out.matches("injected").count(), 2, "{out}");
     }
 
     #[test]

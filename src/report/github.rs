@@ -171,12 +171,20 @@ pub fn annotations(r: &Report, report_path: Option<&str>) -> String {
 /// The full text report, folded into a log group: one headline line outside it, the detail
 /// inside. `stop_token` (random, from the caller) turns command processing off around the
 /// detail, so no command line in it can act as a workflow command.
-pub fn details_group(r: &Report, stop_token: &str) -> String {
+///
+/// `extra` (the guard's section, what could not be written) goes inside it too: it holds
+/// command lines.
+pub fn details_group(r: &Report, stop_token: &str, extra: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "ci-janitor: {}", headline(r));
     let _ = writeln!(out, "::group::ci-janitor: details");
     let _ = writeln!(out, "::stop-commands::{stop_token}");
     out.push_str(&super::terminal::render(r, Style { color: false }));
+    // The token must end a line of its own even if `extra` does not end in one.
+    out.push_str(extra);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
     let _ = writeln!(out, "::{stop_token}::");
     let _ = writeln!(out, "::endgroup::");
     out
@@ -263,7 +271,7 @@ mod tests {
             "{}{}{}",
             add_masks(&b.secrets),
             annotations(&b.report, None),
-            details_group(&b.report, "stoptoken123")
+            details_group(&b.report, "stoptoken123", "")
         );
         insta::assert_snapshot!(text);
         // Every line is a command we wrote, or lies between stop-commands and its token.

@@ -308,13 +308,17 @@ pub enum LoadError {
     Version { path: String, found: u32 },
 }
 
+/// The largest report read back (100,000 leaked processes take about 100 MB).
+pub const MAX_REPORT_BYTES: u64 = 256 << 20;
+
 /// Reads a saved report. Command lines are redacted again (a no-op on reports this version
 /// wrote) and signatures computed when the file has none.
 pub fn load(path: &Path) -> Result<Report, LoadError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+    // A regular file only (a FIFO must not hang us), and no bigger than a report can be.
+    let bytes = crate::files::read_input(path, MAX_REPORT_BYTES).map_err(|e| LoadError::Read {
         path: shown.clone(),
-        source,
+        source: e.into(),
     })?;
     #[derive(Deserialize)]
     struct Version {

@@ -524,3 +524,68 @@ fn names_never_save_a_leak_and_the_keep_list_is_verified() {
             .contains("Gradle daemon"));
     }
 }
+
+#[test]
+fn under_act_a_parallel_job_without_ci_janitor_is_never_touched() {
+    // Regression: act runs a workflow's jobs in parallel in one process; the post step of
+    // the job that used ci-janitor killed the other job's processes, which descend from
+    // act too. act is no root: only the job's marker and the guard's lineage count.
+    let _g = serial();
+    let dir = ScratchDir::new("deploy_act");
+    let workflow = r#"on: push
+jobs:
+  with-janitor:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: ./
+        with:
+          grace-period: 1s
+      - name: Leak a daemon
+        run: |
+          setsid sh -c 'echo $$ > "$SCRATCH/a-leak.pid"; exec sleep 600' > /dev/null 2>&1 < /dev/null &
+          for _ in $(seq 1 200); do [ -s "$SCRATCH/a-leak.pid" ] && break; sleep 0.05; done
+  without-janitor:
+    runs-on: ubuntu-latest
+    steps:
+      - name: A server that outlives the other job's sweep
+        run: |
+          setsid sh -c 'echo $$ > "$SCRATCH/b-server.pid"; exec sleep 600' > /dev/null 2>&1 < /dev/null &
+          for _ in $(seq 1 200); do [ -s "$SCRATCH/b-server.pid" ] && break; sleep 0.05; done
+          # Wait (at most 120 s) until the other job's post step has swept its leak.
+          for _ in $(seq 1 1200); do
+            if [ -s "$SCRATCH/a-leak.pid" ] && ! kill -0 "$(cat "$SCRATCH/a-leak.pid")" 2>/dev/null; then
+              break
+            fi
+            sleep 0.1
+          done
+          kill -0 "$(cat "$SCRATCH/b-server.pid")" && echo ok > "$SCRATCH/b-survived"
+"#;
+    let repo = crate::action::action_repo(dir.path(), &[("two.yml", workflow)]);
+    let bin = format!("CI_JANITOR_BIN={}", crate::janitor::janitor_exe().display());
+    let run = crate::action::act_with(dir.path(), &repo, "two.yml", &["--env", &bin], &[]);
+    let read_pid = |f: &str| -> Option<Ident> {
+        std::fs::read_to_string(dir.path().join(f))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .and_then(read_stat)
+            .map(|s| s.ident())
+    };
+    let b_server = read_pid("b-server.pid");
+    let mut cleanup = Cleanup::new();
+    cleanup.ids.extend(b_server);
+    cleanup.ids.extend(read_pid("a-leak.pid"));
+    assert_eq!(run.code, 1, "the leaking job must fail");
+    assert!(
+        dir.path().join("b-survived").exists(),
+        "the other job's server was killed, or its step: {}",
+        run.log
+    );
+    let b_server = b_server.expect("the other job's server is gone");
+    assert!(alive(&b_server));
+    assert!(
+        run.log.contains("ci-janitor: 1 leaked process"),
+        "{}",
+        run.log
+    );
+}

@@ -22,3 +22,4 @@ mod reports;
 mod run;
 mod static_build;
 mod sweep;
+mod trust;

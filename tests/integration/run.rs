@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::janitor::{janitor, output_of, spawned_from, Report};
 use crate::support::{
-    alive, fixture_exe, port_is_listening_tcp, serial, unix_listening, wait_dead, Fixture, Port,
-    ScratchDir, Spawned,
+    alive, fixture_exe, kill_ident, port_is_listening_tcp, serial, unix_listening, wait_dead,
+    wait_until, Fixture, Ident, Port, ScratchDir, Signal, Spawned,
 };
 
 /// Runs `ci-janitor run --grace 1s -- cij-fixture SCENARIO ARGS` in a scratch directory;
@@ -345,4 +345,70 @@ fn a_closed_stdout_does_not_hide_a_leak() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "the leak must still fail the run");
     assert_eq!(Report::read(&report).fate(s.procs[0].ident()), "terminated");
+}
+
+/// Starts `ci-janitor run --grace 1s -- sh -c …` whose command ignores SIGTERM (and so does
+/// the child it leaves); returns the janitor, its identity and the child's.
+fn run_term_ignoring(
+    dir: &ScratchDir,
+    report: &std::path::Path,
+) -> (std::process::Child, Ident, Ident, Ident) {
+    let mut c = janitor();
+    c.current_dir(dir.path())
+        .args(["run", "--grace", "1s", "--deadline", "20s", "--report-json"])
+        .arg(report)
+        .args(["--", "sh", "-c"])
+        .arg("trap '' TERM; sleep 1000 & echo \"$$ $!\"; wait; wait; wait")
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let me = Ident::of(child.id() as i32).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let mut pids = line.split_whitespace().map(|p| p.parse::<i32>().unwrap());
+    let shell = Ident::of(pids.next().unwrap()).unwrap();
+    let sleeper = Ident::of(pids.next().unwrap()).unwrap();
+    (child, me, shell, sleeper)
+}
+
+/// Waits for `child` to exit within `timeout`; kills it (by identity) if it does not.
+fn exit_of(child: &mut std::process::Child, me: &Ident, timeout: Duration) -> Option<i32> {
+    let mut status = None;
+    wait_until(std::time::Instant::now() + timeout, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if status.is_none() {
+        kill_ident(me, Signal::KILL);
+        let _ = child.wait();
+    }
+    status.map(|s| s.code().unwrap_or(-1))
+}
+
+/// Regression (issue 11): `run` never ended when its command ignored the forwarded signal.
+/// Now the command's whole tree is killed when it outlives `--grace` after the signal, or
+/// at once after a second signal, then swept, and `run` ends within `--deadline`.
+#[test]
+fn a_command_that_ignores_sigterm_is_escalated_and_swept() {
+    let _g = serial();
+    for signals in [1, 2] {
+        let dir = ScratchDir::new("run_ignores_term");
+        let report = dir.path().join("report.json");
+        let (mut child, me, shell, sleeper) = run_term_ignoring(&dir, &report);
+        for _ in 0..signals {
+            assert!(kill_ident(&me, Signal::TERM));
+        }
+        let code = exit_of(&mut child, &me, Duration::from_secs(30));
+        assert_eq!(
+            code,
+            Some(128 + 9),
+            "the command was killed ({signals} signals)"
+        );
+        assert!(wait_dead(&[shell, sleeper], Duration::from_secs(5)));
+        let r = Report::read(&report);
+        assert!(r.by_ident().contains_key(&sleeper), "the leak is reported");
+    }
 }

@@ -45,10 +45,35 @@ pub const STDERR_FILE: &str = "fixture.stderr";
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The process-wide lock every test that starts processes or sweeps must hold for its
-/// whole body. Poisoning is ignored: one failed test must not fail all later ones.
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+/// Held for a test's whole body: see [`serial`].
+pub struct Serial {
+    _process: MutexGuard<'static, ()>,
+    _machine: Option<File>,
+}
+
+impl std::fmt::Debug for Serial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Serial")
+    }
+}
+
+/// The lock every test that starts processes or sweeps must hold for its whole body: a
+/// mutex within this test binary, and an exclusive `flock` on a file in the temp dir
+/// across test binaries (two checkouts testing at once on one machine). Poisoning is
+/// ignored: one failed test must not fail all later ones.
+pub fn serial() -> Serial {
+    let process = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let machine = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("ci-janitor-tests.lock"))
+        .ok()
+        .filter(|f| rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive).is_ok());
+    Serial {
+        _process: process,
+        _machine: machine,
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -29,6 +29,17 @@ impl ChildExit {
     }
 }
 
+/// How waiting for the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    Exited(ChildExit),
+    /// Cancelled: a second SIGINT/SIGTERM came, or the command outlived the grace period
+    /// after the first. It still runs; its tree is for the sweep to kill.
+    Outlived {
+        second_signal: bool,
+    },
+}
+
 /// A signal we received while the command ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
@@ -72,6 +83,8 @@ pub struct Supervised {
     pidfd: OwnedFd,
     signals: SignalFd,
     pub received: Vec<Received>,
+    /// When the first SIGINT/SIGTERM arrived: the deadline runs from then.
+    pub cancelled_at: Option<std::time::Instant>,
     exit: Option<ChildExit>,
 }
 
@@ -112,6 +125,7 @@ pub fn spawn(mut cmd: Command, display: &str) -> Result<Supervised, ChildError> 
         pidfd,
         signals,
         received: Vec::new(),
+        cancelled_at: None,
         exit: None,
     })
 }
@@ -126,23 +140,55 @@ impl Supervised {
     }
 
     /// Waits for the command to exit, forwarding SIGINT/SIGTERM/SIGHUP/SIGQUIT to it and
-    /// reaping adopted orphans as they die.
-    pub fn wait(&mut self) -> Result<ChildExit, ChildError> {
+    /// reaping adopted orphans as they die. A cancelled run does not wait for ever: after a
+    /// second SIGINT/SIGTERM, or `grace` after the first, it returns
+    /// [`Waited::Outlived`] with the command still running.
+    pub fn wait(&mut self, grace: Duration) -> Result<Waited, ChildError> {
         loop {
             if let Some(exit) = self.exit {
-                return Ok(exit);
+                return Ok(Waited::Exited(exit));
             }
+            let stops = self
+                .received
+                .iter()
+                .filter(|r| r.signal == Signal::SIGINT as i32 || r.signal == Signal::SIGTERM as i32)
+                .count();
+            if stops >= 2 {
+                return Ok(Waited::Outlived {
+                    second_signal: true,
+                });
+            }
+            let timeout = match self.cancelled_at {
+                Some(at) => {
+                    let left = (at + grace).saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(Waited::Outlived {
+                            second_signal: false,
+                        });
+                    }
+                    Some(rustix::time::Timespec {
+                        tv_sec: left.as_secs() as i64,
+                        tv_nsec: i64::from(left.subsec_nanos()),
+                    })
+                }
+                None => None,
+            };
             let mut fds = [
                 PollFd::from_borrowed_fd(self.signals.as_fd(), PollFlags::IN),
                 PollFd::new(&self.pidfd, PollFlags::IN),
             ];
-            match rustix::event::poll(&mut fds, None) {
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(ChildError::Watch(e.into())),
             }
             self.drain_signals();
             self.reap();
         }
+    }
+
+    /// The command's exit, once reaped.
+    pub fn exit(&self) -> Option<ChildExit> {
+        self.exit
     }
 
     fn drain_signals(&mut self) {
@@ -154,6 +200,10 @@ impl Supervised {
             let from_terminal = info.ssi_code == SI_KERNEL
                 && (signo == Signal::SIGINT as i32 || signo == Signal::SIGQUIT as i32);
             let forwarded = !from_terminal && self.exit.is_none() && self.forward(signo);
+            if signo == Signal::SIGINT as i32 || signo == Signal::SIGTERM as i32 {
+                self.cancelled_at
+                    .get_or_insert_with(std::time::Instant::now);
+            }
             self.received.push(Received {
                 signal: signo,
                 forwarded,
