@@ -170,7 +170,20 @@ fn run_inner(
             tracing::info!("container signs ({sign}), but in the host's pid namespace");
         }
     }
-    let (mut source, mode, detail) = if opts.force_poll {
+    let (mut source, mode, detail) = if placement.nested_pid_namespace && !opts.force_poll {
+        // The kernel sends process events only to listeners in the initial pid namespace:
+        // asking from a nested one waits for an answer that never comes. Known up front.
+        degraded.push(
+            "no proc connector, polling /proc instead: it sends no events into a nested \
+             pid namespace"
+                .to_owned(),
+        );
+        (
+            polling(),
+            Mode::Polling,
+            format!("every {POLL_MIN:?} to {POLL_MAX:?}"),
+        )
+    } else if opts.force_poll {
         (
             polling(),
             Mode::Polling,

@@ -283,19 +283,26 @@ fn next_steps(r: &Report) -> String {
         }
     }
     if unattributed > 0 {
-        let (kill, ignore) = if action {
+        let (tell, kill, ignore) = if action {
             (
+                "check the guard's section of the log: it journals every process born into the job",
                 "set the input `kill-unattributed: true`",
                 "list them in the input `ignore`",
             )
         } else {
-            ("pass `--kill-unattributed`", "pass `--ignore 'PATTERN'`")
+            (
+                "let ci-janitor tell: start `ci-janitor guard start` after the snapshot, mark \
+                 the job with `eval \"$(ci-janitor snapshot --export)\"`, or run it under \
+                 `ci-janitor run`",
+                "pass `--kill-unattributed`",
+                "pass `--ignore 'PATTERN'`",
+            )
         };
         let _ = writeln!(
             out,
             "- **Unattributed** processes appeared during the job with no evidence that it \
-             started them, so they were left alone. If they are the job's, {kill}; if \
-             they belong to the machine, {ignore}.\n"
+             started them, so they were left alone. If they are the job's, {tell}; to kill \
+             them without evidence, {kill}. If they belong to the machine, {ignore}.\n"
         );
     }
     out
