@@ -74,11 +74,22 @@ pub fn annotation_message(r: &Report, s: &Signature) -> String {
         lines.push(format!("evidence: {}", describe_evidence(&s.evidence)));
     }
     lines.push(format!("ended: {}", describe_fates(&s.fates)));
+    let action = r.ran_as == crate::report::json::RanAs::Action;
     match s.class.as_str() {
+        "job" if action => lines.push(format!(
+            "to accept it, add a line to the input `allow`: {}",
+            sanitize(&s.allow_pattern)
+        )),
         "job" => lines.push(format!(
             "to accept it: --allow {}",
             shell_quote(&sanitize(&s.allow_pattern))
         )),
+        "unattributed" if action => lines.push(
+            "no evidence the job started it, so it was left alone: the input \
+             `kill-unattributed: true` kills such processes, the input `ignore` drops them \
+             from the report"
+                .into(),
+        ),
         "unattributed" => lines.push(
             "no evidence the job started it, so it was left alone: --kill-unattributed kills \
              such processes, --ignore 'PATTERN' drops them from the report"
@@ -224,6 +235,22 @@ mod tests {
     fn escaping_follows_the_runner() {
         assert_eq!(escape_data("100% a\r\nb::c,d"), "100%25 a%0D%0Ab::c,d");
         assert_eq!(escape_property("a:b,c%\n"), "a%3Ab%2Cc%25%0A");
+    }
+
+    #[test]
+    fn inside_the_action_advice_names_inputs_not_flags() {
+        let mut b = fixtures::prefect();
+        b.report.ran_as = crate::report::json::RanAs::Action;
+        let text = annotations(&b.report, None);
+        assert!(text.contains("add a line to the input `allow`"), "{text}");
+        assert!(!text.contains("--allow"), "{text}");
+        let terminal =
+            crate::report::terminal::render(&b.report, crate::report::tree::Style { color: false });
+        assert!(
+            terminal.contains("input `fail-on-leak: false`"),
+            "{terminal}"
+        );
+        assert!(!terminal.contains("--allow"), "{terminal}");
     }
 
     #[test]

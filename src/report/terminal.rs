@@ -380,7 +380,17 @@ pub fn render(r: &Report, style: Style) -> String {
     if !notes.is_empty() {
         let _ = writeln!(out, "\n({})", notes.join("; "));
     }
-    if r.failed {
+    if r.failed && r.ran_as == crate::report::json::RanAs::Action {
+        let _ = writeln!(
+            out,
+            "\nFailing: the job left processes running. Fix the leak, or accept it (killed, \
+             not failing) with lines in the input `allow`:"
+        );
+        for s in r.signatures.iter().filter(|s| s.class == "job").take(5) {
+            let _ = writeln!(out, "  {}", sanitize(&s.allow_pattern));
+        }
+        let _ = writeln!(out, "or set the input `fail-on-leak: false`.");
+    } else if r.failed {
         let _ = writeln!(
             out,
             "\nFailing: the job left processes running. Fix the leak, or accept it (killed, \
