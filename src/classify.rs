@@ -50,8 +50,8 @@ pub struct Context {
     /// Checks that an executable path is the program a keep-list entry names (a JVM's
     /// `java`, the real `sccache`), on disk; `None`: nothing can be verified, nothing kept.
     pub verify_exe: Option<fn(KeepKind, &[u8]) -> bool>,
-    /// The guard's journal: who was born into the job.
-    pub lineage: Option<std::sync::Arc<crate::guard::lineage::Lineage>>,
+    /// Who the guard saw born into the job (from its journal).
+    pub born_into_job: Option<std::sync::Arc<HashSet<ProcessId>>>,
 }
 
 /// Patterns and switches from the command line.
@@ -217,6 +217,7 @@ pub struct Plan {
     pub decisions: Vec<Decision>,
 }
 
+#[cfg(test)]
 impl Plan {
     pub fn targets<'a>(&'a self, policy: &'a Policy) -> impl Iterator<Item = &'a Decision> {
         self.decisions
@@ -274,7 +275,11 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
             if d.class != Class::Unattributed {
                 return d;
             }
-            if ctx.lineage.as_ref().is_some_and(|l| l.in_job(p.id)) {
+            if ctx
+                .born_into_job
+                .as_ref()
+                .is_some_and(|l| l.contains(&p.id))
+            {
                 d.evidence.push(Rule::GuardLineage);
             }
             if let Belongs::Ours(var) = belongs {
@@ -892,8 +897,7 @@ mod tests {
         let mut cookie = proc_at(120, 95, 60);
         cookie.markers.jenkins_node_cookie = Some("dontKillMe".into());
         now.processes.push(cookie);
-        let lineage = crate::guard::lineage::Lineage::with_job(&[now.processes[4].id]);
-        ctx.lineage = Some(std::sync::Arc::new(lineage));
+        ctx.born_into_job = Some(std::sync::Arc::new([now.processes[4].id].into()));
         let policy = Policy {
             kill_unattributed: true,
             ..Default::default()
@@ -960,19 +964,20 @@ mod tests {
     #[test]
     fn guard_lineage_is_the_strongest_evidence() {
         let (now, mut ctx) = scene();
-        let lineage = crate::guard::lineage::Lineage::with_job(&[
-            now.processes[6].id, // 98: also carries the tracking id
-            now.processes[7].id, // 99: no other evidence at all
-        ]);
-        ctx.lineage = Some(std::sync::Arc::new(lineage));
+        ctx.born_into_job = Some(std::sync::Arc::new(
+            [
+                now.processes[6].id, // 98: also carries the tracking id
+                now.processes[7].id, // 99: no other evidence at all
+            ]
+            .into(),
+        ));
         let plan = decide(&now, &ctx, &Policy::default());
         let get = |p: i32| plan.decisions.iter().find(|d| d.id.pid == p).unwrap();
         assert_eq!(get(98).evidence, vec![Rule::GuardLineage, Rule::CiMarker]);
         assert_eq!(get(99).class, Class::Job);
         assert_eq!(get(99).evidence, vec![Rule::GuardLineage]);
         // Lineage never overrides protection: the sweep's ancestors stay protected.
-        let ancestors = crate::guard::lineage::Lineage::with_job(&[now.processes[1].id]);
-        ctx.lineage = Some(std::sync::Arc::new(ancestors));
+        ctx.born_into_job = Some(std::sync::Arc::new([now.processes[1].id].into()));
         let plan = decide(&now, &ctx, &Policy::default());
         assert_eq!(
             plan.get(now.processes[1].id).unwrap().class.name(),

@@ -56,6 +56,7 @@ pub struct Node {
 }
 
 impl Forest {
+    #[cfg(test)]
     /// The number of processes in the subtree at `node`.
     pub fn size(&self, node: usize) -> usize {
         let mut count = 0;
@@ -67,6 +68,7 @@ impl Forest {
         count
     }
 
+    #[cfg(test)]
     pub fn root_ids(&self) -> impl Iterator<Item = ProcessId> + '_ {
         self.roots.iter().map(|&r| self.nodes[r].id)
     }

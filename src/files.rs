@@ -53,7 +53,7 @@ pub enum FileError {
         size: u64,
         limit: u64,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("use {}: {source}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -352,6 +352,7 @@ impl Dir {
         Ok((Dir::private(dir)?, name))
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -19,11 +19,11 @@
 //! the same settings.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::app::{AppError, Exit};
 use crate::classify::Context;
 use crate::cli::FailOn;
+use crate::errors::{AppError, Exit};
 use crate::model::{Bytes, Markers, ProcessId, Snapshot, JOB_MARKERS};
 use crate::platform::{self, ReadOptions};
 use crate::report;
@@ -50,16 +50,6 @@ impl RootKind {
     /// The sweep's caller is not one (a step's shell ends with its step).
     pub fn ends_with_the_job(self) -> bool {
         !matches!(self, RootKind::Caller)
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            RootKind::Run => "ci-janitor run",
-            RootKind::RunnerWorker => "the GitHub runner's worker (Runner.Worker)",
-            RootKind::AgentWorker => "the Azure Pipelines agent's worker (Agent.Worker)",
-            RootKind::Caller => "the shell that ran ci-janitor",
-            RootKind::Watch => "the process given to --watch",
-        }
     }
 }
 
@@ -142,31 +132,6 @@ pub fn markers_from_env(env: Env<'_>) -> Markers {
         }
     }
     m
-}
-
-/// A name for this job's state directory when several jobs may share one machine and one
-/// user (GitLab `concurrent`, Jenkins executors, several Buildkite agents): the CI's job
-/// marker, made safe as a file name. `None` under GitHub Actions, whose `RUNNER_TEMP` is
-/// already the job's, and outside CI.
-pub fn state_key(env: Env<'_>) -> Option<String> {
-    let present = |v: &str| env(v).filter(|s| !s.is_empty());
-    if present("RUNNER_TEMP").is_some() {
-        return None;
-    }
-    let (prefix, value) = [
-        ("azure", "VSTS_PROCESS_LOOKUP_ID"),
-        ("jenkins", "JENKINS_NODE_COOKIE"),
-        ("gitlab", "CI_JOB_ID"),
-        ("buildkite", "BUILDKITE_JOB_ID"),
-    ]
-    .iter()
-    .find_map(|(prefix, var)| present(var).map(|v| (*prefix, v)))?;
-    let safe: String = value
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .take(80)
-        .collect();
-    (!safe.is_empty() && safe != "." && safe != "..").then(|| format!("{prefix}-{safe}"))
 }
 
 /// A new ci-janitor marker: `PREFIX-` and 64 random bits.
@@ -349,7 +314,7 @@ impl Job {
             cgroup: self.cgroup.clone(),
             own_exe: self.own_exe.clone(),
             verify_exe: Some(verify_exe),
-            lineage: None,
+            born_into_job: None,
         }
     }
 
@@ -396,6 +361,27 @@ fn verify_exe(kind: crate::classify::KeepKind, exe: &[u8]) -> bool {
                 .unwrap_or(false)
         }
     }
+}
+
+/// What a guard started from here takes as the job: `(root, watch)`, the root whose
+/// descendants are born into the job (the outermost of ours) and the per-job root its dead
+/// man's switch watches (`--watch PID`, checked to be one of our ancestors and not pid 1;
+/// else the nearest root that ends with the job; else none).
+pub fn guard_roots(
+    job: &Job,
+    proc_root: &Path,
+    watch: Option<i32>,
+) -> Result<(Option<ProcessId>, Option<ProcessId>), crate::guard::GuardError> {
+    let watch = match watch {
+        Some(pid) => Some(crate::guard::checked_watch(proc_root, pid)?),
+        None => job.watchable_root().map(|r| (r.id, r.depth)),
+    };
+    let root = match (job.lineage_root(), watch) {
+        (Some(r), Some((_, depth))) if r.depth >= depth => Some(r.id),
+        (_, Some((id, _))) => Some(id),
+        (r, None) => r.map(|r| r.id),
+    };
+    Ok((root, watch.map(|(id, _)| id)))
 }
 
 /// `run-PID-TICKS` as `ci-janitor run` marks its command.
@@ -475,9 +461,12 @@ pub fn sweep(
     };
     let mut ctx = job.context();
     ctx.also_protected.extend(at.protect.iter().copied());
-    ctx.lineage = at.lineage.clone().map(std::sync::Arc::new);
+    let lineage = at.lineage.clone().map(std::sync::Arc::new);
+    ctx.born_into_job = lineage
+        .as_ref()
+        .map(|l| std::sync::Arc::new(l.born_into_job()));
     let mut notes = job.notes.clone();
-    if !job.is_named() && ctx.lineage.is_none() {
+    if !job.is_named() && lineage.is_none() {
         notes.push(
             "nothing names this job: no ci-janitor or CI marker in the environment, no \
              per-job root, no guard. Start the job with `eval \"$(ci-janitor snapshot \
@@ -494,6 +483,7 @@ pub fn sweep(
             deadline: settings.deadline.saturating_sub(started.elapsed()),
             dry_run: settings.dry_run,
             proc_root: ReadOptions::default().proc_root,
+            lineage,
             on_wait: if settings.progress {
                 report::progress::stderr_progress()
             } else {
@@ -563,9 +553,4 @@ pub fn finish(
         }
     }
     Ok(verdict)
-}
-
-/// The default report file of a dead man's sweep: beside the state.
-pub fn dead_man_report(state: &Path) -> PathBuf {
-    crate::guard::GuardPaths::for_state(state).report_json
 }

@@ -41,6 +41,7 @@ pub enum Fate {
 }
 
 impl Fate {
+    #[cfg(test)]
     /// Whether the process is (or is presumed) dead afterwards.
     pub fn is_dead(&self) -> bool {
         matches!(

@@ -20,25 +20,23 @@
 //! - [`report`]: rendering for people and machines.
 //! - [`cli`] / [`settings`] / [`app`]: the command line, its meaning, and dispatch.
 
-pub mod action;
-pub mod app;
-pub mod classify;
-pub mod cli;
-pub mod diff;
-pub mod files;
-pub mod guard;
-pub mod hooks;
-pub mod job;
-pub mod kill;
-pub mod model;
-pub mod platform;
-pub mod redact;
-pub mod report;
-pub mod run;
-pub mod settings;
-pub mod state;
-pub mod sweep;
-pub mod workflow;
+pub(crate) mod classify;
+pub(crate) mod cli;
+pub mod commands;
+pub(crate) mod diff;
+pub(crate) mod errors;
+pub(crate) mod files;
+pub(crate) mod guard;
+pub(crate) mod job;
+pub(crate) mod kill;
+pub(crate) mod model;
+pub(crate) mod platform;
+pub(crate) mod redact;
+pub(crate) mod report;
+pub(crate) mod settings;
+pub(crate) mod state;
+pub(crate) mod sweep;
+pub(crate) mod workflow;
 
 #[cfg(test)]
 mod test_support;

@@ -1,5 +1,5 @@
 //! The `ci-janitor` binary: everything is in the library; this only hands over.
 
 fn main() -> std::process::ExitCode {
-    ci_janitor::app::main()
+    ci_janitor::commands::main()
 }

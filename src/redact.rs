@@ -59,20 +59,12 @@ impl Secrets {
         self.values.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
     /// The values worth an `::add-mask::` (at least [`MIN_MASK_LEN`] bytes), in a stable order.
     pub fn to_mask(&self) -> impl Iterator<Item = &str> {
         self.values
             .iter()
             .map(String::as_str)
             .filter(|v| v.len() >= MIN_MASK_LEN)
-    }
-
-    pub fn extend(&mut self, other: Secrets) {
-        self.values.extend(other.values);
     }
 
     fn add(&mut self, raw: &[u8]) {

@@ -17,7 +17,7 @@ pub fn process_env(name: &str) -> Option<String> {
 
 /// The state file: `--state`, else `$CI_JANITOR_STATE` (set by `snapshot --export`), else
 /// the default place, in a directory of this job's own when the CI names the job and
-/// several jobs may share the machine (see [`crate::job::state_key`]).
+/// several jobs may share the machine (see [`state_key`]).
 pub fn state_path(arg: &StateArg, env: Env<'_>) -> PathBuf {
     if let Some(p) = &arg.state {
         return p.clone();
@@ -26,7 +26,7 @@ pub fn state_path(arg: &StateArg, env: Env<'_>) -> PathBuf {
         return PathBuf::from(p);
     }
     let default = crate::state::default_path(env);
-    match (crate::job::state_key(env), default.parent()) {
+    match (state_key(env), default.parent()) {
         (Some(key), Some(dir)) => dir.join(key).join("state.json"),
         _ => default,
     }
@@ -86,18 +86,18 @@ pub struct SweepSettings {
     /// Show the grace-period waits on stderr (off for the guard's own sweep).
     pub progress: bool,
     /// What runs the sweep (the Action fills this and the step names in).
-    pub ran_as: crate::report::json::RanAs,
+    pub ran_as: RanAs,
     /// Step names by `GITHUB_ACTION` id, for the reports ([`crate::workflow`]).
     pub step_names: std::collections::BTreeMap<String, String>,
 }
 
 pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, String> {
-    let grace = parse_duration(&o.grace).map_err(|e| format!("--grace: {e}"))?;
-    let deadline = parse_duration(&o.deadline).map_err(|e| format!("--deadline: {e}"))?;
+    let grace = parse_duration(&o.grace).map_err(|e| format!("read --grace: {e}"))?;
+    let deadline = parse_duration(&o.deadline).map_err(|e| format!("read --deadline: {e}"))?;
     if deadline < grace {
         return Err(format!(
-            "--deadline ({}) is shorter than --grace ({}): the deadline bounds the whole \
-             sweep, grace periods included",
+            "use --deadline {} with --grace {}: the deadline is shorter, and it bounds the \
+             whole sweep, grace periods included",
             o.deadline, o.grace
         ));
     }
@@ -105,7 +105,7 @@ pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, Stri
     let github_actions = env("GITHUB_ACTIONS").is_some_and(|v| v == "true");
     let patterns = |flag: &str, v: &[String]| -> Result<Vec<Pattern>, String> {
         v.iter()
-            .map(|p| Pattern::parse(p).map_err(|e| format!("{flag}: {e}")))
+            .map(|p| Pattern::parse(p).map_err(|e| format!("read {flag}: {e}")))
             .collect()
     };
     Ok(SweepSettings {
@@ -136,9 +136,52 @@ pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, Stri
         github_output: github_actions.then(|| env_path("GITHUB_OUTPUT")).flatten(),
         color: use_color(o.color, env),
         progress: true,
-        ran_as: crate::report::json::RanAs::Cli,
+        ran_as: RanAs::Cli,
         step_names: std::collections::BTreeMap::new(),
     })
+}
+
+/// A name for this job's state directory when several jobs may share one machine and one
+/// user (GitLab `concurrent`, Jenkins executors, several Buildkite agents): the CI's job
+/// marker, made safe as a file name. `None` under GitHub Actions, whose `RUNNER_TEMP` is
+/// already the job's, and outside CI.
+pub fn state_key(env: Env<'_>) -> Option<String> {
+    let present = |v: &str| env(v).filter(|s| !s.is_empty());
+    if present("RUNNER_TEMP").is_some() {
+        return None;
+    }
+    let (prefix, value) = [
+        ("azure", "VSTS_PROCESS_LOOKUP_ID"),
+        ("jenkins", "JENKINS_NODE_COOKIE"),
+        ("gitlab", "CI_JOB_ID"),
+        ("buildkite", "BUILDKITE_JOB_ID"),
+    ]
+    .iter()
+    .find_map(|(prefix, var)| present(var).map(|v| (*prefix, v)))?;
+    let safe: String = value
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(80)
+        .collect();
+    (!safe.is_empty() && safe != "." && safe != "..").then(|| format!("{prefix}-{safe}"))
+}
+
+/// What ran a sweep, so reports name the knobs the reader has: the Action's inputs or the
+/// command line's flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RanAs {
+    /// `ci-janitor sweep`, `run`, the hooks.
+    #[default]
+    Cli,
+    /// The GitHub Action (one line, or the sweep sub-action).
+    Action,
+}
+
+impl RanAs {
+    pub fn is_cli(&self) -> bool {
+        *self == RanAs::Cli
+    }
 }
 
 #[cfg(test)]

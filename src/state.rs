@@ -30,31 +30,37 @@ struct Envelope<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("no snapshot at {0}: run `ci-janitor snapshot` first (or pass --state FILE)")]
+    #[error(
+        "find a snapshot at {0}: there is none; run `ci-janitor snapshot` first (or pass \
+         --state FILE)"
+    )]
     Missing(PathBuf),
     #[error("read state file {path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("state file {path} is not a ci-janitor state file ({detail}); take a new snapshot")]
+    #[error(
+        "read the state file {path}: it is not a ci-janitor state file ({detail}); take a \
+         new snapshot"
+    )]
     Corrupt { path: PathBuf, detail: String },
     #[error(
-        "state file {path} was written with schema version {found}, this ci-janitor reads \
+        "read the state file {path}: it was written with schema version {found}, this \
+         ci-janitor reads \
          version {SCHEMA_VERSION}; take the snapshot and the sweep with the same version"
     )]
     WrongVersion { path: PathBuf, found: u32 },
     #[error(
-        "state file {path} does not match its checksum: it was edited or only partly \
+        "use the state file {path}: it does not match its checksum: it was edited or only partly \
          written; refusing to use it (take a new snapshot)"
     )]
     Tampered { path: PathBuf },
-    #[error(
-        "state file {path} is inconsistent ({detail}); refusing to use it (take a new snapshot)"
-    )]
+    #[error("use the state file {path}: it is inconsistent ({detail}); take a new snapshot")]
     Inconsistent { path: PathBuf, detail: String },
     #[error(
-        "state file {path} was taken during another boot (boot id {found}, now {now}); \
+        "use the state file {path}: it was taken during another boot (boot id {found}, now \
+         {now}); \
          every process is new since then, so it cannot tell what the job started"
     )]
     OtherBoot {

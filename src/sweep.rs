@@ -22,6 +22,9 @@ pub struct SweepOptions {
     pub proc_root: PathBuf,
     /// Progress of the grace-period waits (see [`kill::OnWait`]).
     pub on_wait: Option<kill::OnWait>,
+    /// The guard's journal, digested: the step and test markers a process's own
+    /// environment lacks.
+    pub lineage: Option<std::sync::Arc<crate::guard::lineage::Lineage>>,
 }
 
 /// One appeared process, what we decided and what happened to it.
@@ -87,19 +90,6 @@ impl SweepOutcome {
             .filter(|e| matches!(e.fate, Some(Fate::Terminated { .. } | Fate::Killed { .. })))
             .count()
     }
-    pub fn survivors(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.iter().filter(|e| {
-            matches!(
-                e.fate,
-                Some(
-                    Fate::Unkillable { .. }
-                        | Fate::Survived { .. }
-                        | Fate::Failed { .. }
-                        | Fate::DeadlinePassed
-                )
-            )
-        })
-    }
 }
 
 /// Sweeps everything that appeared since `baseline`.
@@ -120,7 +110,7 @@ pub fn sweep(
             detail: detail.clone(),
         })?;
         // Step and test markers a process's own environment lacks, from the guard.
-        if let Some(lineage) = &ctx.lineage {
+        if let Some(lineage) = &opts.lineage {
             lineage.fill_markers(&mut snap);
         }
         Ok(snap)

@@ -15,8 +15,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rustix::event::{PollFd, PollFlags};
 
 use crate::model::ProcessId;
+use crate::platform;
 use crate::platform::proc_events::{self, Connector, ProcEvent, ProcFacts};
-use crate::platform::{self, ReadOptions};
 use crate::settings::Env;
 
 use super::journal::{self, Degraded, Lost, Mode, Record, Start, Stop, Writer};
@@ -88,11 +88,18 @@ enum Source {
     Polling { interval: Duration, due: Instant },
 }
 
-/// Runs the guard until it is stopped or its watched process dies. Failures before it is
-/// ready are reported on stdout (the starter reads them) as well as returned.
-pub fn run(opts: RunOptions, env: Env<'_>) -> Result<(), GuardError> {
+/// The dead man's sweep, given by the caller (it sweeps through the job's one sweep
+/// routine, which lives above the guard): the guard's identity and files in, a one-line
+/// summary out.
+pub type DeadMan<'a> =
+    &'a dyn Fn(&RunOptions, ProcessId, &GuardPaths) -> Result<String, GuardError>;
+
+/// Runs the guard until it is stopped or its watched process dies (then `dead_man`
+/// sweeps). Failures before it is ready are reported on stdout (the starter reads them) as
+/// well as returned.
+pub fn run(opts: RunOptions, env: Env<'_>, dead_man: DeadMan<'_>) -> Result<(), GuardError> {
     let mut ready_pipe = Some(std::io::stdout());
-    let result = run_inner(&opts, env, &mut ready_pipe);
+    let result = run_inner(&opts, env, &mut ready_pipe, dead_man);
     if let (Err(e), Some(mut out)) = (&result, ready_pipe) {
         // Not ready yet: tell the starter why.
         let _ = say(
@@ -117,6 +124,7 @@ fn run_inner(
     opts: &RunOptions,
     env: Env<'_>,
     ready_pipe: &mut Option<std::io::Stdout>,
+    dead_man: DeadMan<'_>,
 ) -> Result<(), GuardError> {
     let setup = |what: &str, e: &dyn std::fmt::Display| GuardError::Setup(format!("{what}: {e}"));
     // A session of our own: the step's terminal, its process group and its session end
@@ -438,7 +446,7 @@ fn run_inner(
         );
         // What the events said up to now is in the journal; the sweep reads it there.
         journal.flush().map_err(write_err)?;
-        match dead_man_sweep(opts, me, &paths, env) {
+        match dead_man(opts, me, &paths) {
             Ok(summary) => stop_reason = format!("watch-exited; {summary}"),
             Err(e) => {
                 tracing::error!("the dead man's sweep failed: {e}");
@@ -492,72 +500,4 @@ fn write_all(journal: &mut Writer, records: &mut Vec<Record>) -> std::io::Result
         journal.write(&r)?;
     }
     Ok(())
-}
-
-/// The dead man's switch: the job's root died and no sweep stopped us. Sweep through the
-/// one sweep routine, with the options `guard start` was given (the baseline, the
-/// journal's lineage, the job's markers), and leave the report beside the state file unless
-/// the options name another place.
-fn dead_man_sweep(
-    opts: &RunOptions,
-    me: ProcessId,
-    paths: &GuardPaths,
-    env: Env<'_>,
-) -> Result<String, GuardError> {
-    let read = ReadOptions::default();
-    let boot_id = platform::boot_id(&read.proc_root)?;
-    let baseline = crate::state::load(&paths.state, &boot_id)?;
-    let sweep_opts = opts.job.sweep.clone().unwrap_or_default();
-    let mut settings =
-        crate::settings::sweep_settings(&sweep_opts, env).map_err(GuardError::Options)?;
-    settings.progress = false;
-    settings.color = false;
-    let mut at = super::AtSweep::default();
-    match journal::read(&paths.journal) {
-        Ok(Some(j)) => at.lineage = Some(super::lineage::Lineage::from_journal(&j)),
-        Ok(None) => {}
-        Err(e) => at.problems.push(format!("read the journal: {e}")),
-    }
-    let job = crate::job::Job {
-        me: Some(me),
-        markers: opts.job.markers.identity(),
-        session: opts.job.session,
-        cgroup: opts.job.cgroup.clone(),
-        own_exe: crate::job::Job::discover_own_exe(&read.proc_root),
-        also_protected: baseline.taken_by.into_iter().collect(),
-        ..crate::job::Job::default()
-    };
-    let swept = crate::job::sweep(
-        &job,
-        &baseline,
-        &settings,
-        crate::job::GuardInput::Own(Box::new(at)),
-    )
-    .map_err(|e| GuardError::Setup(format!("sweep: {e}")))?;
-    let leaked = swept.outcome.failing_leaks().count();
-    let report = settings
-        .report_json
-        .clone()
-        .unwrap_or_else(|| paths.report_json.clone());
-    // The guard's stdout is /dev/null: the reports go to files, the text to its log.
-    crate::job::finish(&swept, &settings, Some(&paths.report_json))
-        .map_err(|e| GuardError::Setup(format!("write the dead man's report: {e}")))?;
-    let built = crate::report::json::build(&swept.outcome, leaked > 0);
-    let text =
-        crate::report::terminal::render(&built.report, crate::report::tree::Style { color: false });
-    paths
-        .dir()?
-        .replace(
-            &GuardPaths::name(&paths.report_txt),
-            text.as_bytes(),
-            crate::files::PRIVATE,
-            crate::files::Sync::Durable,
-        )
-        .map_err(|e| super::file_error("write the dead man's report", e))?;
-    tracing::warn!("{text}");
-    Ok(format!(
-        "swept {leaked} leaked job process{} (report: {})",
-        if leaked == 1 { "" } else { "es" },
-        report.display()
-    ))
 }

@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -287,7 +287,6 @@ impl Warning {
 #[derive(Debug)]
 pub struct Writer {
     out: BufWriter<File>,
-    path: PathBuf,
 }
 
 impl Writer {
@@ -308,12 +307,7 @@ impl Writer {
         }
         Ok(Writer {
             out: BufWriter::with_capacity(64 * 1024, file),
-            path: path.to_owned(),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Buffers one record, its command lines redacted (see [`redacted`]); [`Writer::flush`]

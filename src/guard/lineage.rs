@@ -133,14 +133,20 @@ impl Lineage {
         k.markers = markers.clone();
     }
 
+    /// Every process the journal says was born into the job (or was in it when the guard
+    /// started): what classification takes as the guard's lineage.
+    pub fn born_into_job(&self) -> std::collections::HashSet<ProcessId> {
+        self.known
+            .iter()
+            .filter(|(_, k)| k.in_job)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    #[cfg(test)]
     /// Whether `id` was born into the job (or was in it when the guard started).
     pub fn in_job(&self, id: ProcessId) -> bool {
         self.known.get(&id).is_some_and(|k| k.in_job)
-    }
-
-    /// The markers the journal has for `id`.
-    pub fn markers(&self, id: ProcessId) -> Option<&Markers> {
-        self.known.get(&id).map(|k| &k.markers)
     }
 
     /// Fills the step and test markers of every job process in `snap` whose own
@@ -159,16 +165,6 @@ impl Lineage {
                 }
             }
         }
-    }
-
-    /// A lineage in which `ids` were born into the job (unit tests elsewhere).
-    #[cfg(test)]
-    pub fn with_job(ids: &[ProcessId]) -> Lineage {
-        let mut l = Lineage::default();
-        for &id in ids {
-            l.learn(id, true, &Markers::default());
-        }
-        l
     }
 
     /// The weakest mode any guard ran in.

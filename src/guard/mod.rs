@@ -42,7 +42,7 @@ use lineage::Lineage;
 /// most two seconds, the first scan a fraction of one).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `guard stop` waits after SIGTERM before SIGKILL, and after SIGKILL.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a SIGKILLed guard is waited for when the deadline has passed already.
 const KILL_MIN_WAIT: Duration = Duration::from_millis(500);
 
@@ -222,8 +222,14 @@ pub struct JobFacts {
 #[derive(Debug, Clone)]
 pub struct StartOptions {
     pub state: PathBuf,
-    /// The process to watch, whose descendants are the job; default: the job's root.
-    pub watch: Option<i32>,
+    /// The process whose exit without a sweep makes the guard sweep (its dead man's
+    /// switch): a per-job root, checked by the caller ([`checked_watch`]).
+    pub watch: Option<ProcessId>,
+    /// The job's root for lineage: what is born below it is the job's.
+    pub root: Option<ProcessId>,
+    /// Hints for the dead man's report.
+    pub session: Option<i32>,
+    pub cgroup: Option<String>,
     pub warn_over: usize,
     /// Poll `/proc` even when the proc connector is available (tests, comparisons).
     pub force_poll: bool,
@@ -273,8 +279,14 @@ pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
             }
         }
         Err(crate::state::StateError::Missing(_)) => {
-            let snap =
-                crate::job::baseline(&markers).map_err(|e| GuardError::Setup(e.to_string()))?;
+            let mut snap = platform::read_snapshot(&platform::ReadOptions {
+                detail: platform::Detail::None,
+                ..platform::ReadOptions::default()
+            })?;
+            crate::redact::redact_snapshot(&mut snap);
+            snap.job = Some(crate::model::JobInfo {
+                markers: markers.clone(),
+            });
             crate::state::save(&paths.state, &snap)?;
             eprintln!(
                 "ci-janitor: no snapshot at {}; took one ({} processes)",
@@ -284,23 +296,11 @@ pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
         }
         Err(e) => return Err(e.into()),
     }
-    let job = crate::job::Job::discover(proc_root, env, crate::job::Caller::Shell);
-    // The dead man's switch watches a root that ends with the job; lineage starts at the
-    // outermost root (all are our ancestors).
-    let watch = match opts.watch {
-        Some(pid) => Some(checked_watch(proc_root, pid)?),
-        None => job.watchable_root().map(|r| (r.id, r.depth)),
-    };
-    let root = match (job.lineage_root(), watch) {
-        (Some(r), Some((_, depth))) if r.depth >= depth => Some(r.id),
-        (_, Some((id, _))) => Some(id),
-        (r, None) => r.map(|r| r.id),
-    };
-    let watch = watch.map(|(id, _)| id);
+    let (watch, root) = (opts.watch, opts.root);
     let facts = JobFacts {
         markers,
-        session: job.session,
-        cgroup: job.cgroup,
+        session: opts.session,
+        cgroup: opts.cgroup.clone(),
         sweep: Some(opts.sweep.clone()),
     };
     let exe = std::env::current_exe().map_err(|source| GuardError::Spawn {
@@ -371,7 +371,7 @@ pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
 
 /// A `--watch` process, checked: a root is something the job runs under, so it must be an
 /// ancestor of ours, and never init (everything descends from it).
-fn checked_watch(proc_root: &Path, pid: i32) -> Result<(ProcessId, u32), GuardError> {
+pub fn checked_watch(proc_root: &Path, pid: i32) -> Result<(ProcessId, u32), GuardError> {
     if pid <= 1 {
         return Err(GuardError::Watch(format!(
             "--watch {pid}: pid {pid} is the ancestor of every process, so watching it would \
@@ -440,7 +440,7 @@ fn lock(dir: &crate::files::Dir, paths: &GuardPaths) -> Result<OwnedFd, GuardErr
     let fd = OwnedFd::from(file);
     rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
         GuardError::File {
-            what: "lock",
+            what: "lock the guard's lock file",
             path: paths.lock.clone(),
             source: e.into(),
         }
@@ -588,7 +588,7 @@ pub enum Stopped {
     /// A pid file for a guard that is gone (crashed, killed, another boot); removed.
     Stale(PidFile),
     /// Stopped with SIGTERM (`killed: false`) or, when it did not exit in time, SIGKILL.
-    Stopped { guard: PidFile, killed: bool },
+    Signalled { guard: PidFile, killed: bool },
     /// The pid file names a live process that is not this state's guard: not signalled.
     Distrusted { pid_file: PidFile, why: String },
     /// A dry run: the guard was left running (its journal so far was read).
@@ -668,7 +668,7 @@ pub fn stop(state: &Path, until: Instant) -> Result<Stopped, GuardError> {
         killed = true;
     }
     remove_pid_file(&paths, live.id());
-    Ok(Stopped::Stopped {
+    Ok(Stopped::Signalled {
         guard: live,
         killed,
     })
@@ -882,7 +882,7 @@ impl AtSweep {
             l.births, l.gaps
         );
         match &self.stopped {
-            Some(Stopped::Stopped { guard, killed }) => {
+            Some(Stopped::Signalled { guard, killed }) => {
                 let _ = writeln!(
                     s,
                     "  stopped the guard (pid {}){}",
@@ -924,134 +924,5 @@ impl AtSweep {
             let _ = writeln!(s, "  journal: {p}");
         }
         s
-    }
-}
-
-/// `ci-janitor guard start|stop|status|run`.
-pub fn command(
-    args: crate::cli::GuardArgs,
-    env: Env<'_>,
-) -> Result<crate::app::Exit, crate::app::AppError> {
-    use crate::app::{AppError, Exit};
-    use crate::cli::GuardAction;
-    use std::io::Write;
-    match args.action {
-        GuardAction::Start(a) => {
-            let opts = StartOptions {
-                state: crate::settings::state_path(&a.state, env),
-                watch: a.watch,
-                warn_over: a.warn_over,
-                force_poll: a.poll,
-                rcvbuf: a.rcvbuf,
-                markers: crate::job::markers_from_env(env),
-                sweep: a.sweep,
-            };
-            let paths = GuardPaths::for_state(&opts.state);
-            match start(&opts, env)? {
-                Started::New(pf) => {
-                    eprintln!(
-                        "ci-janitor: guard started (pid {}), {}; journal {}",
-                        pf.pid,
-                        pf.mode.describe(),
-                        paths.journal.display()
-                    );
-                    eprintln!(
-                        "ci-janitor: the job is {}; {}",
-                        match pf.root {
-                            Some(r) => format!("what is born below pid {}", r.pid),
-                            None => "what carries its marker".into(),
-                        },
-                        match pf.watch {
-                            Some(w) =>
-                                format!("if pid {} exits before a sweep, the guard sweeps", w.pid),
-                            None => "no dead man's switch (no per-job root): run the sweep \
-                                     as the job's last step"
-                                .into(),
-                        }
-                    );
-                    for d in &pf.degraded {
-                        eprintln!("ci-janitor: guard degraded: {d}");
-                    }
-                }
-                Started::Already(pf) => eprintln!(
-                    "ci-janitor: guard already running (pid {}), {}",
-                    pf.pid,
-                    pf.mode.describe()
-                ),
-            }
-            Ok(Exit::Clean)
-        }
-        GuardAction::Stop(a) => {
-            let state = crate::settings::state_path(&a.state, env);
-            match stop(&state, Instant::now() + 2 * STOP_TIMEOUT)? {
-                Stopped::NotRunning => eprintln!("ci-janitor: no guard is running"),
-                Stopped::Stale(pf) => eprintln!(
-                    "ci-janitor: the guard (pid {}) was no longer running; removed its pid file",
-                    pf.pid
-                ),
-                Stopped::Stopped { guard, killed } => eprintln!(
-                    "ci-janitor: guard (pid {}) stopped{}",
-                    guard.pid,
-                    if killed { " with SIGKILL" } else { "" }
-                ),
-                Stopped::Distrusted { pid_file, why } => {
-                    return Err(GuardError::PidFile {
-                        path: GuardPaths::for_state(&state).pid,
-                        detail: format!(
-                            "it names pid {}, which is not this state's guard ({why}); \
-                             nothing was signalled",
-                            pid_file.pid
-                        ),
-                    }
-                    .into())
-                }
-                Stopped::LeftRunning(_) => {}
-            }
-            Ok(Exit::Clean)
-        }
-        GuardAction::Status(a) => {
-            let state = crate::settings::state_path(&a.state, env);
-            let st = status(&state)?;
-            let mut out = std::io::stdout().lock();
-            if a.json {
-                serde_json::to_writer_pretty(&mut out, &st).map_err(io::Error::from)?;
-                writeln!(out)?;
-            } else {
-                write!(out, "{}", st.render())?;
-            }
-            Ok(Exit::Clean)
-        }
-        GuardAction::Run(a) => {
-            let watch = a
-                .watch
-                .as_deref()
-                .map(daemon::parse_identity)
-                .transpose()
-                .map_err(AppError::Input)?;
-            let job: JobFacts = match &a.context {
-                Some(text) => serde_json::from_str(text)
-                    .map_err(|e| AppError::Input(format!("read --context: {e}")))?,
-                None => JobFacts::default(),
-            };
-            let root = a
-                .root
-                .as_deref()
-                .map(daemon::parse_identity)
-                .transpose()
-                .map_err(AppError::Input)?;
-            daemon::run(
-                daemon::RunOptions {
-                    state: a.state,
-                    watch,
-                    root,
-                    warn_over: a.warn_over,
-                    force_poll: a.poll,
-                    rcvbuf: a.rcvbuf,
-                    job,
-                },
-                env,
-            )?;
-            Ok(Exit::Clean)
-        }
     }
 }

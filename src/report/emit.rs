@@ -48,16 +48,6 @@ pub enum EmitError {
     Json(#[from] serde_json::Error),
 }
 
-impl From<EmitError> for crate::app::AppError {
-    fn from(e: EmitError) -> Self {
-        match e {
-            // Keeps BrokenPipe recognisable (a closed stdout is not a failure).
-            EmitError::Stdout(io) => crate::app::AppError::Output(io),
-            other => crate::app::AppError::Internal(other.to_string()),
-        }
-    }
-}
-
 fn file_error<'a>(
     what: &'static str,
     path: &'a Path,

@@ -17,6 +17,7 @@ use crate::classify::{Class, Hint, Rule};
 use crate::kill::Fate;
 use crate::model::{Bytes, Machine, Markers};
 use crate::redact::{self, Secrets};
+pub use crate::settings::RanAs;
 use crate::sweep::{PortOutcome, SweepOutcome};
 
 pub const REPORT_SCHEMA_VERSION: u32 = 2;
@@ -62,23 +63,6 @@ pub struct Report {
     /// or the command line's flags.
     #[serde(default, skip_serializing_if = "RanAs::is_cli")]
     pub ran_as: RanAs,
-}
-
-/// What ran a sweep (see [`Report::ran_as`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RanAs {
-    /// `ci-janitor sweep`, `run`, the hooks.
-    #[default]
-    Cli,
-    /// The GitHub Action (one line, or the sweep sub-action).
-    Action,
-}
-
-impl RanAs {
-    fn is_cli(&self) -> bool {
-        *self == RanAs::Cli
-    }
 }
 
 /// Leaked processes that share a masked command line.

@@ -109,7 +109,7 @@ fn install_refuses_someone_elses_hook_and_a_non_runner_dir() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/opt/other/hook.sh"));
     let out = install(scratch.path(), &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not look like a runner directory"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("it has no config.sh or run.sh"));
 }
 
 #[test]

@@ -295,7 +295,7 @@ fn bad_state_files_never_widen_the_kill() {
         .spawn();
     let good = std::fs::read_to_string(&state).unwrap();
     let cases: Vec<(&str, Option<String>, &str)> = vec![
-        ("missing", None, "no snapshot at"),
+        ("missing", None, "find a snapshot at"),
         ("empty", Some(String::new()), "not a ci-janitor state file"),
         (
             "truncated",

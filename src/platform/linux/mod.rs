@@ -14,7 +14,7 @@ pub mod proc_events;
 pub mod signal;
 pub mod sock_diag;
 
-pub use child::{become_subreaper, spawn, ChildError, ChildExit, Received, Supervised, Waited};
+pub use child::{become_subreaper, spawn, ChildError, ChildExit, Waited};
 pub use signal::{open, raise_fd_limit, wait_exits, Handle, Sig, SignalResult};
 
 use std::collections::HashMap;

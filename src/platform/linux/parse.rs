@@ -29,11 +29,11 @@ impl Stat {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StatError {
-    #[error("no `(comm)` in stat")]
+    #[error("parse stat: no `(comm)` in it")]
     NoComm,
-    #[error("stat has too few fields ({0})")]
+    #[error("parse stat: it has too few fields ({0})")]
     TooShort(usize),
-    #[error("stat field {field} is not a number")]
+    #[error("parse stat: field {field} is not a number")]
     BadNumber { field: usize },
 }
 

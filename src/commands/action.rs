@@ -16,8 +16,8 @@
 
 use std::path::PathBuf;
 
-use crate::app::{AppError, Exit};
 use crate::cli::{ActionPhase, FailOn};
+use crate::errors::{AppError, Exit};
 use crate::job::{self, Caller, GuardInput, Job};
 use crate::platform::{self, ReadOptions};
 use crate::settings::{self, Env, SweepSettings};
@@ -80,7 +80,9 @@ fn bool_input(env: Env<'_>, name: &str, default: bool) -> Result<bool, String> {
         Some(v) => match v.to_ascii_lowercase().as_str() {
             "true" | "yes" | "1" | "on" => Ok(true),
             "false" | "no" | "0" | "off" => Ok(false),
-            _ => Err(format!("input `{name}` must be true or false, not {v:?}")),
+            _ => Err(format!(
+                "read the input `{name}`: it must be true or false, not {v:?}"
+            )),
         },
     }
 }
@@ -119,10 +121,10 @@ impl Inputs {
     fn sweep_settings(&self, env: Env<'_>) -> Result<SweepSettings, String> {
         let mut settings = settings::sweep_settings(&self.sweep_opts(), env).map_err(|e| {
             // The flags' names mean nothing in a workflow: name the inputs instead.
-            e.replace("--grace", "input `grace-period`")
-                .replace("--deadline", "input `deadline`")
-                .replace("--allow", "input `allow`")
-                .replace("--ignore", "input `ignore`")
+            e.replace("--grace", "the input `grace-period`")
+                .replace("--deadline", "the input `deadline`")
+                .replace("--allow", "the input `allow`")
+                .replace("--ignore", "the input `ignore`")
         })?;
         settings.ran_as = crate::report::json::RanAs::Action;
         settings.step_names = crate::workflow::step_names(env);
@@ -207,13 +209,15 @@ fn begin(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
     // the runner (whose death without a post step makes it sweep by itself). The post
     // step's sweep stops it. Without it the sweep still works from markers and ancestry.
     let proc_root = ReadOptions::default().proc_root;
-    let watch = Job::discover(&proc_root, env, Caller::Runner)
-        .watchable_root()
-        .map(|r| r.id.pid);
+    let job = Job::discover(&proc_root, env, Caller::Runner);
+    let (root, watch) = job::guard_roots(&job, &proc_root, None)?;
     let guard = crate::guard::start(
         &crate::guard::StartOptions {
             state: path.clone(),
             watch,
+            root,
+            session: job.session,
+            cgroup: job.cgroup.clone(),
             warn_over: 20,
             force_poll: false,
             rcvbuf: None,
@@ -366,7 +370,7 @@ mod tests {
             .unwrap()
             .sweep_settings(&bad)
             .unwrap_err();
-        assert!(e.starts_with("input `grace-period`"), "{e}");
+        assert!(e.starts_with("read the input `grace-period`"), "{e}");
         let bad = env_of(&[("INPUT_ALLOW", "*")]);
         assert!(Inputs::read(&bad).unwrap().sweep_settings(&bad).is_err());
     }

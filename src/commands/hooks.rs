@@ -16,9 +16,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::action::append_file_command;
-use crate::app::{AppError, Exit};
 use crate::cli::{FailOn, HooksCommand};
+use crate::commands::action::append_file_command;
+use crate::errors::{AppError, Exit};
 use crate::job::{self, Caller, GuardInput, Job};
 use crate::platform::{self, ReadOptions};
 use crate::settings::{self, Env};
@@ -66,11 +66,11 @@ fn install(
     grace: &str,
     force: bool,
 ) -> Result<Exit, AppError> {
-    settings::parse_duration(grace).map_err(|e| AppError::Input(format!("--grace: {e}")))?;
+    settings::parse_duration(grace).map_err(|e| AppError::Input(format!("read --grace: {e}")))?;
     if !runner_dir.join("config.sh").exists() && !runner_dir.join("run.sh").exists() {
         return Err(AppError::Input(format!(
-            "{} does not look like a runner directory (no config.sh or run.sh); pass the \
-             folder you configured the runner in",
+            "find a runner in {}: it has no config.sh or run.sh; pass the folder you \
+             configured the runner in",
             runner_dir.display()
         )));
     }
@@ -118,8 +118,8 @@ fn install(
         if let Some(current) = env_value(&env_text, var) {
             if Path::new(&current) != ours && !force {
                 return Err(AppError::Input(format!(
-                    "{var} in {} already runs {current}; ci-janitor will not replace another \
-                     hook (call ci-janitor from it, or pass --force)",
+                    "install the hook {var} in {}: it already runs {current}, and ci-janitor \
+                     will not replace another hook (call ci-janitor from it, or pass --force)",
                     env_path.display()
                 )));
             }
@@ -231,7 +231,7 @@ fn private_dir(dir: &Path) -> Result<crate::files::Dir, AppError> {
         if e.is_refusal() {
             AppError::Input(e.to_string())
         } else {
-            AppError::Internal(format!("create {e}"))
+            AppError::Internal(format!("create the state directory: {e}"))
         }
     })
 }
@@ -268,7 +268,7 @@ fn job_started(state_dir: &Path, env: Env<'_>) -> Result<Exit, AppError> {
             ),
         }
     }
-    let marker = job::chain_marker(env, &crate::action::new_job_marker(env));
+    let marker = job::chain_marker(env, &crate::commands::action::new_job_marker(env));
     let mut markers = job::markers_from_env(env);
     markers.ci_janitor_run = Some(marker.clone());
     let snap = job::baseline(&markers)?;

@@ -5,8 +5,8 @@
 
 use std::process::Command;
 
-use crate::app::{AppError, Exit};
 use crate::cli::RunArgs;
+use crate::errors::{AppError, Exit};
 use crate::job::{GuardInput, Job, Root, RootKind};
 use crate::platform::{self, ReadOptions};
 use crate::settings::{self, Env};
@@ -38,7 +38,7 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let (program, rest) = args
         .command
         .split_first()
-        .ok_or_else(|| AppError::Input("no command given after `--`".into()))?;
+        .ok_or_else(|| AppError::Input("run a command: none was given after `--`".into()))?;
     // Echoed on stderr and named in errors: redacted like every other command line.
     let display = crate::redact::redact_argv(
         &args
