@@ -7,6 +7,7 @@
 //! `::stop-commands::`, so even a line that escaped every other defence could not be read
 //! as a command.
 
+use crate::report::json::SignatureClass;
 use std::fmt::Write;
 
 use crate::redact::Secrets;
@@ -75,27 +76,27 @@ pub fn annotation_message(r: &Report, s: &Signature) -> String {
     }
     lines.push(format!("ended: {}", describe_fates(&s.fates)));
     let action = r.ran_as == crate::report::json::RanAs::Action;
-    match s.class.as_str() {
-        "job" if action => lines.push(format!(
+    match s.class {
+        SignatureClass::Job if action => lines.push(format!(
             "to accept it, add a line to the input `allow`: {}",
             sanitize(&s.allow_pattern)
         )),
-        "job" => lines.push(format!(
+        SignatureClass::Job => lines.push(format!(
             "to accept it: --allow {}",
             shell_quote(&sanitize(&s.allow_pattern))
         )),
-        "unattributed" if action => lines.push(
+        SignatureClass::Unattributed if action => lines.push(
             "no evidence the job started it, so it was left alone: the input \
              `kill-unattributed: true` kills such processes, the input `ignore` drops them \
              from the report"
                 .into(),
         ),
-        "unattributed" => lines.push(
+        SignatureClass::Unattributed => lines.push(
             "no evidence the job started it, so it was left alone: --kill-unattributed kills \
              such processes, --ignore 'PATTERN' drops them from the report"
                 .into(),
         ),
-        _ => {}
+        SignatureClass::Allowed => {}
     }
     lines.join("\n")
 }
@@ -117,9 +118,9 @@ fn annotation(level: &str, title: &str, file: Option<&str>, message: &str) -> St
 pub fn annotations(r: &Report, report_path: Option<&str>) -> String {
     let mut out = String::new();
     let job_level = if r.failed { "error" } else { "warning" };
-    let kinds: [(&str, &str, &str); 2] = [
-        ("job", job_level, "leaked"),
-        ("unattributed", "warning", "unattributed"),
+    let kinds: [(SignatureClass, &str, &str); 2] = [
+        (SignatureClass::Job, job_level, "leaked"),
+        (SignatureClass::Unattributed, "warning", "unattributed"),
     ];
     let mut left_signatures = 0;
     let mut left_processes = 0;

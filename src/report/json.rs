@@ -65,13 +65,59 @@ pub struct Report {
     pub ran_as: RanAs,
 }
 
+/// The classes a signature groups: the reported ones, in their rank order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureClass {
+    /// The job's leaks: they fail the run.
+    Job,
+    /// Appeared with no evidence: reported, left alone.
+    Unattributed,
+    /// The job's, accepted by `--allow`: killed, not failing.
+    Allowed,
+}
+
+impl SignatureClass {
+    /// Its name in the report (`job`, `unattributed`, `allowed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureClass::Job => "job",
+            SignatureClass::Unattributed => "unattributed",
+            SignatureClass::Allowed => "allowed",
+        }
+    }
+
+    /// The class of a process, when it is one a signature groups.
+    pub fn of(class: &Class) -> Option<SignatureClass> {
+        match class {
+            Class::Job => Some(SignatureClass::Job),
+            Class::Unattributed => Some(SignatureClass::Unattributed),
+            Class::Allowed { .. } => Some(SignatureClass::Allowed),
+            _ => None,
+        }
+    }
+}
+
+/// What the check after the kill found of a socket a leak listened on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortState {
+    Freed,
+    /// The same socket is still open.
+    StillHeld,
+    /// Gone, but something else listens on the same address now.
+    Reused,
+    /// Not checked (a dry run).
+    NotChecked,
+}
+
 /// Leaked processes that share a masked command line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signature {
     /// First 12 hex digits of the SHA-256 of `command`: stable across runs.
     pub id: String,
     /// `job` (fails the run), `unattributed` or `allowed`.
-    pub class: String,
+    pub class: SignatureClass,
     /// The command line, redacted, with numbers, temp paths, hashes and UUIDs masked
     /// (`<N>`, `<tmp>`, `<hash>`, `<uuid>`); control characters shown as `\xNN`.
     pub command: String,
@@ -166,7 +212,7 @@ pub struct ReportPort {
     pub socket: String,
     pub held_by: Vec<i32>,
     /// `freed`, `still-held`, `reused` or `not-checked`.
-    pub outcome: String,
+    pub outcome: PortState,
     /// Pids holding it afterwards (still-held, reused).
     pub now_held_by: Vec<i32>,
 }
@@ -224,16 +270,16 @@ pub fn build(outcome: &SweepOutcome, failed: bool) -> Built {
             .ports
             .iter()
             .map(|p| {
-                let (name, now): (&str, &[crate::model::ProcessId]) = match &p.outcome {
-                    PortOutcome::Freed => ("freed", &[]),
-                    PortOutcome::StillHeld(v) => ("still-held", v),
-                    PortOutcome::Reused(v) => ("reused", v),
-                    PortOutcome::NotChecked => ("not-checked", &[]),
+                let (state, now): (PortState, &[crate::model::ProcessId]) = match &p.outcome {
+                    PortOutcome::Freed => (PortState::Freed, &[]),
+                    PortOutcome::StillHeld(v) => (PortState::StillHeld, v),
+                    PortOutcome::Reused(v) => (PortState::Reused, v),
+                    PortOutcome::NotChecked => (PortState::NotChecked, &[]),
                 };
                 ReportPort {
                     socket: p.listener.label(),
                     held_by: p.held_by.iter().map(|i| i.pid).collect(),
-                    outcome: name.into(),
+                    outcome: state,
                     now_held_by: now.iter().map(|i| i.pid).collect(),
                 }
             })

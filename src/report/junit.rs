@@ -5,6 +5,7 @@
 //! XML 1.0 cannot carry most control characters at all, not even as references; they are
 //! replaced by a visible `\xNN` (as are U+FFFE and U+FFFF). Everything else is escaped.
 
+use crate::report::json::SignatureClass;
 use std::fmt::Write;
 
 use super::json::{Report, Signature};
@@ -86,7 +87,7 @@ fn details(r: &Report, s: &Signature) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    if s.class == "job" {
+    if s.class == SignatureClass::Job {
         lines.push(format!(
             "to accept it: --allow {}",
             shell_quote(&s.allow_pattern)
@@ -100,12 +101,12 @@ pub fn render(r: &Report) -> String {
     let failures = r
         .signatures
         .iter()
-        .filter(|s| s.class == "job" && r.failed)
+        .filter(|s| s.class == SignatureClass::Job && r.failed)
         .count();
     let skipped = r
         .signatures
         .iter()
-        .filter(|s| s.class == "unattributed")
+        .filter(|s| s.class == SignatureClass::Unattributed)
         .count();
     let tests = r.signatures.len().max(1);
     let time = format!("{:.3}", r.elapsed_ms as f64 / 1000.0);
@@ -150,11 +151,11 @@ pub fn render(r: &Report) -> String {
             out,
             "    <testcase name=\"{}\" classname=\"ci-janitor.{}\" time=\"0\"",
             attr(&s.command),
-            attr(&s.class)
+            attr(s.class.as_str())
         );
         let body = text(&details(r, s));
-        match s.class.as_str() {
-            "job" if r.failed => {
+        match s.class {
+            SignatureClass::Job if r.failed => {
                 let message = format!(
                     "{} left running{}",
                     plural(s.count, "process", "processes"),
@@ -171,7 +172,7 @@ pub fn render(r: &Report) -> String {
                     attr(&message)
                 );
             }
-            "unattributed" => {
+            SignatureClass::Unattributed => {
                 let _ = write!(
                     out,
                     ">\n      <skipped message=\"appeared during the job with no evidence it is \

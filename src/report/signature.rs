@@ -15,11 +15,7 @@ use crate::classify::Rule;
 use crate::kill::Fate;
 use crate::redact::MASK;
 
-use super::json::{FateTally, ReportProcess, Signature, Tally};
-
-/// The classes that get signatures: what was (or could have been) killed. Protected and
-/// ignored processes are the user's or the machine's business, not a leak.
-const CLASSES: [&str; 3] = ["job", "unattributed", "allowed"];
+use super::json::{FateTally, ReportProcess, Signature, SignatureClass, Tally};
 
 /// A command line with run-specific parts masked, for people (`display`) and as a glob
 /// (`pattern`) that matches the raw command line.
@@ -295,9 +291,10 @@ const MIN_PATTERN_LITERALS: usize = 3;
 /// Groups the processes worth reporting by class and masked command line; ranked: failing
 /// leaks first, then unattributed, then allowed; within each, most processes first.
 pub fn compute(processes: &[ReportProcess]) -> Vec<Signature> {
-    let mut groups: BTreeMap<(usize, String), (Normalized, Vec<&ReportProcess>)> = BTreeMap::new();
+    let mut groups: BTreeMap<(SignatureClass, String), (Normalized, Vec<&ReportProcess>)> =
+        BTreeMap::new();
     for p in processes {
-        let Some(rank) = CLASSES.iter().position(|c| *c == p.class.name()) else {
+        let Some(rank) = SignatureClass::of(&p.class) else {
             continue;
         };
         let argv: Vec<String> = if p.argv.is_empty() {
@@ -349,7 +346,7 @@ pub fn compute(processes: &[ReportProcess]) -> Vec<Signature> {
             };
             Signature {
                 id: signature_id(&command),
-                class: CLASSES[rank].into(),
+                class: rank,
                 count: members.len(),
                 pids,
                 ports: ports.into_iter().collect(),
@@ -382,7 +379,7 @@ pub fn compute(processes: &[ReportProcess]) -> Vec<Signature> {
     // Most processes first; among equals, the one that started first (a parent before
     // its children).
     out.sort_by(|a, b| {
-        let rank = |s: &Signature| CLASSES.iter().position(|c| *c == s.class);
+        let rank = |s: &Signature| s.class;
         rank(a)
             .cmp(&rank(b))
             .then_with(|| b.count.cmp(&a.count))

@@ -9,6 +9,7 @@
 //! longer than any backtick run inside. The output never exceeds the cap it is given
 //! (GitHub refuses summaries over 1 MiB); what did not fit is named in a closing note.
 
+use crate::report::json::{PortState, SignatureClass};
 use std::fmt::Write;
 
 use super::json::{RanAs, Report, ReportProcess, Sample, Signature};
@@ -103,10 +104,10 @@ impl Capped {
 }
 
 fn kind(s: &Signature) -> &'static str {
-    match s.class.as_str() {
-        "job" => "leaked",
-        "allowed" => "allowed",
-        _ => "unattributed",
+    match s.class {
+        SignatureClass::Job => "leaked",
+        SignatureClass::Allowed => "allowed",
+        SignatureClass::Unattributed => "unattributed",
     }
 }
 
@@ -134,7 +135,11 @@ fn headline(r: &Report) -> String {
         "no failing leaks".into()
     };
     let _ = writeln!(out, "## {icon} ci-janitor: {title}\n");
-    let commands = r.signatures.iter().filter(|s| s.class == "job").count();
+    let commands = r
+        .signatures
+        .iter()
+        .filter(|s| s.class == SignatureClass::Job)
+        .count();
     let mut said = Vec::new();
     if r.leaked > 0 {
         said.push(format!(
@@ -153,8 +158,16 @@ fn headline(r: &Report) -> String {
             r.elapsed_ms as f64 / 1000.0
         ));
     }
-    let freed = r.ports.iter().filter(|p| p.outcome == "freed").count();
-    let held = r.ports.iter().filter(|p| p.outcome == "still-held").count();
+    let freed = r
+        .ports
+        .iter()
+        .filter(|p| p.outcome == PortState::Freed)
+        .count();
+    let held = r
+        .ports
+        .iter()
+        .filter(|p| p.outcome == PortState::StillHeld)
+        .count();
     if !r.ports.is_empty() && !r.dry_run {
         said.push(if held == 0 {
             format!(
@@ -228,11 +241,15 @@ fn table_row(r: &Report, s: &Signature) -> String {
 }
 
 fn next_steps(r: &Report) -> String {
-    let job: Vec<&Signature> = r.signatures.iter().filter(|s| s.class == "job").collect();
+    let job: Vec<&Signature> = r
+        .signatures
+        .iter()
+        .filter(|s| s.class == SignatureClass::Job)
+        .collect();
     let unattributed = r
         .signatures
         .iter()
-        .filter(|s| s.class == "unattributed")
+        .filter(|s| s.class == SignatureClass::Unattributed)
         .count();
     if job.is_empty() && unattributed == 0 {
         return String::new();

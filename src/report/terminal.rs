@@ -3,6 +3,7 @@
 //! were freed, and what to do next. Compact: a signature of 82 processes takes a handful of
 //! lines, not 82.
 
+use crate::report::json::{PortState, SignatureClass};
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -42,7 +43,7 @@ pub fn headline(r: &Report) -> String {
     let unattributed = r
         .processes
         .iter()
-        .filter(|p| p.class.name() == "unattributed")
+        .filter(|p| matches!(p.class, crate::classify::Class::Unattributed))
         .count();
     if r.leaked == 0 && unattributed > 0 {
         // Never a bare "clean" while processes that nothing attributes are alive: they may
@@ -155,7 +156,11 @@ fn signature_block(
     by_pid: &HashMap<i32, &ReportProcess>,
     style: Style,
 ) {
-    let colour = if s.class == "job" { "31;1" } else { "1" };
+    let colour = if s.class == SignatureClass::Job {
+        "31;1"
+    } else {
+        "1"
+    };
     let _ = writeln!(
         out,
         "  {} {}",
@@ -204,7 +209,7 @@ fn left_alone(out: &mut String, r: &Report) {
     let kept: Vec<&ReportProcess> = r
         .processes
         .iter()
-        .filter(|p| p.class.name() == "kept")
+        .filter(|p| matches!(p.class, crate::classify::Class::Kept { .. }))
         .collect();
     if !kept.is_empty() {
         let _ = writeln!(
@@ -228,7 +233,7 @@ fn left_alone(out: &mut String, r: &Report) {
     let others = r
         .processes
         .iter()
-        .filter(|p| p.class.name() == "other-job")
+        .filter(|p| matches!(p.class, crate::classify::Class::OtherJob { .. }))
         .count();
     if others > 0 {
         let _ = writeln!(
@@ -257,11 +262,11 @@ pub fn render(r: &Report, style: Style) -> String {
     for note in &r.notes {
         let _ = writeln!(out, "note: {}", sanitize(note));
     }
-    let sections: [(&str, &str); 3] = [
-        ("job", "Leaked (the job's):"),
-        ("allowed", "Allowed (killed, not failing):"),
+    let sections: [(SignatureClass, &str); 3] = [
+        (SignatureClass::Job, "Leaked (the job's):"),
+        (SignatureClass::Allowed, "Allowed (killed, not failing):"),
         (
-            "unattributed",
+            SignatureClass::Unattributed,
             "Unattributed (appeared during the job, no evidence it is the job's; not signalled \
              unless --kill-unattributed; a guard, `eval \"$(ci-janitor snapshot --export)\"` \
              or `ci-janitor run` would have told):",
@@ -295,7 +300,11 @@ pub fn render(r: &Report, style: Style) -> String {
     if !r.ports.is_empty() {
         let _ = writeln!(out, "\nPorts:");
         let pids = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
-        let freed = r.ports.iter().filter(|p| p.outcome == "freed").count();
+        let freed = r
+            .ports
+            .iter()
+            .filter(|p| p.outcome == PortState::Freed)
+            .count();
         let one_by_one = r.ports.len() <= MAX_FREED_LISTED;
         if !one_by_one && freed > 0 {
             let _ = writeln!(
@@ -316,18 +325,19 @@ pub fn render(r: &Report, style: Style) -> String {
         for p in r
             .ports
             .iter()
-            .filter(|p| one_by_one || p.outcome != "freed")
+            .filter(|p| one_by_one || p.outcome != PortState::Freed)
         {
-            let result = match p.outcome.as_str() {
-                "freed" => paint(style, "32", "free again"),
-                "not-checked" => "not checked (dry run)".into(),
-                "still-held" => paint(
+            let result = match p.outcome {
+                PortState::Freed => paint(style, "32", "free again"),
+                PortState::NotChecked => "not checked (dry run)".into(),
+                PortState::StillHeld => paint(
                     style,
                     "31",
                     &format!("STILL HELD by {}", pids(&p.now_held_by)),
                 ),
-                "reused" => format!("freed, but now held by {} (not ours)", pids(&p.now_held_by)),
-                other => sanitize(other),
+                PortState::Reused => {
+                    format!("freed, but now held by {} (not ours)", pids(&p.now_held_by))
+                }
             };
             let _ = writeln!(
                 out,
@@ -386,7 +396,12 @@ pub fn render(r: &Report, style: Style) -> String {
             "\nFailing: the job left processes running. Fix the leak, or accept it (killed, \
              not failing) with lines in the input `allow`:"
         );
-        for s in r.signatures.iter().filter(|s| s.class == "job").take(5) {
+        for s in r
+            .signatures
+            .iter()
+            .filter(|s| s.class == SignatureClass::Job)
+            .take(5)
+        {
             let _ = writeln!(out, "  {}", sanitize(&s.allow_pattern));
         }
         let _ = writeln!(out, "or set the input `fail-on-leak: false`.");
@@ -396,7 +411,12 @@ pub fn render(r: &Report, style: Style) -> String {
             "\nFailing: the job left processes running. Fix the leak, or accept it (killed, \
              not failing) with:"
         );
-        for s in r.signatures.iter().filter(|s| s.class == "job").take(5) {
+        for s in r
+            .signatures
+            .iter()
+            .filter(|s| s.class == SignatureClass::Job)
+            .take(5)
+        {
             let _ = writeln!(
                 out,
                 "  --allow {}",
