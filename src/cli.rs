@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -32,6 +33,65 @@ pub const LONG_VERSION: &str = concat!(
 
 /// Find the processes a CI job started and left running, kill them group by group, and
 /// report them.
+/// A duration as the command line writes it (`5s`, `500ms`, `1.5`, `2m`): parsed once,
+/// by clap, so a bad one is refused with the flag's name before anything runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Dur(pub Duration);
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Dur, String> {
+        parse_duration(text).map(Dur)
+    }
+}
+
+impl TryFrom<String> for Dur {
+    type Error = String;
+    fn try_from(text: String) -> Result<Dur, String> {
+        text.parse()
+    }
+}
+
+impl From<Dur> for String {
+    fn from(d: Dur) -> String {
+        d.to_string()
+    }
+}
+
+impl std::fmt::Display for Dur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+/// Parses `5s`, `500ms`, `1.5s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 5s, 500ms or 2m)"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" | "" => value,
+        "m" | "min" => value * 60.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{text:?} is out of range (0 to 24h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "ci-janitor", version = LONG_VERSION, about, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -136,7 +196,7 @@ pub enum HooksCommand {
         fail_on: FailOn,
         /// SIGTERM to SIGKILL.
         #[arg(long, value_name = "DUR", default_value = "5s")]
-        grace: String,
+        grace: Dur,
         /// Replace hooks that another tool installed.
         #[arg(long)]
         force: bool,
@@ -160,7 +220,7 @@ pub enum HooksCommand {
         #[arg(long, value_enum, default_value_t = FailOn::Never)]
         fail_on: FailOn,
         #[arg(long, default_value = "5s")]
-        grace: String,
+        grace: Dur,
     },
 }
 
@@ -304,10 +364,10 @@ pub struct DiffArgs {
 pub struct SweepOpts {
     /// How long processes get to exit after SIGTERM before SIGKILL (e.g. 5s, 500ms).
     #[arg(long, value_name = "DUR", default_value = "5s")]
-    pub grace: String,
+    pub grace: Dur,
     /// The most the whole sweep may take, re-scans for respawned children included.
     #[arg(long, value_name = "DUR", default_value = "30s")]
-    pub deadline: String,
+    pub deadline: Dur,
     /// Report what would be killed; signal nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -352,8 +412,8 @@ impl Default for SweepOpts {
     /// build their options from inputs rather than flags.
     fn default() -> Self {
         SweepOpts {
-            grace: "5s".into(),
-            deadline: "30s".into(),
+            grace: Dur(Duration::from_secs(5)),
+            deadline: Dur(Duration::from_secs(30)),
             dry_run: false,
             fail_on: FailOn::Leak,
             allow: Vec::new(),
@@ -533,5 +593,16 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         )));
         assert!(v.contains(env!("CI_JANITOR_TARGET")), "{v}");
+    }
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "s", "-1s", "5h", "1e9", "nan", "5 s x", "99999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
+        }
     }
 }

@@ -16,7 +16,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{ActionPhase, FailOn};
+use crate::cli::{ActionPhase, Dur, FailOn};
 use crate::errors::{AppError, Exit};
 use crate::job::{self, Caller, GuardInput, Job};
 use crate::platform::{self, ReadOptions};
@@ -50,8 +50,8 @@ pub fn run(phase: ActionPhase, env: Env<'_>) -> Result<Exit, AppError> {
 #[derive(Debug, Clone)]
 pub struct Inputs {
     pub fail_on_leak: bool,
-    pub grace: String,
-    pub deadline: String,
+    pub grace: Dur,
+    pub deadline: Dur,
     pub allow: Vec<String>,
     pub ignore: Vec<String>,
     pub kill_unattributed: bool,
@@ -87,6 +87,23 @@ fn bool_input(env: Env<'_>, name: &str, default: bool) -> Result<bool, String> {
     }
 }
 
+/// A duration input (`5s`, `500ms`, `2m`), checked under its own name.
+fn duration_input(env: Env<'_>, name: &str, default: &str) -> Result<Dur, String> {
+    let text = input(env, name).unwrap_or_else(|| default.to_owned());
+    text.parse()
+        .map_err(|e| format!("read the input `{name}`: {e}"))
+}
+
+/// One pattern per line, each checked under the input's name.
+fn pattern_input(env: Env<'_>, name: &str) -> Result<Vec<String>, String> {
+    let lines = list_input(env, name);
+    for line in &lines {
+        crate::classify::Pattern::parse(line)
+            .map_err(|e| format!("read the input `{name}`: {e}"))?;
+    }
+    Ok(lines)
+}
+
 /// One pattern per line (blank lines and `#` comments skipped).
 fn list_input(env: Env<'_>, name: &str) -> Vec<String> {
     input(env, name)
@@ -104,10 +121,10 @@ impl Inputs {
     pub fn read(env: Env<'_>) -> Result<Inputs, String> {
         Ok(Inputs {
             fail_on_leak: bool_input(env, "fail-on-leak", true)?,
-            grace: input(env, "grace-period").unwrap_or_else(|| "5s".into()),
-            deadline: input(env, "deadline").unwrap_or_else(|| "20s".into()),
-            allow: list_input(env, "allow"),
-            ignore: list_input(env, "ignore"),
+            grace: duration_input(env, "grace-period", "5s")?,
+            deadline: duration_input(env, "deadline", "20s")?,
+            allow: pattern_input(env, "allow")?,
+            ignore: pattern_input(env, "ignore")?,
             kill_unattributed: bool_input(env, "kill-unattributed", false)?,
             dry_run: bool_input(env, "dry-run", false)?,
             known_leaks: input(env, "known-leaks"),
@@ -119,13 +136,16 @@ impl Inputs {
     }
 
     fn sweep_settings(&self, env: Env<'_>) -> Result<SweepSettings, String> {
-        let mut settings = settings::sweep_settings(&self.sweep_opts(), env).map_err(|e| {
-            // The flags' names mean nothing in a workflow: name the inputs instead.
-            e.replace("--grace", "the input `grace-period`")
-                .replace("--deadline", "the input `deadline`")
-                .replace("--allow", "the input `allow`")
-                .replace("--ignore", "the input `ignore`")
-        })?;
+        // Every input was read and checked under its own name: only their combination
+        // is left to check.
+        if self.deadline.0 < self.grace.0 {
+            return Err(format!(
+                "use the input `deadline: {}` with `grace-period: {}`: the deadline is \
+                 shorter, and it bounds the whole sweep, grace periods included",
+                self.deadline, self.grace
+            ));
+        }
+        let mut settings = settings::sweep_settings(&self.sweep_opts(), env)?;
         settings.ran_as = crate::report::json::RanAs::Action;
         settings.step_names = crate::workflow::step_names(env);
         Ok(settings)
@@ -135,8 +155,8 @@ impl Inputs {
     /// sweep).
     fn sweep_opts(&self) -> crate::cli::SweepOpts {
         crate::cli::SweepOpts {
-            grace: self.grace.clone(),
-            deadline: self.deadline.clone(),
+            grace: self.grace,
+            deadline: self.deadline,
             dry_run: self.dry_run,
             fail_on: if self.fail_on_leak {
                 FailOn::Leak
@@ -359,20 +379,25 @@ mod tests {
         ]);
         let i = Inputs::read(&env).unwrap();
         assert!(!i.fail_on_leak);
-        assert_eq!(i.grace, "2s");
+        assert_eq!(i.grace.to_string(), "2s");
         assert_eq!(i.allow, vec!["uvicorn *", "comm:redis-server"]);
         assert!(!i.dry_run);
         let bad = env_of(&[("INPUT_FAIL-ON-LEAK", "sometimes")]);
         let e = Inputs::read(&bad).unwrap_err();
         assert!(e.contains("fail-on-leak"), "{e}");
+        // Each input is checked under its own name, as it is read.
         let bad = env_of(&[("INPUT_GRACE-PERIOD", "soon")]);
+        let e = Inputs::read(&bad).unwrap_err();
+        assert!(e.starts_with("read the input `grace-period`"), "{e}");
+        let bad = env_of(&[("INPUT_ALLOW", "*")]);
+        let e = Inputs::read(&bad).unwrap_err();
+        assert!(e.starts_with("read the input `allow`"), "{e}");
+        let bad = env_of(&[("INPUT_GRACE-PERIOD", "10s"), ("INPUT_DEADLINE", "2s")]);
         let e = Inputs::read(&bad)
             .unwrap()
             .sweep_settings(&bad)
             .unwrap_err();
-        assert!(e.starts_with("read the input `grace-period`"), "{e}");
-        let bad = env_of(&[("INPUT_ALLOW", "*")]);
-        assert!(Inputs::read(&bad).unwrap().sweep_settings(&bad).is_err());
+        assert!(e.contains("`deadline: 2s`"), "{e}");
     }
 
     #[test]

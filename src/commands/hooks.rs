@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{FailOn, HooksCommand};
+use crate::cli::{Dur, FailOn, HooksCommand};
 use crate::commands::action::append_file_command;
 use crate::errors::{AppError, Exit};
 use crate::job::{self, Caller, GuardInput, Job};
@@ -35,14 +35,14 @@ pub fn run(cmd: HooksCommand, env: Env<'_>) -> Result<Exit, AppError> {
             fail_on,
             grace,
             force,
-        } => install(&runner_dir, state_dir, fail_on, &grace, force),
+        } => install(&runner_dir, state_dir, fail_on, grace, force),
         HooksCommand::Uninstall { runner_dir } => uninstall(&runner_dir),
         HooksCommand::JobStarted { state_dir } => job_started(&state_dir, env),
         HooksCommand::JobCompleted {
             state_dir,
             fail_on,
             grace,
-        } => job_completed(&state_dir, fail_on, &grace, env),
+        } => job_completed(&state_dir, fail_on, grace, env),
     }
 }
 
@@ -63,10 +63,9 @@ fn install(
     runner_dir: &Path,
     state_dir: Option<PathBuf>,
     fail_on: FailOn,
-    grace: &str,
+    grace: Dur,
     force: bool,
 ) -> Result<Exit, AppError> {
-    settings::parse_duration(grace).map_err(|e| AppError::Input(format!("read --grace: {e}")))?;
     if !runner_dir.join("config.sh").exists() && !runner_dir.join("run.sh").exists() {
         return Err(AppError::Input(format!(
             "find a runner in {}: it has no config.sh or run.sh; pass the folder you \
@@ -103,7 +102,7 @@ fn install(
             format!(
                 "hooks job-completed --state-dir {} --fail-on {fail_on} --grace {}",
                 sh_quote(&state_dir.to_string_lossy()),
-                sh_quote(grace)
+                sh_quote(&grace.to_string())
             ),
         ),
     ];
@@ -253,7 +252,13 @@ fn job_started(state_dir: &Path, env: Env<'_>) -> Result<Exit, AppError> {
         println!(
             "ci-janitor: the previous job on this runner never completed; sweeping what it left"
         );
-        match sweep_with_state(&path, FailOn::Never, "5s", env, true) {
+        match sweep_with_state(
+            &path,
+            FailOn::Never,
+            Dur(std::time::Duration::from_secs(5)),
+            env,
+            true,
+        ) {
             Ok(_) => {}
             Err(AppError::State(state::StateError::OtherBoot { .. })) => {
                 println!(
@@ -292,7 +297,7 @@ fn job_started(state_dir: &Path, env: Env<'_>) -> Result<Exit, AppError> {
 fn job_completed(
     state_dir: &Path,
     fail_on: FailOn,
-    grace: &str,
+    grace: Dur,
     env: Env<'_>,
 ) -> Result<Exit, AppError> {
     let path = state_file(state_dir);
@@ -320,7 +325,7 @@ fn job_completed(
 fn sweep_with_state(
     path: &Path,
     fail_on: FailOn,
-    grace: &str,
+    grace: Dur,
     env: Env<'_>,
     previous: bool,
 ) -> Result<Exit, AppError> {
@@ -328,7 +333,7 @@ fn sweep_with_state(
     let baseline = state::load(path, &platform::boot_id(&opts.proc_root)?)?;
     let mut settings = settings::sweep_settings(
         &crate::cli::SweepOpts {
-            grace: grace.to_owned(),
+            grace,
             fail_on,
             ..Default::default()
         },
