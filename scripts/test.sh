@@ -23,6 +23,8 @@ command -v act >/dev/null 2>&1 || { echo "act is not on PATH after installing ac
 echo "== lint: actionlint, zizmor --offline"
 actionlint
 zizmor --offline --min-severity low --quiet .
+echo "== layers: no import cycle, nothing upward (scripts/check-layers.py)"
+python3 scripts/check-layers.py
 command -v setsid >/dev/null 2>&1 || { echo "setsid (util-linux) is required" >&2; exit 1; }
 command -v node >/dev/null 2>&1 || { echo "node is required for the Action's shim tests" >&2; exit 1; }
 

@@ -1,24 +1,29 @@
 //! ci-janitor: find the processes a CI job started and left running, kill them group by
 //! group, and report them.
 //!
-//! The data flows one way:
+//! The rooms, top to bottom; each may use the rooms below it, never one above
+//! (`python3 scripts/check-layers.py` checks it, and that there is no cycle):
 //!
 //! ```text
-//! platform (reads /proc) -> model::Snapshot -> diff / classify (pure) -> kill (acts) -> report
+//! commands ─> job, errors ─> report, guard, sweep, workflow ─> kill, classify, diff, state,
+//! settings ─> cli, redact, files ─> platform ─> model
 //! ```
 //!
-//! - [`model`]: the plain data types (and the on-disk format).
-//! - [`platform`]: the OS seam, `/proc` into [`model`] types and signals out.
-//! - [`files`]: every file read or written: private directory, no symlinks, bounded.
-//! - [`state`]: the baseline state file, sealed and checked.
-//! - [`diff`]: what appeared since the baseline.
+//! - [`commands`]: the entry points, one file per command; `main`'s body and the one map
+//!   from an error to an exit code. Nothing else parses arguments or prints verdicts.
+//! - [`job`]: what *the job* is (markers, roots) and the one sweep routine every command
+//!   uses. [`errors`]: every failure, with messages that read after "failed to".
+//! - [`report`]: the report's wire types, built once from a sweep, and its renderers.
+//! - [`guard`]: the background tracker (lineage at birth, journal, dead man's switch).
+//! - [`sweep`] / [`kill`]: the rounds until nothing is left; one round of signals by
+//!   identity.
 //! - [`classify`]: whose each appeared process is, with the evidence (pure).
-//! - [`kill`] / [`sweep`]: one round of signals by identity; the rounds until nothing is left.
-//! - [`guard`]: the background tracker: lineage at birth, journal, dead man's switch.
-//! - [`run`]: `ci-janitor run -- CMD`, the command under a subreaper, then a sweep.
-//! - [`redact`]: secrets in command lines replaced before anything is printed or saved.
-//! - [`report`]: rendering for people and machines.
-//! - [`cli`] / [`settings`] / [`app`]: the command line, its meaning, and dispatch.
+//! - [`diff`]: what appeared since the baseline (pure). [`state`]: the baseline on disk.
+//! - [`settings`]: what the command line and the environment mean, read once.
+//! - [`cli`]: the command line as typed. [`redact`]: secrets out of command lines before
+//!   anything is printed or saved. [`files`]: every file read or written.
+//! - [`platform`]: the OS seam, `/proc` and netlink into [`model`] types, signals out.
+//! - [`model`]: the plain data types (and the on-disk format).
 
 pub(crate) mod classify;
 pub(crate) mod cli;

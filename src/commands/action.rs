@@ -191,9 +191,6 @@ pub fn new_job_marker(env: Env<'_>) -> String {
 }
 
 fn new_marker(env: Env<'_>) -> String {
-    let random = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .map(|u| u.trim().replace('-', "")[..16.min(u.trim().len())].to_owned())
-        .unwrap_or_else(|_| format!("{:x}", std::process::id()));
     let part = |k: &str| {
         env(k)
             .filter(|v| !v.is_empty())
@@ -204,12 +201,12 @@ fn new_marker(env: Env<'_>) -> String {
             })
             .unwrap_or_else(|| "x".into())
     };
-    format!(
-        "gha-{}-{}-{}-{random}",
+    job::new_marker(&format!(
+        "gha-{}-{}-{}",
         part("GITHUB_RUN_ID"),
         part("GITHUB_RUN_ATTEMPT"),
         part("GITHUB_JOB")
-    )
+    ))
 }
 
 fn begin(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
