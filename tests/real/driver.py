@@ -407,6 +407,11 @@ def journal(state: Path) -> list[dict]:
     return records
 
 
+def guards(state: Path) -> list[tuple[int, int]]:
+    """Every guard that journaled beside this state, by identity."""
+    return [(r["guard"]["pid"], r["guard"]["start_ticks"]) for r in journal(state) if r["kind"] == "start"]
+
+
 def journaled_in_job(records: list[dict], pid: int, ticks: int) -> dict | None:
     """The first record that took this identity into the job (a birth or an exec)."""
     for r in records:
@@ -497,12 +502,18 @@ def run_case(case: Case, janitor: str, timeout: float) -> None:
             check_report(case, truth, report, bystanders, started)
         if agent is not None:
             case.check(agent.alive(), "the agent was killed")
+        if case.guarded and not EXTRA:
+            left = [g for g in guards(state) if not procs.wait_until(lambda: not procs.alive(*g), 10)]
+            case.check(not left, f"the sweep left the guard running: {left}")
         if case.unattributed and case.mode == "sweep":
             known_gap(case, janitor, state, env, truth, bystanders)
     finally:
         out.close()
         err.close()
-        extra = []
+        # The guard first (a dry run leaves it running): were the agent named Runner.Worker
+        # to quit under a live guard, its dead man's switch would sweep behind our back.
+        extra = guards(state)
+        procs.kill_all(extra)
         if agent is not None:
             agent.close()
             extra = agent.idents()
@@ -531,6 +542,7 @@ def check_verdict(case: Case) -> None:
     if case.unattributed:
         ok = "no leak attributed to the job, but" in text and "nothing attributes" in text and "clean:" not in text
         case.check(ok, "the verdict does not say that processes appeared that nothing attributes")
+        case.check("snapshot --export" in text and "guard" in text, "the report does not name the deployment that would have attributed them")
         line = next((l for l in text.splitlines() if "no leak attributed" in l), "")
         case.say(f"  verdict: {line.strip()}")
     else:
@@ -581,6 +593,7 @@ def run_steps(case: Case, agent: Agent, janitor: str, state: Path, report: Path,
         if not case.check(procs.wait_until(lambda: not procs.port_free(port), 20), "the other job's server did not come up"):
             return None, 0.0
         bystanders.append({"what": "other job on the agent", "pid": ev["pid"], "start_ticks": ev["start_ticks"], "port": port, "class": "other-job"})
+        other_job = ev
 
     # Step 2: the scenario's step; it leaks, writes the ground truth, waits for `go`.
     ev2 = agent.start("2-leak", leak_cmd, job, case.dir, case.dir / "janitor.err")
@@ -616,7 +629,10 @@ def run_steps(case: Case, agent: Agent, janitor: str, state: Path, report: Path,
     t_sweep = time.monotonic()
     agent.start("4-sweep", ["sh", "-c", shlex.join([janitor, "sweep", "--state", str(state), "--color", "never", "--report-json", str(report), *EXTRA])], job, case.dir, case.dir / "janitor.out")
     s4 = agent.status("4-sweep", 180)
-    stops = [r for r in journal(state) if r["kind"] == "stop"]
+    records = journal(state)
+    if not worker:
+        case.check(journaled_in_job(records, other_job["pid"], other_job["start_ticks"]) is None, "the guard took the other job's step for this job's")
+    stops = [r for r in records if r["kind"] == "stop"]
     case.check([r["reason"] for r in stops] == ["stopped"], f"the guard stopped {[r['reason'] for r in stops]}, expected once, by the sweep")
     case.check(not state.with_name(state.stem + ".guard-report.json").exists(), "a dead man's sweep wrote its report")
     return s4, t_sweep
