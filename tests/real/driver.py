@@ -58,8 +58,9 @@ MARKERS = (
     "JENKINS_NODE_COOKIE", "CI_JOB_ID", "BUILDKITE_JOB_ID", "GITHUB_ACTION",
 )
 
-# Extra ci-janitor options, to test the suite itself: with REAL_JANITOR_ARGS=--dry-run
-# every case must fail, and still leave nothing behind.
+# Extra ci-janitor options for every sweep of this job, to test the suite itself: with
+# REAL_JANITOR_ARGS=--dry-run every case that expects a kill must fail (`bare` and the MCP
+# `sweep` case expect none and pass), and still leave nothing behind, guards included.
 EXTRA = os.environ.get("REAL_JANITOR_ARGS", "").split()
 
 # What each scenario is expected to leak, checked against the ground truth: a scenario whose
@@ -85,6 +86,11 @@ class Case:
     dir: Path
     problems: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    # Checks to run once this job's report has been checked (the other job's sweep).
+    after: list = field(default_factory=list)
+    # The state files of every ci-janitor job the case ran (their guards are stopped at
+    # the end, by identity).
+    states: list[Path] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -500,6 +506,8 @@ def run_case(case: Case, janitor: str, timeout: float) -> None:
         if case.check(report_path.exists(), "no JSON report"):
             report = json.loads(report_path.read_text())
             check_report(case, truth, report, bystanders, started)
+        for f in case.after:
+            f()
         if agent is not None:
             case.check(agent.alive(), "the agent was killed")
         if case.guarded and not EXTRA:
@@ -512,7 +520,7 @@ def run_case(case: Case, janitor: str, timeout: float) -> None:
         err.close()
         # The guard first (a dry run leaves it running): were the agent named Runner.Worker
         # to quit under a live guard, its dead man's switch would sweep behind our back.
-        extra = guards(state)
+        extra = [g for st in (state, *case.states) for g in guards(st)]
         procs.kill_all(extra)
         if agent is not None:
             agent.close()
@@ -583,17 +591,32 @@ def run_steps(case: Case, agent: Agent, janitor: str, state: Path, report: Path,
         case.check(root != agent_id, "the long-lived agent was taken as the job's root")
     case.say(f"  guard {guard[0]} ({start['mode']}), root {root and root['pid']}")
 
-    # A concurrent job on the same agent (same session, same cgroup): its server runs
-    # through this job's sweep.
+    # A concurrent job on the same agent (same session, same cgroup, same process group),
+    # deployed the same way: its own snapshot and guard, then a server that runs through
+    # this job's sweep; its own sweep comes after ours (see other_job_sweep). And a
+    # process the agent starts for itself, with no job's marker.
     if not worker:
-        port = procs.free_port()
         other = {"CI_JOB_ID": str(int(job["CI_JOB_ID"]) + 1)}
-        (case.dir / "other-job").mkdir()
-        ev = agent.start("other-job", [PY, "-m", "http.server", "--bind", "127.0.0.1", str(port)], other, case.dir / "other-job", steps_dir / "other-job.log")
-        if not case.check(procs.wait_until(lambda: not procs.port_free(port), 20), "the other job's server did not come up"):
+        odir = case.dir / "other-job"
+        odir.mkdir()
+        ostate = odir / "state.json"
+        case.states.append(ostate)
+        agent.start("b1-snapshot", ["sh", "-c", f"{j} snapshot --state {shlex.quote(str(ostate))} && {j} guard start --state {shlex.quote(str(ostate))}"], other, odir, steps_dir / "b1-snapshot.log")
+        sb1 = agent.status("b1-snapshot", 60)
+        if not case.check(sb1 == 0, f"the other job's step 1 exited {sb1}; see {steps_dir / 'b1-snapshot.log'}"):
             return None, 0.0
-        bystanders.append({"what": "other job on the agent", "pid": ev["pid"], "start_ticks": ev["start_ticks"], "port": port, "class": "other-job"})
+        port = procs.free_port()
+        ev = agent.start("b2-server", [PY, "-m", "http.server", "--bind", "127.0.0.1", str(port)], other, odir, steps_dir / "b2-server.log")
+        own_port = procs.free_port()
+        (case.dir / "agent-own").mkdir()
+        own = agent.start("agent-own", [PY, "-m", "http.server", "--bind", "127.0.0.1", str(own_port)], {}, case.dir / "agent-own", steps_dir / "agent-own.log")
+        if not case.check(procs.wait_until(lambda: not procs.port_free(port) and not procs.port_free(own_port), 20), "the other job's server or the agent's own did not come up"):
+            return None, 0.0
+        other_server = {"what": "other job on the agent", "pid": ev["pid"], "start_ticks": ev["start_ticks"], "port": port, "class": "other-job"}
+        bystanders.append(other_server)
+        bystanders.append({"what": "the agent's own (no marker)", "pid": own["pid"], "start_ticks": own["start_ticks"], "port": own_port, "class": "unattributed"})
         other_job = ev
+        case.after.append(lambda: other_job_sweep(case, agent, janitor, ostate, other, other_server, bystanders))
 
     # Step 2: the scenario's step; it leaks, writes the ground truth, waits for `go`.
     ev2 = agent.start("2-leak", leak_cmd, job, case.dir, case.dir / "janitor.err")
@@ -636,6 +659,35 @@ def run_steps(case: Case, agent: Agent, janitor: str, state: Path, report: Path,
     case.check([r["reason"] for r in stops] == ["stopped"], f"the guard stopped {[r['reason'] for r in stops]}, expected once, by the sweep")
     case.check(not state.with_name(state.stem + ".guard-report.json").exists(), "a dead man's sweep wrote its report")
     return s4, t_sweep
+
+
+def other_job_sweep(case: Case, agent: Agent, janitor: str, ostate: Path, other: dict, server: dict, bystanders: list[dict]) -> None:
+    """The other job's own sweep, after ours: our sweep left its guard running and its
+    guard never took our leak for its own; its sweep kills its server (the job's) and
+    nothing else."""
+    truth = json.loads((case.dir / "truth" / "truth.json").read_text())
+    records = journal(ostate)
+    oguard = guards(ostate)
+    case.check(len(oguard) == 1 and procs.alive(*oguard[0]), "our sweep stopped or killed the other job's guard")
+    ours = [p["pid"] for p in truth["leaked"] if journaled_in_job(records, p["pid"], p["start_ticks"])]
+    case.check(not ours, f"the other job's guard took our leaked processes for its own: {ours}")
+    oreport = ostate.with_name("report.json")
+    agent.start("b3-sweep", ["sh", "-c", shlex.join([janitor, "sweep", "--state", str(ostate), "--color", "never", "--report-json", str(oreport)])], other, ostate.parent, ostate.with_name("sweep.out"))
+    sb3 = agent.status("b3-sweep", 120)
+    case.check(sb3 == 1, f"the other job's sweep exited {sb3}, expected 1 (its server leaked)")
+    if not case.check(oreport.exists(), "the other job's sweep wrote no report"):
+        return
+    rep = json.loads(oreport.read_text())
+    by = {(p["pid"], p["start_ticks"]): p for p in rep["processes"]}
+    r = by.get((server["pid"], server["start_ticks"]))
+    case.check(r is not None and r["class"] == "job" and (r.get("fate") or {}).get("fate") in ("terminated", "killed"), f"the other job's sweep: its server is {r and (r['class'], r.get('fate'))}")
+    case.check(procs.wait_until(lambda: not procs.alive(server["pid"], server["start_ticks"]), 10), "the other job's server survived its own sweep")
+    extra = [(p["pid"], p["class"], p["argv"][:3]) for i, p in by.items() if i != (server["pid"], server["start_ticks"]) and (p["class"] == "job" or p.get("fate"))]
+    case.check(not extra, f"the other job's sweep called or signalled more than its server: {extra}")
+    others = [b for b in bystanders if b is not server]
+    dead = [b["what"] for b in others if not procs.alive(b["pid"], b["start_ticks"])]
+    case.check(not dead, f"the other job's sweep killed {dead}")
+    case.say(f"  other job: its guard ran through our sweep; its own sweep exited {sb3}, killed its server (class {r and r['class']}), touched nothing else")
 
 
 def check_step_recorded(case: Case, state: Path, agent: Agent, sid: str, ev: dict, guard: tuple[int, int]) -> None:
