@@ -763,6 +763,18 @@ def cleanup(case: Case, truth: dict | None, bystanders: list[dict], started: lis
         case.say(f"  cleanup: also killed {[(p.pid, short_argv(p.argv, 40)) for p in swept]}")
 
 
+def per_job_roots_above_us() -> list[str]:
+    found, pid = [], os.getppid()
+    while pid > 1:
+        st = procs.read_stat(pid)
+        if st is None:
+            break
+        if st.comm in ("Runner.Worker", "Agent.Worker"):
+            found.append(f"{st.comm} {pid}")
+        pid = st.ppid
+    return found
+
+
 def leftovers(root: Path) -> list[procs.Proc]:
     return procs.procs_in(str(root), exclude={os.getpid()}) if root.exists() else []
 
@@ -787,6 +799,15 @@ def main() -> int:
             ap.error(f"unknown mode {m}; known: {', '.join(MODES)}")
     passed = failed = 0
     scratch = args.scratch.resolve()
+
+    # The expectations assume no per-job root above the suite: under a CI runner's worker,
+    # every live descendant of it is that job's, our bystanders included.
+    roots = per_job_roots_above_us()
+    if roots:
+        print(f"== the suite runs under a per-job root ({', '.join(roots)}): its expectations do not hold there;"
+              " run it outside the runner's worker (e.g. from a self-hosted runner's hook or a plain shell)")
+        print(f"{passed} passed, 1 failed")
+        return 1
 
     # Nothing may be left from an earlier run.
     old = leftovers(scratch)
