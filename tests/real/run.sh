@@ -50,6 +50,8 @@ echo "== install $((t1 - t0)) s, build $((t2 - t1)) s"
 # Prefect must not reach for a profile or a server of the machine's own.
 unset PREFECT_API_URL PREFECT_PROFILE
 export PREFECT_HOME=$PWD/$target/real-prefect-home
+# No __pycache__ in the source tree (the driver and the agent import procs.py).
+export PYTHONDONTWRITEBYTECODE=1
 lock=${TMPDIR:-/tmp}/ci-janitor-tests.lock
 echo "== waiting for the machine-wide test lock $lock"
 exec flock "$lock" "$venv/bin/python" "$here/driver.py" \
