@@ -18,8 +18,6 @@ pub use child::{become_subreaper, spawn, ChildError, ChildExit, Received, Superv
 pub use signal::{open, raise_fd_limit, wait_exits, Handle, Sig, SignalResult};
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -199,12 +197,36 @@ pub fn read_one(proc_root: &Path, pid: i32) -> Option<Process> {
 }
 
 /// The start time (clock ticks since boot) of `pid` now, or `None` when it is gone.
+///
+/// Called once per process a sweep signals (the identity check after `pidfd_open`), so it
+/// costs three system calls: open, one read (a `stat` line is far shorter than the
+/// buffer), close; no size query, no second read for end of file.
 pub fn start_ticks(proc_root: &Path, pid: i32) -> Option<u64> {
-    let mut buf = Vec::with_capacity(512);
-    File::open(proc_root.join(pid.to_string()).join("stat"))
-        .and_then(|mut f| f.read_to_end(&mut buf))
-        .ok()?;
-    parse_stat(&buf).ok().map(|s| s.start_ticks)
+    let mut path = proc_root.as_os_str().to_owned();
+    path.push(format!("/{pid}/stat"));
+    let fd = rustix::fs::open(
+        path.as_os_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = [0u8; 2048];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::io::read(&fd, &mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                // procfs hands out a whole `stat` line in one read: a short read is its end.
+                if filled < buf.len() {
+                    break;
+                }
+            }
+            Err(Errno::INTR) => continue,
+            Err(_) => return None,
+        }
+    }
+    parse_stat(&buf[..filled]).ok().map(|s| s.start_ticks)
 }
 
 /// Our own identity.
@@ -364,6 +386,9 @@ fn is_gone(e: Errno) -> bool {
 impl ProcReader {
     /// Reads a whole file under a process directory with plain `read(2)` calls (procfs
     /// files report size 0, so the size hint `read_to_end` asks for is a wasted syscall).
+    /// A short read is the end: procfs fills the whole buffer unless the file ends first
+    /// (`stat`, `status`, `cgroup` are one seq_file record; `cmdline` and `environ` copy
+    /// page after page within one call), so the read that would return 0 is not made.
     /// The buffer stays initialised and only grows, so no `unsafe` is needed.
     fn read_file(&mut self, dir: &OwnedFd, name: &str) -> Result<&[u8], Errno> {
         let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
@@ -372,9 +397,15 @@ impl ProcReader {
             if self.buf.len() - filled < 4096 {
                 self.buf.resize((self.buf.len() * 2).max(16 * 1024), 0);
             }
+            let room = self.buf.len() - filled;
             match rustix::io::read(&fd, &mut self.buf[filled..]) {
                 Ok(0) => break,
-                Ok(n) => filled += n,
+                Ok(n) => {
+                    filled += n;
+                    if n < room {
+                        break;
+                    }
+                }
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(e),
             }
