@@ -130,7 +130,12 @@ def inner(a) -> None:
 
     trace = []
     if a.strace:
-        trace = ["strace", "-f", "-c", "-o", a.strace]
+        # "timeline:FILE": timestamps of the calls that mark the phases, not a count.
+        trace = (["strace", "-f", "--seccomp-bpf", "-ttt", "-o", a.strace[9:], "-e",
+                  "trace=execve,pidfd_open,pidfd_send_signal,kill,epoll_wait,poll,sendto,"
+                  "write,exit_group"]
+                 if a.strace.startswith("timeline:")
+                 else ["strace", "-f", "-c", "-o", a.strace])
     if a.cleaner == "ci-janitor":
         cmd = ["setsid", "-w", "env", f"RUNNER_TRACKING_ID={marker}", *trace, a.cij, "sweep",
                "--state", state, "--grace", "0s", "--fail-on", "never"]
@@ -146,8 +151,12 @@ def inner(a) -> None:
     else:
         raise SystemExit(f"unknown cleaner {a.cleaner}")
     if a.perf:
-        cmd = (["perf", "stat", "-o", a.perf[5:], "--", *cmd] if a.perf.startswith("stat:")
-               else ["perf", "record", "-g", "-o", a.perf, "--", *cmd])
+        if a.perf.startswith("stat:"):
+            cmd = ["perf", "stat", "-o", a.perf[5:], "--", *cmd]
+        elif a.perf.startswith("trace:"):
+            cmd = ["perf", "trace", "-s", "-o", a.perf[6:], "--", *cmd]
+        else:
+            cmd = ["perf", "record", "-g", "-o", a.perf, "--", *cmd]
 
     t0 = time.monotonic()
     out = subprocess.run([a.run_rusage, *cmd], stdout=subprocess.PIPE, check=True).stdout
