@@ -369,6 +369,7 @@ struct ProcessGone;
 #[derive(Default)]
 struct ProcReader {
     buf: Vec<u8>,
+    link: Vec<u8>,
 }
 
 fn errno_text(e: Errno) -> &'static str {
@@ -491,8 +492,14 @@ impl ProcReader {
             Err(e) => p.unreadable.push(format!("environ: {}", errno_text(e))),
         }
         for (name, slot) in [("exe", &mut p.exe), ("cwd", &mut p.cwd)] {
-            match rustix::fs::readlinkat(&dir, name, Vec::new()) {
-                Ok(target) => *slot = Some(Bytes(target.into_bytes())),
+            match rustix::fs::readlinkat(&dir, name, std::mem::take(&mut self.link)) {
+                // Copied out exactly: readlinkat reserves 256 bytes, and a sweep keeps
+                // thousands of these; its buffer is reused.
+                Ok(target) => {
+                    let target = target.into_bytes();
+                    *slot = Some(Bytes(target.as_slice().to_vec()));
+                    self.link = target;
+                }
                 Err(e) if is_gone(e) => return Err(ProcessGone),
                 Err(e) => p.unreadable.push(format!("{name}: {}", errno_text(e))),
             }
