@@ -141,7 +141,15 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
         .collect();
     pids.sort_unstable();
 
-    let mut reader = ProcReader::default();
+    let mut reader = ProcReader {
+        root: rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok(),
+        ..ProcReader::default()
+    };
     let mut processes = Vec::with_capacity(pids.len());
     for pid in pids {
         match reader.read_process(root, pid, &by_inode, &opts.detail) {
@@ -370,6 +378,8 @@ struct ProcessGone;
 struct ProcReader {
     buf: Vec<u8>,
     link: Vec<u8>,
+    /// The procfs root, opened once for a whole snapshot.
+    root: Option<OwnedFd>,
 }
 
 fn errno_text(e: Errno) -> &'static str {
@@ -423,11 +433,12 @@ impl ProcReader {
         sockets: &HashMap<u64, usize>,
         detail: &Detail,
     ) -> Result<(Process, Vec<usize>), ProcessGone> {
-        let dir = rustix::fs::open(
-            root.join(pid.to_string()),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        // Relative to the procfs root when it is open: no walk from `/` for each process.
+        let dir = match &self.root {
+            Some(root_fd) => rustix::fs::openat(root_fd, pid.to_string(), flags, Mode::empty()),
+            None => rustix::fs::open(root.join(pid.to_string()), flags, Mode::empty()),
+        }
         .map_err(|_| ProcessGone)?;
         let stat = match self.read_file(&dir, "stat") {
             Ok(buf) => parse_stat(buf).map_err(|_| ProcessGone)?,
