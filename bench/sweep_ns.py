@@ -111,8 +111,9 @@ def inner(a) -> None:
     by_ports = {p[3] for p in bystanders if p[2]}
     state = os.path.join(a.workdir, "state.json")
     job_env = dict(os.environ, RUNNER_TRACKING_ID=marker)
-    if a.cleaner == "ci-janitor":
-        subprocess.run([a.cij, "snapshot", "--state", state], env=job_env, check=True,
+    cij = a.cij_before if a.cleaner == "ci-janitor@before" else a.cij
+    if a.cleaner.startswith("ci-janitor"):
+        subprocess.run([cij, "snapshot", "--state", state], env=job_env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     elif a.cleaner == "floor":
         subprocess.run([a.floor, "baseline", state], check=True)
@@ -136,8 +137,8 @@ def inner(a) -> None:
                   "write,exit_group"]
                  if a.strace.startswith("timeline:")
                  else ["strace", "-f", "-c", "-o", a.strace])
-    if a.cleaner == "ci-janitor":
-        cmd = ["setsid", "-w", "env", f"RUNNER_TRACKING_ID={marker}", *trace, a.cij, "sweep",
+    if a.cleaner.startswith("ci-janitor"):
+        cmd = ["setsid", "-w", "env", f"RUNNER_TRACKING_ID={marker}", *trace, cij, "sweep",
                "--state", state, "--grace", "0s", "--fail-on", "never"]
     elif a.cleaner == "floor":
         cmd = [*trace, a.floor, "sweep", state]
@@ -200,7 +201,7 @@ def run_round(a, cleaner: str, n: int, extra=()) -> dict:
 
 
 def paths(a):
-    return ["--cij", a.cij, "--floor", a.floor, "--spawner", a.spawner,
+    return ["--cij", a.cij, "--cij-before", a.cij_before or a.cij, "--floor", a.floor, "--spawner", a.spawner,
             "--environ-kill", a.environ_kill, "--run-rusage", a.run_rusage,
             "--subreaper", a.subreaper, "--python", a.python]
 
@@ -250,6 +251,7 @@ WHAT = {
              "process, SIGKILL per group, epoll on the pidfds, one sock_diag dump)",
     "ci-janitor": "`setsid -w env RUNNER_TRACKING_ID=$M ci-janitor sweep --state $S "
                   "--grace 0s --fail-on never`",
+    "ci-janitor@before": "the same, built from the commit named by --cij-before",
     "environ": "`environ_kill $M` (bench/environ_kill.c: the runner's /proc/*/environ scan)",
     "pkill": "`pkill -TERM -f $P; pkill -KILL -f $P`",
     "psutil": "`python3 bench/psutil_sweep.py $M 0` (environ match, terminate, "
@@ -300,6 +302,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["outer", "inner"])
     ap.add_argument("--cij", required=True)
+    ap.add_argument("--cij-before", help="another ci-janitor build (an earlier commit): "
+                    "the cleaner `ci-janitor@before`")
     ap.add_argument("--floor", required=True)
     ap.add_argument("--spawner", required=True)
     ap.add_argument("--environ-kill", required=True)
@@ -318,8 +322,11 @@ def main() -> None:
     ap.add_argument("--out-json")
     ap.add_argument("--command-line", default="bash bench/sweep_ns.sh")
     a = ap.parse_args()
-    for k in ("cij", "floor", "spawner", "environ_kill", "run_rusage", "subreaper", "workdir"):
-        setattr(a, k, os.path.abspath(getattr(a, k)))
+    if a.cij_before is None and a.mode == "outer" and "ci-janitor@before" in a.cleaners:
+        raise SystemExit("--cij-before is needed for the cleaner ci-janitor@before")
+    for k in ("cij", "cij_before", "floor", "spawner", "environ_kill", "run_rusage", "subreaper", "workdir"):
+        if getattr(a, k):
+            setattr(a, k, os.path.abspath(getattr(a, k)))
     if a.mode == "inner":
         inner(a)
     else:

@@ -8,6 +8,8 @@
 #   bash bench/sweep_ns.sh                       # 5 interleaved rounds + 1 warm-up per size
 #   bash bench/sweep_ns.sh --rounds 7 --sizes 1000
 #   bash bench/sweep_ns.sh --cleaners floor,ci-janitor
+#   CIJ_BEFORE=<commit> bash bench/sweep_ns.sh --cleaners floor,ci-janitor,ci-janitor@before
+#                                                # also a build of an earlier commit
 #
 # Needs root (unshare of the PID and network namespaces). Builds a static ci-janitor into
 # target/bench-sweep and the C helpers into target/bench-sweep/tools; results in
@@ -46,6 +48,16 @@ log "building static ci-janitor for $HOST"
 RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$OUT \
   cargo build --quiet --release --bin ci-janitor --target "$HOST"
 CIJ=$OUT/$HOST/release/ci-janitor
+before=()
+if [[ -n ${CIJ_BEFORE:-} ]]; then
+  src=$OUT/before-src
+  rm -rf "$src"; mkdir -p "$src"
+  git archive "$CIJ_BEFORE" | tar -x -C "$src"
+  log "building ci-janitor at $CIJ_BEFORE"
+  (cd "$src" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$OUT/before \
+    cargo build --quiet --release --bin ci-janitor --target "$HOST")
+  before=(--cij-before "$OUT/before/$HOST/release/ci-janitor")
+fi
 for t in spawn_groups environ_kill subreaper sweep_floor; do
   gcc -O2 -Wall -Wextra -o "$TOOLS/$t" "bench/$t.c"
 done
@@ -57,4 +69,4 @@ log "load $(cut -d' ' -f1-3 /proc/loadavg)"
   --spawner "$TOOLS/spawn_groups" --environ-kill "$TOOLS/environ_kill" \
   --run-rusage "$TOOLS/run_rusage" --subreaper "$TOOLS/subreaper" --python "$PY" \
   --workdir "$OUT" --out-md "$OUT/results-ns.md" --out-json "$OUT/results-ns.json" \
-  --command-line "$(echo bash bench/sweep_ns.sh "$@")" "$@"
+  --command-line "$(echo bash bench/sweep_ns.sh "$@")" "${before[@]}" "$@"
