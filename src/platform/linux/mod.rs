@@ -141,18 +141,9 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
         .collect();
     pids.sort_unstable();
 
-    let mut reader = ProcReader {
-        root: rustix::fs::open(
-            root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok(),
-        ..ProcReader::default()
-    };
     let mut processes = Vec::with_capacity(pids.len());
-    for pid in pids {
-        match reader.read_process(root, pid, &by_inode, &opts.detail) {
+    for (pid, read) in read_processes(root, &pids, &by_inode, &opts.detail) {
+        match read {
             Ok((process, sockets)) => {
                 for idx in sockets {
                     listeners[idx].owners.push(process.id);
@@ -185,6 +176,67 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
         taken_by,
         job: None,
     })
+}
+
+/// Fewer processes than this are read by one thread: a second one costs more to start than
+/// it saves.
+const PARALLEL_FROM: usize = 256;
+/// At most this many reading threads: procfs scales with cores, the gain flattens out.
+const MAX_READERS: usize = 4;
+
+type ProcessRead = Result<(Process, Vec<usize>), ProcessGone>;
+
+/// Reads every process in `pids` (ascending), and returns each pid with what was read, in
+/// the same order. With many processes and more than one core, several threads share the
+/// work, pid by pid in turn (new processes, the dear ones to read, have the high pids):
+/// nearly all of a snapshot's time is the kernel formatting `/proc` files, which runs in
+/// parallel for different processes. Each thread has its own buffers and `/proc`
+/// descriptor; a thread that cannot be started leaves its share to the calling thread.
+fn read_processes(
+    root: &Path,
+    pids: &[i32],
+    sockets: &HashMap<u64, usize>,
+    detail: &Detail,
+) -> Vec<(i32, ProcessRead)> {
+    let readers = if pids.len() >= PARALLEL_FROM {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_READERS))
+    } else {
+        1
+    };
+    let share = |k: usize| -> Vec<(i32, ProcessRead)> {
+        let mut reader = ProcReader::at(root);
+        pids.iter()
+            .skip(k)
+            .step_by(readers)
+            .map(|&pid| (pid, reader.read_process(root, pid, sockets, detail)))
+            .collect()
+    };
+    if readers == 1 {
+        return share(0);
+    }
+    let mut out: Vec<(i32, ProcessRead)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..readers)
+            .map(|k| {
+                std::thread::Builder::new()
+                    .name(format!("proc-reader-{k}"))
+                    .spawn_scoped(scope, move || share(k))
+                    .map_err(|_| k)
+            })
+            .collect();
+        let mut out = share(0);
+        for handle in handles {
+            match handle {
+                Ok(h) => match h.join() {
+                    Ok(part) => out.extend(part),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(k) => out.extend(share(k)),
+            }
+        }
+        out
+    });
+    out.sort_unstable_by_key(|(pid, _)| *pid);
+    out
 }
 
 /// The listening sockets alone, without their owners (no walk over `/proc/*/fd`): enough
@@ -395,6 +447,20 @@ fn is_gone(e: Errno) -> bool {
 }
 
 impl ProcReader {
+    /// A reader for the procfs at `root`, which it opens once (or reads by path if it
+    /// cannot).
+    fn at(root: &Path) -> ProcReader {
+        ProcReader {
+            root: rustix::fs::open(
+                root,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok(),
+            ..ProcReader::default()
+        }
+    }
+
     /// Reads a whole file under a process directory with plain `read(2)` calls (procfs
     /// files report size 0, so the size hint `read_to_end` asks for is a wasted syscall).
     /// A short read is the end: procfs fills the whole buffer unless the file ends first
