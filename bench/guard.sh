@@ -82,7 +82,8 @@ run_guard() {  # $1: label, $2: extra guard args, $3: "idle" for no workload, $4
   if [[ ${3:-} == idle ]]; then
     sleep "$SECS"; echo "forks 0" > "$dir/fork.txt"
   else
-    "$TOOLS/fork_rate" "$RATE" "$SECS" > "$dir/fork.txt" &
+    # Under a marked job the workload carries the marker too, as every step's process does.
+    "${job_env[@]}" "$TOOLS/fork_rate" "$RATE" "$SECS" > "$dir/fork.txt" &
     fpid=$!
     wait "$fpid"
   fi
