@@ -142,8 +142,12 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
     pids.sort_unstable();
 
     let mut processes = Vec::with_capacity(pids.len());
-    for (pid, read) in read_processes(root, &pids, &by_inode, &opts.detail) {
-        match read {
+    read_processes(
+        root,
+        &pids,
+        &by_inode,
+        &opts.detail,
+        |pid, read| match read {
             Ok((process, sockets)) => {
                 for idx in sockets {
                     listeners[idx].owners.push(process.id);
@@ -154,8 +158,8 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
                 what: format!("process {pid}"),
                 reason: "exited while being read".into(),
             }),
-        }
-    }
+        },
+    );
     for l in &mut listeners {
         l.owners.sort_unstable();
         l.owners.dedup();
@@ -186,35 +190,42 @@ const MAX_READERS: usize = 4;
 
 type ProcessRead = Result<(Process, Vec<usize>), ProcessGone>;
 
-/// Reads every process in `pids` (ascending), and returns each pid with what was read, in
-/// the same order. With many processes and more than one core, several threads share the
-/// work, pid by pid in turn (new processes, the dear ones to read, have the high pids):
-/// nearly all of a snapshot's time is the kernel formatting `/proc` files, which runs in
-/// parallel for different processes. Each thread has its own buffers and `/proc`
+/// Reads every process in `pids` (ascending) and hands each pid with what was read to
+/// `each`, in the same order. With many processes and more than one core, several threads
+/// share the work, pid by pid in turn (new processes, the dear ones to read, have the high
+/// pids): nearly all of a snapshot's time is the kernel formatting `/proc` files, which
+/// runs in parallel for different processes. Each thread has its own buffers and `/proc`
 /// descriptor; a thread that cannot be started leaves its share to the calling thread.
+/// The shares are merged by taking from each in turn, as they were dealt, so nothing is
+/// sorted or copied twice.
 fn read_processes(
     root: &Path,
     pids: &[i32],
     sockets: &HashMap<u64, usize>,
     detail: &Detail,
-) -> Vec<(i32, ProcessRead)> {
+    mut each: impl FnMut(i32, ProcessRead),
+) {
     let readers = if pids.len() >= PARALLEL_FROM {
         std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_READERS))
     } else {
         1
     };
-    let share = |k: usize| -> Vec<(i32, ProcessRead)> {
-        let mut reader = ProcReader::at(root);
-        pids.iter()
-            .skip(k)
-            .step_by(readers)
-            .map(|&pid| (pid, reader.read_process(root, pid, sockets, detail)))
-            .collect()
-    };
     if readers == 1 {
-        return share(0);
+        let mut reader = ProcReader::at(root);
+        for &pid in pids {
+            each(pid, reader.read_process(root, pid, sockets, detail));
+        }
+        return;
     }
-    let mut out: Vec<(i32, ProcessRead)> = std::thread::scope(|scope| {
+    let share = |k: usize| -> Vec<ProcessRead> {
+        let mut reader = ProcReader::at(root);
+        let mut out = Vec::with_capacity(pids.len() / readers + 1);
+        for &pid in pids.iter().skip(k).step_by(readers) {
+            out.push(reader.read_process(root, pid, sockets, detail));
+        }
+        out
+    };
+    let shares: Vec<Vec<ProcessRead>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (1..readers)
             .map(|k| {
                 std::thread::Builder::new()
@@ -223,20 +234,24 @@ fn read_processes(
                     .map_err(|_| k)
             })
             .collect();
-        let mut out = share(0);
+        let mut shares = vec![share(0)];
         for handle in handles {
-            match handle {
+            shares.push(match handle {
                 Ok(h) => match h.join() {
-                    Ok(part) => out.extend(part),
+                    Ok(part) => part,
                     Err(panic) => std::panic::resume_unwind(panic),
                 },
-                Err(k) => out.extend(share(k)),
-            }
+                Err(k) => share(k),
+            });
         }
-        out
+        shares
     });
-    out.sort_unstable_by_key(|(pid, _)| *pid);
-    out
+    let mut shares: Vec<_> = shares.into_iter().map(Vec::into_iter).collect();
+    for (i, &pid) in pids.iter().enumerate() {
+        if let Some(read) = shares[i % readers].next() {
+            each(pid, read);
+        }
+    }
 }
 
 /// The listening sockets alone, without their owners (no walk over `/proc/*/fd`): enough
