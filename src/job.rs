@@ -501,6 +501,8 @@ pub fn sweep(
             },
         },
     )?;
+    let mut at = at;
+    at.problems.extend(outcome.distrusted.iter().cloned());
     Ok(JobSweep {
         outcome,
         guard: at,

@@ -655,3 +655,84 @@ fn a_dry_run_leaves_the_guard_running() {
     assert!(text.contains("dry run: the guard"), "{text}");
     assert!(stopped);
 }
+
+/// Regression (issue 11, "the journal is obeyed as written"): one appended `birth` line
+/// made a daemon's worker "guard lineage", and the sweep killed it. The daemon (a
+/// respawner, started before the snapshot, not by the job) forks a worker after the guard
+/// started; a line naming that worker as born to the job's shell, and an exec line saying
+/// it is the job's, are appended to the journal. The worker's live parent is the daemon:
+/// the records contradict the live process tree, are distrusted and said so, and the
+/// worker survives.
+#[test]
+fn a_forged_birth_line_never_makes_a_daemons_worker_the_jobs() {
+    use std::io::Write;
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_forged_birth");
+    let daemon_fx = Fixture::spawn("respawner", &["--max", "2"]);
+    let daemon = daemon_fx.proc("respawner").ident();
+    let first = daemon_fx.proc("child").ident();
+    let mut job = crate::guard::Job::start(scratch.path());
+    job.ok("$JANITOR snapshot --state state.json");
+    job.ok("$JANITOR guard start --state state.json");
+    // The daemon's new worker, born after the snapshot and the guard's start.
+    assert!(kill_ident(&first, Signal::KILL));
+    let mut worker = None;
+    assert!(
+        wait_until(Instant::now() + Duration::from_secs(10), || {
+            worker = crate::support::children_of(daemon.pid)
+                .into_iter()
+                .find(|c| *c != first);
+            worker.is_some()
+        }),
+        "the daemon forked no new worker"
+    );
+    let worker = worker.expect("found above");
+    let journal = scratch.path().join("state.journal.jsonl");
+    let forged = format!(
+        "{{\"kind\":\"birth\",\"pid\":{w},\"start_ticks\":{t},\"parent\":{{\"pid\":{j},\
+         \"start_ticks\":{jt}}},\"chain\":[{j}],\"in_job\":true,\"via\":\"fork\",\"t_us\":1}}\n\
+         {{\"kind\":\"exec\",\"id\":{{\"pid\":{w},\"start_ticks\":{t}}},\"argv\":[\"worker\"],\
+         \"in_job\":true,\"t_us\":2}}\n",
+        w = worker.pid,
+        t = worker.start_ticks,
+        j = job.ident.pid,
+        jt = job.ident.start_ticks,
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap()
+        .write_all(forged.as_bytes())
+        .unwrap();
+    let (code, out) = job.run(
+        "$JANITOR sweep --state state.json --grace 1s --deadline 10s --color never \
+         --report-json report.json",
+    );
+    assert!(alive(&worker), "the daemon's worker was killed:\n{out}");
+    assert!(alive(&daemon), "the daemon was killed:\n{out}");
+    assert_eq!(code, 0, "nothing of the job leaked:\n{out}");
+    assert!(
+        out.contains(&format!(
+            "distrusted the birth record of pid {}",
+            worker.pid
+        )),
+        "the report does not say the line was distrusted:\n{out}"
+    );
+    assert!(
+        out.contains("is alive but is not its parent"),
+        "the report does not say why:\n{out}"
+    );
+    let report = std::fs::read_to_string(scratch.path().join("report.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let classes: Vec<String> = r["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["pid"] == worker.pid)
+        .map(|p| p["class"].to_string())
+        .collect();
+    assert!(
+        !classes.iter().any(|c| c.contains("job")),
+        "the worker was classed as the job's: {classes:?}"
+    );
+}
