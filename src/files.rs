@@ -380,6 +380,19 @@ impl Dir {
         read_bounded(&path, fd, limit)
     }
 
+    /// [`Dir::read`], with what `fstat` said of the very file read (its change time is a
+    /// fact its writer cannot set).
+    pub fn read_with_stat(
+        &self,
+        name: &str,
+        limit: u64,
+    ) -> Result<(Vec<u8>, rustix::fs::Stat), FileError> {
+        let path = self.join(name);
+        let fd = self.open_existing(name, OFlags::RDONLY)?;
+        let st = check_own_file(&path, &fd)?;
+        Ok((read_bounded(&path, fd, limit)?, st))
+    }
+
     /// Reads the first `limit` bytes of `name` (checked as [`Dir::read`] checks it), and
     /// says how big it is: for a file whose head is worth reading when it is too big (a
     /// journal).

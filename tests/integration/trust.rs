@@ -736,3 +736,148 @@ fn a_forged_birth_line_never_makes_a_daemons_worker_the_jobs() {
         "the worker was classed as the job's: {classes:?}"
     );
 }
+
+/// `CLOCK_BOOTTIME` in clock ticks (100 per second on every Linux ABI in use), the clock of
+/// a process's start time.
+fn boot_ticks_now() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    (ts.tv_sec as u64) * 100 + (ts.tv_nsec as u64) / 10_000_000
+}
+
+/// Rewrites the state file in place with its snapshot changed by `edit`, resealed.
+fn forge_state(state: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    use sha2::Digest;
+    let text = std::fs::read_to_string(state).unwrap();
+    let mut envelope: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut snap = envelope["snapshot"].take();
+    edit(&mut snap);
+    let body = serde_json::to_string(&snap).unwrap();
+    let digest: String = sha2::Sha256::digest(body.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let forged = format!(
+        r#"{{"kind":"ci-janitor-state","schema_version":{},"snapshot_sha256":"sha256:{digest}","snapshot":{body}}}"#,
+        envelope["schema_version"]
+    );
+    std::fs::write(state, forged).unwrap();
+}
+
+/// Regression (issue 11, "the state file's seal is a plain SHA-256 anyone can
+/// recompute"): emptying the baseline and moving the snapshot time to 0, resealed, made
+/// processes older than the snapshot "new", and they were killed. Here the old process
+/// carries the job's marker, so looking new is enough to be killed; a process with the
+/// same marker started after the edit is the negative control (it is killed). The state's
+/// change time bounds the snapshot time: nothing older than the real snapshot is killed.
+#[test]
+fn a_resealed_state_cannot_make_an_old_process_new() {
+    const MARKER: &str = "github_cij_forged_state";
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_forged_state");
+    let old = Fixture::builder("sleep")
+        .env("RUNNER_TRACKING_ID", MARKER)
+        .spawn();
+    let old_proc = old.proc("sleeper").ident();
+    let state = scratch.path().join("state.json");
+    let mut c = janitor();
+    c.env("RUNNER_TRACKING_ID", MARKER)
+        .args(["snapshot", "--state"])
+        .arg(&state);
+    assert!(output_of(c).status.success());
+    // The bound is the file's change time less at most 3 s (a believed reading plus the
+    // write): the edit must come more than that after the old process started. This waits
+    // on the clock the check reads, not for something to die.
+    let window = 3 * 100 + 50;
+    assert!(wait_until(Instant::now() + Duration::from_secs(10), || {
+        boot_ticks_now() > old_proc.start_ticks + window
+    }));
+    forge_state(&state, |snap| {
+        // One process is kept (an empty list is refused), started at tick 0 too.
+        let mut first = snap["processes"][0].clone();
+        first["id"]["start_ticks"] = 0.into();
+        snap["processes"] = serde_json::json!([first]);
+        snap["taken_at_boot_ticks"] = 0.into();
+    });
+    let young = Fixture::builder("sleep")
+        .env("RUNNER_TRACKING_ID", MARKER)
+        .spawn();
+    let young_proc = young.proc("sleeper").ident();
+    let mut c = crate::janitor::janitor_in_new_session();
+    c.env("RUNNER_TRACKING_ID", MARKER)
+        .args([
+            "sweep",
+            "--grace",
+            "1s",
+            "--deadline",
+            "10s",
+            "--color",
+            "never",
+            "--state",
+        ])
+        .arg(&state);
+    let out = output_of(c);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        alive(&old_proc),
+        "a process older than the snapshot was killed"
+    );
+    assert!(
+        crate::support::wait_dead(&[young_proc], Duration::from_secs(5)),
+        "the negative control (same marker, started after the edit) was not killed"
+    );
+    assert_eq!(out.status.code(), Some(1), "the young one is a leak");
+    assert!(
+        text.contains("the state says its snapshot began at tick 0"),
+        "the report does not say the snapshot time was distrusted:\n{text}"
+    );
+}
+
+/// A genuine state file left by an earlier job is stale: its snapshot began before the
+/// job's per-job root (here `ci-janitor run`) started. It is reported, and only processes
+/// started after the root are new: a process with the job's marker that started between
+/// the old snapshot and the job survives.
+#[test]
+fn a_state_older_than_the_job_is_reported_stale_and_narrows() {
+    const MARKER: &str = "github_cij_stale_state";
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_stale_state");
+    let state = scratch.path().join("state.json");
+    let mut c = janitor();
+    c.env("RUNNER_TRACKING_ID", MARKER)
+        .args(["snapshot", "--state"])
+        .arg(&state);
+    assert!(output_of(c).status.success());
+    // Started after the old snapshot, before the job: it would look new.
+    let between = Fixture::builder("sleep")
+        .env("RUNNER_TRACKING_ID", MARKER)
+        .spawn();
+    let between_proc = between.proc("sleeper").ident();
+    assert!(wait_until(Instant::now() + Duration::from_secs(5), || {
+        boot_ticks_now() > between_proc.start_ticks + 1
+    }));
+    let mut c = crate::janitor::janitor_in_new_session();
+    c.env("RUNNER_TRACKING_ID", MARKER)
+        .args(["run", "--grace", "1s", "--deadline", "10s", "--"])
+        .arg(crate::janitor::janitor_exe())
+        .args([
+            "sweep",
+            "--grace",
+            "1s",
+            "--deadline",
+            "10s",
+            "--color",
+            "never",
+            "--state",
+        ])
+        .arg(&state);
+    let out = output_of(c);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        alive(&between_proc),
+        "a process older than the job was killed"
+    );
+    assert!(
+        text.contains("the state is stale: its snapshot began at tick"),
+        "not reported as stale:\n{text}"
+    );
+}
