@@ -457,4 +457,86 @@ mod tests {
         );
         assert!(default_path(env(&[])).ends_with("ci-janitor/state.json"));
     }
+
+    /// Property tests of the state parser: truncation and bit flips are refused or change
+    /// nothing; a resealed edit (the seal is a plain SHA-256) never makes a process older
+    /// than the file's change time, less a believed reading and write, new; nothing panics.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A state file as `save` writes it (once: each save is fsynced).
+        fn genuine() -> Vec<u8> {
+            static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            BYTES
+                .get_or_init(|| {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("state.json");
+                    save(&path, &sample()).unwrap();
+                    std::fs::read(&path).unwrap()
+                })
+                .clone()
+        }
+
+        fn resealed(snapshot: &serde_json::Value) -> Vec<u8> {
+            let body = serde_json::to_string(snapshot).unwrap();
+            format!(
+                r#"{{"kind":"{KIND}","schema_version":{SCHEMA_VERSION},"snapshot_sha256":"{}","snapshot":{body}}}"#,
+                digest(body.as_bytes())
+            )
+            .into_bytes()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn truncation_is_refused(cut in 0usize..4000) {
+                let bytes = genuine();
+                let cut = cut.min(bytes.len());
+                let r = decode(Path::new("s"), &bytes[..cut]);
+                prop_assert!(cut == bytes.len() || r.is_err());
+            }
+
+            #[test]
+            fn bit_flips_are_refused_or_change_nothing(
+                flips in proptest::collection::vec((0usize..4000, 0u8..8), 1..6)
+            ) {
+                let mut bytes = genuine();
+                let n = bytes.len();
+                for (at, bit) in flips {
+                    bytes[at % n] ^= 1 << bit;
+                }
+                if let Ok(s) = decode(Path::new("s"), &bytes) {
+                    // Only bytes outside the sealed snapshot (whitespace-insensitive JSON
+                    // around it) can change without a refusal.
+                    prop_assert_eq!(s, sample());
+                }
+            }
+
+            #[test]
+            fn a_resealed_edit_never_reaches_before_the_change_time(
+                taken in 0u64..100_000,
+                duration_us in 0u64..u64::MAX / 2,
+                start in proptest::option::of(0u64..100_000),
+                changed_ticks in 0u64..100_000,
+            ) {
+                let mut v = serde_json::to_value(sample()).unwrap();
+                v["taken_at_boot_ticks"] = taken.into();
+                v["duration_us"] = duration_us.into();
+                if let Some(t) = start {
+                    v["processes"][0]["id"]["start_ticks"] = t.into();
+                }
+                let changed_ns = i128::from(changed_ticks) * 10_000_000;
+                if let Ok(mut s) = decode(Path::new("s"), &resealed(&v)) {
+                    bound_by_change_time(&mut s, changed_ns);
+                    let believed_ticks = (MAX_BELIEVED_READ_US + WRITE_SLACK_US) / 10_000;
+                    prop_assert!(
+                        s.taken_at_boot_ticks + believed_ticks + 1 >= changed_ticks,
+                        "{} vs {changed_ticks}", s.taken_at_boot_ticks
+                    );
+                }
+            }
+        }
+    }
 }

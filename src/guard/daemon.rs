@@ -504,6 +504,7 @@ fn dead_man_sweep(
     let vouched = super::lineage::Vouched {
         guard: me,
         boot_id: boot_id.clone(),
+        root: opts.root.or(opts.watch),
     };
     let deadline = std::time::Instant::now() + settings.deadline / 2;
     match super::read_sweep_lineage(&paths.journal, Some(&vouched), deadline) {

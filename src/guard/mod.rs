@@ -878,6 +878,7 @@ pub fn for_sweep(state: &Path, dry_run: bool, until: Instant) -> AtSweep {
     .map(|pf| lineage::Vouched {
         guard: pf.id(),
         boot_id: pf.boot_id.clone(),
+        root: pf.root,
     });
     match stopped {
         Ok(Stopped::NotRunning) => {}

@@ -881,3 +881,127 @@ fn a_state_older_than_the_job_is_reported_stale_and_narrows() {
         "not reported as stale:\n{text}"
     );
 }
+
+/// A leak stopped with SIGSTOP that also ignores SIGTERM: the sweep continues it, and the
+/// SIGKILL that ends the grace period ends it; the wait never holds the sweep past
+/// `--deadline` (issue 11: "the deadline covers waiting on stopped processes").
+#[test]
+fn a_stopped_leak_does_not_hold_the_sweep_past_its_deadline() {
+    const MARKER: &str = "github_cij_stopped_leak";
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_stopped_leak");
+    let state = scratch.path().join("state.json");
+    let mut c = janitor();
+    c.env("RUNNER_TRACKING_ID", MARKER)
+        .args(["snapshot", "--state"])
+        .arg(&state);
+    assert!(output_of(c).status.success());
+    let fx = Fixture::builder("ignore-term")
+        .env("RUNNER_TRACKING_ID", MARKER)
+        .spawn();
+    let leak = fx.proc("term-ignorer").ident();
+    assert!(kill_ident(&leak, Signal::STOP));
+    assert!(wait_until(Instant::now() + Duration::from_secs(5), || {
+        crate::support::read_stat(leak.pid).is_some_and(|s| s.state == 'T')
+    }));
+    let mut c = crate::janitor::janitor_in_new_session();
+    c.env("RUNNER_TRACKING_ID", MARKER)
+        .args([
+            "sweep",
+            "--grace",
+            "2s",
+            "--deadline",
+            "2s",
+            "--color",
+            "never",
+            "--state",
+        ])
+        .arg(&state);
+    let began = Instant::now();
+    let out = output_of(c);
+    let took = began.elapsed();
+    assert!(
+        crate::support::wait_dead(&[leak], Duration::from_secs(5)),
+        "the stopped leak survived"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    eprintln!("a stopped, TERM-ignoring leak: swept in {took:?} under --deadline 2s");
+    assert!(
+        took < Duration::from_millis(3500),
+        "the sweep took {took:?} under --deadline 2s"
+    );
+}
+
+/// A 2-million-line journal (a runaway job, or a forger) is read within the sweep's
+/// deadline: at most its first 256 MiB, parsed for at most half of the deadline, and the
+/// report says how much was left unread (issue 11: it was parsed, 2 GB in 5 s, before the
+/// deadline clock started).
+#[test]
+fn a_two_million_line_journal_is_read_within_the_deadline() {
+    use std::io::Write;
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_huge_journal");
+    let state = snapshot(scratch.path());
+    let mut c = janitor();
+    c.args(["guard", "start", "--poll", "--state"])
+        .arg(&state)
+        .arg("--watch")
+        .arg(std::process::id().to_string());
+    assert!(output_of(c).status.success());
+    let pid_path = scratch.path().join("state.guard.pid");
+    let guard: Ident = serde_json::from_slice(&std::fs::read(&pid_path).unwrap()).unwrap();
+    let journal = scratch.path().join("state.journal.jsonl");
+    {
+        let mut w = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&journal)
+                .unwrap(),
+        );
+        for i in 0..2_000_000u32 {
+            writeln!(
+                w,
+                "{{\"kind\":\"birth\",\"pid\":{},\"start_ticks\":{i},\"parent\":{{\"pid\":1,\
+                 \"start_ticks\":0}},\"chain\":[1],\"in_job\":true,\"via\":\"fork\",\
+                 \"gap\":\"padding to the size of a real record, padding padding\",\"t_us\":{i}}}",
+                4_000_000 + i
+            )
+            .unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let size = std::fs::metadata(&journal).unwrap().len();
+    let mut c = janitor();
+    c.args([
+        "sweep",
+        "--grace",
+        "1s",
+        "--deadline",
+        "3s",
+        "--color",
+        "never",
+        "--state",
+    ])
+    .arg(&state);
+    let began = Instant::now();
+    let out = output_of(c);
+    let took = began.elapsed();
+    let gone = wait_until(Instant::now() + Duration::from_secs(10), || !alive(&guard));
+    if !gone {
+        kill_ident(&guard, Signal::KILL);
+    }
+    let _ = std::fs::remove_file(&journal);
+    eprintln!(
+        "a journal of {} MB, 2,000,000 lines: swept in {took:?}",
+        size >> 20
+    );
+    assert!(gone, "the guard was not stopped");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        took < Duration::from_millis(4500),
+        "the sweep took {took:?} under --deadline 3s"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("at its end were not read"), "{text}");
+}
