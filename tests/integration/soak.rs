@@ -38,7 +38,9 @@ fn usage(pid: i32) -> Usage {
     Usage {
         hwm_kb: kb("VmHWM:"),
         rss_kb: kb("VmRSS:"),
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count(),
     }
 }
 
@@ -47,8 +49,7 @@ fn leaked_idents(job: &Job, name: &str) -> Vec<Ident> {
 }
 
 fn job_count(report: &Path) -> usize {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
     v["processes"]
         .as_array()
         .unwrap()
@@ -106,11 +107,18 @@ fn soak_twenty_cycles_of_a_thousand_leaked_processes() {
         assert!(
             wait_dead(&leaked, Duration::from_secs(10)),
             "cycle {cycle}: survivors: {:?}",
-            leaked.iter().filter(|i| alive(i)).take(5).collect::<Vec<_>>()
+            leaked
+                .iter()
+                .filter(|i| alive(i))
+                .take(5)
+                .collect::<Vec<_>>()
         );
         assert!(!alive(&guard), "cycle {cycle}: the guard was not stopped");
         let dead: Vec<&Ident> = bystanders.iter().filter(|b| !alive(b)).collect();
-        assert!(dead.is_empty(), "cycle {cycle}: bystanders killed: {dead:?}");
+        assert!(
+            dead.is_empty(),
+            "cycle {cycle}: bystanders killed: {dead:?}"
+        );
         assert_eq!(
             job_count(&dir.path().join("report.json")),
             GROUPS * PER_GROUP,
@@ -140,8 +148,14 @@ fn soak_twenty_cycles_of_a_thousand_leaked_processes() {
     );
     // No growth: the last cycles' guards hold no more than the first cycles' (a tenth,
     // and 1 MiB, of slack for the allocator), and the same descriptors.
-    assert!(hwm1 <= hwm0 + hwm0 / 10 + 1024, "VmHWM grew: {hwm0} -> {hwm1} kB");
-    assert!(rss1 <= rss0 + rss0 / 10 + 1024, "VmRSS grew: {rss0} -> {rss1} kB");
+    assert!(
+        hwm1 <= hwm0 + hwm0 / 10 + 1024,
+        "VmHWM grew: {hwm0} -> {hwm1} kB"
+    );
+    assert!(
+        rss1 <= rss0 + rss0 / 10 + 1024,
+        "VmRSS grew: {rss0} -> {rss1} kB"
+    );
     assert!(
         fds.iter().max().unwrap() - fds.iter().min().unwrap() <= 1,
         "open descriptors changed: {fds:?}"
