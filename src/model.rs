@@ -526,6 +526,10 @@ pub struct Snapshot {
     /// post step, the next job's hook after a crash) knows its markers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobInfo>,
+    /// What reading the state file distrusted in it (see [`crate::state::load`]): for the
+    /// report, never written.
+    #[serde(skip)]
+    pub trust_notes: Vec<String>,
 }
 
 /// The job a snapshot was taken for.

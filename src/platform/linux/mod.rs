@@ -179,6 +179,7 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
         unreadable,
         taken_by,
         job: None,
+        trust_notes: Vec::new(),
     })
 }
 
