@@ -448,6 +448,16 @@ pub enum GuardInput<'a> {
     Own(Box<crate::guard::AtSweep>),
 }
 
+/// The job is over (the Action's post step, the runner's job-completed hook): a guard
+/// still running beside `state` is stopped. A sweep stops it already, but a dry run leaves
+/// it running on purpose, and nothing would stop it after the job.
+pub fn end_of_job(state: &Path) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    if let Err(e) = crate::guard::stop(state, until) {
+        tracing::warn!("the job is over, but its guard could not be stopped: {e}");
+    }
+}
+
 /// A finished sweep of a job, with what its guard (if one ran) had to say.
 #[derive(Debug)]
 pub struct JobSweep {
