@@ -2,13 +2,16 @@
 # Guard overhead: CPU time and peak memory of the guard over a steady fork workload,
 # against the polling loop a user would write instead (`ps` every 100 ms).
 #
-#   bash bench/guard.sh                    # 100 forks/s for 60 s, four runs in a row (~4.5 min)
+#   bash bench/guard.sh                    # 100 forks/s for 60 s, five runs in a row (~5.5 min)
 #   RATE=200 SECS=20 bash bench/guard.sh   # another rate or length
+#   RUNS="connector marked" bash bench/guard.sh   # some of the runs only
 #
 # The workload is bench/fork_rate.c: RATE children per second on an absolute schedule, each
 # a fork, an exec of /bin/true and an exit, started from this script (so they are the job's:
 # the guard reads /proc for each). Runs, one after the other, each for SECS seconds:
+#   0. `ci-janitor guard start` with no workload (the machine's own background)
 #   1. `ci-janitor guard start` (netlink proc connector)   + the workload
+#   1b. the same with RUNNER_TRACKING_ID set for the job (environ read at outside execs)
 #   2. `ci-janitor guard start --poll` (polling /proc)     + the workload
 #   3. a bash loop of `ps -eo pid,ppid,pgid,sid,lstart,args; sleep 0.1` + the workload
 # Guard CPU is read from /proc/PID/schedstat (ns on CPU) before and after the workload, its
@@ -60,12 +63,17 @@ cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
 ROWS=()
-run_guard() {  # $1: label, $2: extra guard args, $3: "idle" for no workload
+run_guard() {  # $1: label, $2: extra guard args, $3: "idle" for no workload, $4: "marked"
   local dir=$OUT/$1
   rm -rf "$dir"; mkdir -p "$dir"
   GUARD_STATE=$dir/state.json
-  "$CIJ" snapshot --state "$GUARD_STATE" 2>/dev/null
-  "$CIJ" guard start --state "$GUARD_STATE" $2 2>"$dir/start.txt"
+  # "marked": the job has an identity marker (as under GitHub Actions), so the guard also
+  # reads /proc/PID/environ at every exec of a process outside the job, to adopt the ones
+  # that carry the marker.
+  local -a job_env=()
+  [[ ${4:-} == marked ]] && job_env=(env "RUNNER_TRACKING_ID=github_bench-$$")
+  "${job_env[@]}" "$CIJ" snapshot --state "$GUARD_STATE" 2>/dev/null
+  "${job_env[@]}" "$CIJ" guard start --state "$GUARD_STATE" $2 2>"$dir/start.txt"
   local gpid; gpid=$(jq -r .pid "$dir/state.guard.pid")
   local mode; mode=$(jq -r .mode "$dir/state.guard.pid")
   local c0; c0=$(cpu_ns "$gpid")
@@ -74,7 +82,8 @@ run_guard() {  # $1: label, $2: extra guard args, $3: "idle" for no workload
   if [[ ${3:-} == idle ]]; then
     sleep "$SECS"; echo "forks 0" > "$dir/fork.txt"
   else
-    "$TOOLS/fork_rate" "$RATE" "$SECS" > "$dir/fork.txt" &
+    # Under a marked job the workload carries the marker too, as every step's process does.
+    "${job_env[@]}" "$TOOLS/fork_rate" "$RATE" "$SECS" > "$dir/fork.txt" &
     fpid=$!
     wait "$fpid"
   fi
@@ -93,7 +102,11 @@ run_guard() {  # $1: label, $2: extra guard args, $3: "idle" for no workload
   local mib; mib=$(awk -v k="$hwm" 'BEGIN {printf "%.1f", k / 1024}')
   log "$1 ($mode): cpu ${cpu_s}s over ${wall_s}s = ${pct}% of a core, peak ${mib} MiB, $births/$forks births, $events events"
   local what="guard, $mode"; [[ ${3:-} == idle ]] && what="guard, $mode, **no workload**"
-  ROWS+=("| $what | \`ci-janitor guard start $2\` | $cpu_s | $wall_s | **$pct%** | **$mib** | $births / $forks | $events |")
+  local how="ci-janitor guard start $2"
+  if [[ ${4:-} == marked ]]; then
+    what="$what, job marked"; how="RUNNER_TRACKING_ID=… ci-janitor guard start $2"
+  fi
+  ROWS+=("| $what | \`$how\` | $cpu_s | $wall_s | **$pct%** | **$mib** | $births / $forks | $events |")
 }
 
 run_ps_loop() {
@@ -115,11 +128,18 @@ run_ps_loop() {
 }
 
 LOAD0=$(cut -d" " -f1-3 /proc/loadavg)
-log "workload: $RATE forks/s (fork + exec /bin/true + exit) for $SECS s, four runs"
-run_guard connector "" idle
-run_guard connector ""
-run_guard polling "--poll"
-run_ps_loop
+RUNS=${RUNS:-idle connector marked polling ps}
+log "workload: $RATE forks/s (fork + exec /bin/true + exit) for $SECS s, runs: $RUNS"
+for r in $RUNS; do
+  case $r in
+    idle) run_guard connector "" idle ;;
+    connector) run_guard connector "" ;;
+    marked) run_guard connector-marked "" "" marked ;;
+    polling) run_guard polling "--poll" ;;
+    ps) run_ps_loop ;;
+    *) log "unknown run $r (idle, connector, marked, polling, ps)"; exit 2 ;;
+  esac
+done
 
 {
   echo "Command: \`bash bench/guard.sh\` (RATE=$RATE, SECS=$SECS)"

@@ -381,6 +381,35 @@ impl Dir {
         read_bounded(&path, fd, limit)
     }
 
+    /// [`Dir::read`], with what `fstat` said of the very file read (its change time is a
+    /// fact its writer cannot set).
+    pub fn read_with_stat(
+        &self,
+        name: &str,
+        limit: u64,
+    ) -> Result<(Vec<u8>, rustix::fs::Stat), FileError> {
+        let path = self.join(name);
+        let fd = self.open_existing(name, OFlags::RDONLY)?;
+        let st = check_own_file(&path, &fd)?;
+        Ok((read_bounded(&path, fd, limit)?, st))
+    }
+
+    /// Reads the first `limit` bytes of `name` (checked as [`Dir::read`] checks it), and
+    /// says how big it is: for a file whose head is worth reading when it is too big (a
+    /// journal).
+    pub fn read_head(&self, name: &str, limit: u64) -> Result<(Vec<u8>, u64), FileError> {
+        let path = self.join(name);
+        let fd = self.open_existing(name, OFlags::RDONLY)?;
+        let st = check_own_file(&path, &fd)?;
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        let mut buf = Vec::with_capacity(size.min(limit) as usize);
+        File::from(fd)
+            .take(limit)
+            .read_to_end(&mut buf)
+            .map_err(|e| FileError::io(&path, e))?;
+        Ok((buf, size))
+    }
+
     /// Opens `name` for appending: created new (`O_EXCL`) with `mode`, or an existing
     /// regular file of ours that no one else can write.
     pub fn append(&self, name: &str, mode: u32) -> Result<File, FileError> {

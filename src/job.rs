@@ -51,6 +51,16 @@ impl RootKind {
     pub fn ends_with_the_job(self) -> bool {
         !matches!(self, RootKind::Caller)
     }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            RootKind::Run => "ci-janitor run",
+            RootKind::RunnerWorker => "the GitHub runner's worker (Runner.Worker)",
+            RootKind::AgentWorker => "the Azure Pipelines agent's worker (Agent.Worker)",
+            RootKind::Caller => "the shell that ran ci-janitor",
+            RootKind::Watch => "the process given to --watch",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -434,6 +444,16 @@ pub enum GuardInput<'a> {
     Own(Box<crate::guard::AtSweep>),
 }
 
+/// The job is over (the Action's post step, the runner's job-completed hook): a guard
+/// still running beside `state` is stopped. A sweep stops it already, but a dry run leaves
+/// it running on purpose, and nothing would stop it after the job.
+pub fn end_of_job(state: &Path) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    if let Err(e) = crate::guard::stop(state, until) {
+        tracing::warn!("the job is over, but its guard could not be stopped: {e}");
+    }
+}
+
 /// A finished sweep of a job, with what its guard (if one ran) had to say.
 #[derive(Debug)]
 pub struct JobSweep {
@@ -461,11 +481,23 @@ pub fn sweep(
     };
     let mut ctx = job.context();
     ctx.also_protected.extend(at.protect.iter().copied());
+    // The sweep checks the journal against the live process tree before it uses it.
     let lineage = at.lineage.clone().map(std::sync::Arc::new);
-    ctx.born_into_job = lineage
-        .as_ref()
-        .map(|l| std::sync::Arc::new(l.born_into_job()));
     let mut notes = job.notes.clone();
+    notes.extend(baseline.trust_notes.iter().cloned());
+    let (stale, stale_notes) = older_than_the_job(job, baseline);
+    notes.extend(stale_notes);
+    let bounded;
+    let baseline = match stale {
+        Some(ticks) => {
+            bounded = Snapshot {
+                taken_at_boot_ticks: ticks,
+                ..baseline.clone()
+            };
+            &bounded
+        }
+        None => baseline,
+    };
     if !job.is_named() && lineage.is_none() {
         notes.push(
             "nothing names this job: no ci-janitor or CI marker in the environment, no \
@@ -491,12 +523,72 @@ pub fn sweep(
             },
         },
     )?;
+    let mut at = at;
+    at.problems.extend(outcome.distrusted.iter().cloned());
     Ok(JobSweep {
         outcome,
         guard: at,
         notes,
     })
 }
+
+/// A state older than the job is stale: taken by an earlier job (a crashed one, or one
+/// whose sweep never ran), or edited to look older. "Older than the job" is decided on
+/// facts the state's writer cannot forge, and a stale state only ever narrows:
+///
+/// - its snapshot began before the oldest live per-job root (`ci-janitor run`, the
+///   runner's worker, `--watch`) started. Nothing the job started is older than its root,
+///   so the snapshot time is raised to the root's start (returned);
+/// - it was taken for another job: the job's markers in the state and in our environment
+///   differ (reported);
+/// - it is older than [`STALE_AFTER`] by the boot clock (reported).
+fn older_than_the_job(job: &Job, baseline: &Snapshot) -> (Option<u64>, Vec<String>) {
+    let mut notes = Vec::new();
+    let hz = baseline.machine.clock_ticks_per_second.max(1);
+    let oldest_root = job
+        .roots
+        .iter()
+        .filter(|r| r.kind.ends_with_the_job())
+        .min_by_key(|r| r.id.start_ticks);
+    let raised = oldest_root
+        .filter(|r| r.id.start_ticks > baseline.taken_at_boot_ticks)
+        .map(|r| {
+            notes.push(format!(
+                "the state is stale: its snapshot began at tick {}, before the job's root \
+                 (pid {}, {}) started at tick {}; it was left by an earlier job, so only \
+                 processes started after the root are taken as new",
+                baseline.taken_at_boot_ticks,
+                r.id.pid,
+                r.kind.describe(),
+                r.id.start_ticks
+            ));
+            r.id.start_ticks
+        });
+    if let Some(theirs) = baseline.job.as_ref().map(|j| j.markers.identity()) {
+        for (var, ours) in job.markers.identity_pairs() {
+            if let Some(v) = theirs.get(var).filter(|v| *v != ours) {
+                notes.push(format!(
+                    "the state is stale: it was taken for another job ({var}={v}, this job \
+                     has {var}={ours}); take the snapshot at the start of this job"
+                ));
+            }
+        }
+    }
+    let age = platform::boot_ticks_now(hz).saturating_sub(baseline.taken_at_boot_ticks);
+    if age > STALE_AFTER.as_secs() * hz {
+        notes.push(format!(
+            "the state is stale: its snapshot is {} h old (more than {} h); take the snapshot \
+             at the start of the job",
+            age / hz / 3600,
+            STALE_AFTER.as_secs() / 3600
+        ));
+    }
+    (raised, notes)
+}
+
+/// A snapshot older than this is reported as stale: no CI job runs this long (GitHub's
+/// limit is 6 h on hosted runners, 5 days on self-hosted ones, but a day is already rare).
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Writes the reports of a job's sweep, then the guard's notes, and says how it ends.
 pub fn finish(

@@ -133,6 +133,11 @@ fn wait_exits(
 
 /// How long to wait for a SIGKILLed process to disappear before calling it a survivor.
 const AFTER_KILL: Duration = Duration::from_secs(2);
+/// The wait after SIGKILL ends at the deadline, but lasts at least this long: the kernel
+/// needs a moment to run the exits of what was just killed, and without it every process
+/// killed at the deadline would be reported as a survivor. A process in D state or one
+/// stopped under a tracer is waited for no longer than this past the deadline.
+const AFTER_KILL_PAST_DEADLINE: Duration = Duration::from_millis(200);
 
 /// Orders targets group by group: by session, then process group, group leaders first, so
 /// a group's leader is stopped before its members and cannot fork replacements.
@@ -222,10 +227,8 @@ pub fn terminate(
         .into_iter()
         .filter(|(i, _)| fates[*i].is_none())
         .collect();
-    let until = (Instant::now() + AFTER_KILL).min(
-        opts.deadline
-            .max(Instant::now() + Duration::from_millis(200)),
-    );
+    let until = (Instant::now() + AFTER_KILL)
+        .min(opts.deadline.max(Instant::now() + AFTER_KILL_PAST_DEADLINE));
     let died: Vec<usize> =
         platform::wait_exits(&pending.iter().map(|(_, h)| h).collect::<Vec<_>>(), until)
             .into_iter()

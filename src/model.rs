@@ -522,6 +522,10 @@ pub struct Snapshot {
     /// post step, the next job's hook after a crash) knows its markers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobInfo>,
+    /// What reading the state file distrusted in it (see [`crate::state::load`]): for the
+    /// report, never written.
+    #[serde(skip)]
+    pub trust_notes: Vec<String>,
 }
 
 /// The job a snapshot was taken for.
@@ -535,8 +539,17 @@ pub struct JobInfo {
 }
 
 impl Snapshot {
+    /// The process with this identity. The reader lists processes in pid order, so this
+    /// is a binary search; a list in another order (a hand-edited state file) falls back to
+    /// a scan, so the answer never depends on the order. A sweep asks once per process:
+    /// a scan each time made that O(n²).
     pub fn process(&self, id: ProcessId) -> Option<&Process> {
-        self.processes.iter().find(|p| p.id == id)
+        let at = self.processes.partition_point(|p| p.id.pid < id.pid);
+        self.processes[at..]
+            .iter()
+            .take_while(|p| p.id.pid == id.pid)
+            .find(|p| p.id == id)
+            .or_else(|| self.processes.iter().find(|p| p.id == id))
     }
 
     /// The listeners that `id` holds a descriptor on.
@@ -550,6 +563,27 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_is_found_in_pid_order_and_in_any_other() {
+        use crate::test_support::{proc_at, snapshot_of};
+        let ids = [(7, 70), (3, 30), (3, 31), (12, 120), (5, 50)];
+        let mut snap = snapshot_of(ids.iter().map(|&(p, t)| proc_at(p, 1, t)).collect(), 0);
+        for sorted in [false, true] {
+            if sorted {
+                snap.processes.sort_by_key(|p| p.id.pid);
+            }
+            for (pid, start_ticks) in ids {
+                let id = ProcessId { pid, start_ticks };
+                assert_eq!(snap.process(id).map(|p| p.id), Some(id), "sorted: {sorted}");
+            }
+            let absent = ProcessId {
+                pid: 3,
+                start_ticks: 32,
+            };
+            assert!(snap.process(absent).is_none());
+        }
+    }
 
     #[test]
     fn bytes_round_trip_text_and_binary() {

@@ -142,10 +142,17 @@ fn file_error(path: &Path) -> impl Fn(crate::files::FileError) -> StateError + '
 }
 
 /// Reads and checks a state file written by [`save`]. `boot_id` is the current boot's.
+///
+/// The seal is a plain SHA-256 anyone who can write the file can recompute, so the one field
+/// that decides what is new, the snapshot's start, is also bounded by a fact its writer
+/// cannot forge: the file's change time (see [`bound_by_change_time`]). What that moved is
+/// said in [`Snapshot::trust_notes`].
 pub fn load(path: &Path, boot_id: &str) -> Result<Snapshot, StateError> {
     let (dir, name) = crate::files::Dir::of(path).map_err(file_error(path))?;
-    let bytes = dir.read(&name, MAX_STATE_BYTES).map_err(file_error(path))?;
-    let snapshot = decode(path, &bytes)?;
+    let (bytes, st) = dir
+        .read_with_stat(&name, MAX_STATE_BYTES)
+        .map_err(file_error(path))?;
+    let mut snapshot = decode(path, &bytes)?;
     if snapshot.machine.boot_id != boot_id {
         return Err(StateError::OtherBoot {
             path: path.to_owned(),
@@ -153,7 +160,49 @@ pub fn load(path: &Path, boot_id: &str) -> Result<Snapshot, StateError> {
             now: boot_id.to_owned(),
         });
     }
+    let ns =
+        |ts: rustix::time::Timespec| i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
+    let changed = i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec);
+    let real_now = ns(rustix::time::clock_gettime(rustix::time::ClockId::Realtime));
+    let boot_now = ns(rustix::time::clock_gettime(rustix::time::ClockId::Boottime));
+    if let Some(note) = bound_by_change_time(&mut snapshot, changed - (real_now - boot_now)) {
+        snapshot.trust_notes.push(note);
+    }
     Ok(snapshot)
+}
+
+/// The longest a snapshot's reading is believed to take, whatever the file says (a
+/// snapshot of 5,000 processes takes well under a second): the file's `duration_us` is
+/// its writer's to choose.
+pub const MAX_BELIEVED_READ_US: u64 = 2_000_000;
+/// The time from the end of the reading to the file's last change: encoding, writing,
+/// fsync, rename.
+pub const WRITE_SLACK_US: u64 = 1_000_000;
+
+/// Bounds the snapshot's start by the state file's change time, `changed_boot_ns` (on the
+/// boot clock, nanoseconds). The kernel sets a file's change time on every write, rename
+/// and chmod, and no one but root (by setting the clock) can set it back. A genuine
+/// snapshot began at most [`MAX_BELIEVED_READ_US`] + [`WRITE_SLACK_US`] before its file
+/// was last changed, so a process older than that cannot have appeared since the
+/// snapshot, whatever the file says. An edit only moves the change time later, which
+/// narrows. Returns what was moved, for the report.
+pub fn bound_by_change_time(s: &mut Snapshot, changed_boot_ns: i128) -> Option<String> {
+    let hz = i128::from(s.machine.clock_ticks_per_second.max(1));
+    let read_ns = i128::from(s.duration_us.min(MAX_BELIEVED_READ_US)) * 1000;
+    let earliest_ns = changed_boot_ns - read_ns - i128::from(WRITE_SLACK_US) * 1000;
+    let earliest = u64::try_from(earliest_ns.max(0) * hz / 1_000_000_000).unwrap_or(u64::MAX);
+    if s.taken_at_boot_ticks >= earliest {
+        return None;
+    }
+    let note = format!(
+        "the state says its snapshot began at tick {}, but the file was last changed at tick \
+         {}: processes started before tick {earliest} are taken as older than the snapshot \
+         (the state was edited, copied or touched after it was written)",
+        s.taken_at_boot_ticks,
+        u64::try_from(changed_boot_ns.max(0) * hz / 1_000_000_000).unwrap_or(u64::MAX),
+    );
+    s.taken_at_boot_ticks = earliest;
+    Some(note)
 }
 
 /// Decodes and checks the bytes of a state file (everything [`load`] does but the boot).
@@ -270,6 +319,7 @@ mod tests {
                 cpus: 2,
                 memory_bytes: None,
             },
+            trust_notes: Vec::new(),
             processes: vec![Process {
                 id: ProcessId {
                     pid: 1,
@@ -299,11 +349,33 @@ mod tests {
     }
 
     #[test]
+    fn the_file_change_time_bounds_the_snapshot_time() {
+        // A snapshot of 5 us that says it began at tick 1000, in a file last changed at
+        // 20 s (tick 2000): it began no earlier than 20 s less its reading and 1 s of writing.
+        let mut s = sample();
+        let note = bound_by_change_time(&mut s, 20_000_000_000).unwrap();
+        assert_eq!(s.taken_at_boot_ticks, 1899, "rounded down");
+        assert!(note.contains("began at tick 1000"), "{note}");
+        // A forged reading of an hour believes at most 2 s of it.
+        let mut s = sample();
+        s.duration_us = 3_600_000_000;
+        bound_by_change_time(&mut s, 20_000_000_000).unwrap();
+        assert_eq!(s.taken_at_boot_ticks, 1700);
+        // A file written right after its snapshot is left as it is.
+        let mut s = sample();
+        assert!(bound_by_change_time(&mut s, 10_000_100_000).is_none());
+        assert_eq!(s.taken_at_boot_ticks, 1000);
+    }
+
+    #[test]
     fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/state.json");
-        save(&path, &sample()).unwrap();
-        assert_eq!(load(&path, "boot-a").unwrap(), sample());
+        // Taken now: the file's change time does not move it (see the test below).
+        let mut sample = sample();
+        sample.taken_at_boot_ticks = crate::platform::boot_ticks_now(100);
+        save(&path, &sample).unwrap();
+        assert_eq!(load(&path, "boot-a").unwrap(), sample);
         // No temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
             .unwrap()
@@ -390,5 +462,87 @@ mod tests {
             PathBuf::from("/x/ci-janitor/state.json")
         );
         assert!(default_path(env(&[])).ends_with("ci-janitor/state.json"));
+    }
+
+    /// Property tests of the state parser: truncation and bit flips are refused or change
+    /// nothing; a resealed edit (the seal is a plain SHA-256) never makes a process older
+    /// than the file's change time, less a believed reading and write, new; nothing panics.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A state file as `save` writes it (once: each save is fsynced).
+        fn genuine() -> Vec<u8> {
+            static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            BYTES
+                .get_or_init(|| {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("state.json");
+                    save(&path, &sample()).unwrap();
+                    std::fs::read(&path).unwrap()
+                })
+                .clone()
+        }
+
+        fn resealed(snapshot: &serde_json::Value) -> Vec<u8> {
+            let body = serde_json::to_string(snapshot).unwrap();
+            format!(
+                r#"{{"kind":"{KIND}","schema_version":{SCHEMA_VERSION},"snapshot_sha256":"{}","snapshot":{body}}}"#,
+                digest(body.as_bytes())
+            )
+            .into_bytes()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn truncation_is_refused(cut in 0usize..4000) {
+                let bytes = genuine();
+                let cut = cut.min(bytes.len());
+                let r = decode(Path::new("s"), &bytes[..cut]);
+                prop_assert!(cut == bytes.len() || r.is_err());
+            }
+
+            #[test]
+            fn bit_flips_are_refused_or_change_nothing(
+                flips in proptest::collection::vec((0usize..4000, 0u8..8), 1..6)
+            ) {
+                let mut bytes = genuine();
+                let n = bytes.len();
+                for (at, bit) in flips {
+                    bytes[at % n] ^= 1 << bit;
+                }
+                if let Ok(s) = decode(Path::new("s"), &bytes) {
+                    // Only bytes outside the sealed snapshot (whitespace-insensitive JSON
+                    // around it) can change without a refusal.
+                    prop_assert_eq!(s, sample());
+                }
+            }
+
+            #[test]
+            fn a_resealed_edit_never_reaches_before_the_change_time(
+                taken in 0u64..100_000,
+                duration_us in 0u64..u64::MAX / 2,
+                start in proptest::option::of(0u64..100_000),
+                changed_ticks in 0u64..100_000,
+            ) {
+                let mut v = serde_json::to_value(sample()).unwrap();
+                v["taken_at_boot_ticks"] = taken.into();
+                v["duration_us"] = duration_us.into();
+                if let Some(t) = start {
+                    v["processes"][0]["id"]["start_ticks"] = t.into();
+                }
+                let changed_ns = i128::from(changed_ticks) * 10_000_000;
+                if let Ok(mut s) = decode(Path::new("s"), &resealed(&v)) {
+                    bound_by_change_time(&mut s, changed_ns);
+                    let believed_ticks = (MAX_BELIEVED_READ_US + WRITE_SLACK_US) / 10_000;
+                    prop_assert!(
+                        s.taken_at_boot_ticks + believed_ticks + 1 >= changed_ticks,
+                        "{} vs {changed_ticks}", s.taken_at_boot_ticks
+                    );
+                }
+            }
+        }
     }
 }

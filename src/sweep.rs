@@ -78,6 +78,9 @@ pub struct SweepOutcome {
     pub elapsed: Duration,
     pub deadline_hit: bool,
     pub dry_run: bool,
+    /// Records of the guard's journal that contradict the live process tree, described:
+    /// not used (see [`crate::guard::lineage::Lineage::verified`]).
+    pub distrusted: Vec<String>,
 }
 
 impl SweepOutcome {
@@ -102,20 +105,42 @@ pub fn sweep(
     let started = Instant::now();
     let deadline = started + opts.deadline;
     let detail = platform::Detail::new_since(baseline);
-    let read = |host_facts: bool| {
-        let mut snap = platform::read_snapshot(&ReadOptions {
+    let read_raw = |host_facts: bool| {
+        platform::read_snapshot(&ReadOptions {
             proc_root: opts.proc_root.clone(),
             sockets: true,
             host_facts,
             detail: detail.clone(),
-        })?;
+        })
+    };
+    let mut first = read_raw(true)?;
+    // The guard's journal is a file: only what agrees with the live process tree is used
+    // (see [`crate::guard::lineage::Lineage::verified`]); what is not is reported.
+    let mut distrusted = Vec::new();
+    let mut verified_ctx;
+    let mut lineage = opts.lineage.clone();
+    let ctx = match &opts.lineage {
+        Some(journal) => {
+            let l = journal.verified(&first, &ctx.markers);
+            distrusted = l.distrust_notes();
+            verified_ctx = ctx.clone();
+            verified_ctx.born_into_job = Some(std::sync::Arc::new(l.born_into_job()));
+            lineage = Some(std::sync::Arc::new(l));
+            &verified_ctx
+        }
+        None => ctx,
+    };
+    let read = |host_facts: bool| {
+        let mut snap = read_raw(host_facts)?;
         // Step and test markers a process's own environment lacks, from the guard.
-        if let Some(lineage) = &opts.lineage {
+        if let Some(lineage) = &lineage {
             lineage.fill_markers(&mut snap);
         }
-        Ok(snap)
+        Ok::<_, ReadError>(snap)
     };
-    let first = read(true)?;
+    if let Some(lineage) = &lineage {
+        lineage.fill_markers(&mut first);
+    }
     let mut entries: Vec<Entry> = Vec::new();
     let mut seen: HashSet<ProcessId> = HashSet::new();
     let mut held: HashMap<u64, (Listener, Vec<ProcessId>)> = HashMap::new();
@@ -238,6 +263,7 @@ pub fn sweep(
         elapsed: started.elapsed(),
         deadline_hit,
         dry_run: opts.dry_run,
+        distrusted,
     })
 }
 

@@ -52,5 +52,6 @@ pub fn snapshot_of(processes: Vec<Process>, taken_at_boot_ticks: u64) -> Snapsho
         unreadable: vec![],
         taken_by: None,
         job: None,
+        trust_notes: Vec::new(),
     }
 }

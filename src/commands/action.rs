@@ -304,7 +304,9 @@ fn end(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
     }
     let swept = job::sweep(&job, &baseline, &settings, GuardInput::Beside(&path))?;
     let report_path = path.with_file_name("report.json");
-    job::finish(&swept, &settings, Some(&report_path))
+    let exit = job::finish(&swept, &settings, Some(&report_path));
+    job::end_of_job(&path);
+    exit
 }
 
 /// Puts the folder of this binary on `PATH` for the job's later steps (`$GITHUB_PATH`),

@@ -162,10 +162,16 @@ fn dead_man_sweep(
     settings.progress = false;
     settings.color = false;
     let mut at = crate::guard::AtSweep::default();
-    match crate::guard::journal::read(&paths.journal) {
-        Ok(Some(j)) => at.lineage = Some(crate::guard::lineage::Lineage::from_journal(&j)),
-        Ok(None) => {}
-        Err(e) => at.problems.push(format!("read the journal: {e}")),
+    // Our own records only, read within the sweep's deadline.
+    let vouched = crate::guard::lineage::Vouched {
+        guard: me,
+        boot_id: boot_id.clone(),
+        root: opts.root.or(opts.watch),
+    };
+    let deadline = std::time::Instant::now() + settings.deadline / 2;
+    match crate::guard::read_sweep_lineage(&paths.journal, Some(&vouched), deadline) {
+        Ok(l) => at.lineage = l,
+        Err(e) => at.problems.push(e),
     }
     let job = crate::job::Job {
         me: Some(me),

@@ -314,6 +314,7 @@ fn job_completed(
         }
         other => other?,
     };
+    job::end_of_job(&path);
     if let Ok(dir) = private_dir(state_dir) {
         let _ = dir.remove(ACTIVE);
     }

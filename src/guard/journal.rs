@@ -384,6 +384,35 @@ pub struct Journal {
     pub torn_tail: bool,
     /// Records skipped because their guard wrote a schema version we do not know.
     pub skipped_other_version: usize,
+    /// Bytes left unread: beyond [`MAX_JOURNAL_BYTES`], or not parsed before the time the
+    /// sweep gave the read ran out (see [`read_until`]).
+    pub unread_bytes: u64,
+    /// Why bytes were left unread.
+    pub cut: Option<Cut>,
+}
+
+/// Why a journal was read only in part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// It is larger than [`MAX_JOURNAL_BYTES`]: only its head was read.
+    Size,
+    /// Parsing it would have taken longer than the sweep's deadline allows.
+    Time,
+}
+
+impl Journal {
+    /// What a partial read left out, for the report.
+    pub fn describe_cut(&self) -> Option<String> {
+        let why = match self.cut? {
+            Cut::Size => format!("it is larger than {} MiB", MAX_JOURNAL_BYTES >> 20),
+            Cut::Time => "the sweep's deadline left no more time to parse it".to_owned(),
+        };
+        Some(format!(
+            "{} byte(s) at its end were not read ({why}): processes born in them have no \
+             guard lineage",
+            self.unread_bytes
+        ))
+    }
 }
 
 /// The largest journal read: a day-long job with a busy test suite writes tens of MB.
@@ -401,14 +430,58 @@ pub fn read(path: &Path) -> io::Result<Option<Journal>> {
     Ok(Some(parse(&bytes)))
 }
 
+/// Reads a journal like [`read`], bounded by size and time: at most the first
+/// [`MAX_JOURNAL_BYTES`] (up to their last whole line), parsed only until `until`; what was
+/// left unread is counted in [`Journal::unread_bytes`]. A sweep's deadline covers this read.
+pub fn read_until(path: &Path, until: std::time::Instant) -> io::Result<Option<Journal>> {
+    let (dir, name) = crate::files::Dir::of(path)?;
+    let (mut bytes, size) = match dir.read_head(&name, MAX_JOURNAL_BYTES) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut cut = None;
+    if size > bytes.len() as u64 {
+        // Only whole lines: the cut line is not a torn one.
+        let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        bytes.truncate(keep);
+        cut = Some(Cut::Size);
+    }
+    let mut j = parse_until(&bytes, Some(until));
+    j.unread_bytes += size.saturating_sub(bytes.len() as u64);
+    if j.cut.is_none() {
+        j.cut = cut;
+    }
+    Ok(Some(j))
+}
+
 /// Decodes journal bytes, line by line.
 pub fn parse(bytes: &[u8]) -> Journal {
+    parse_until(bytes, None)
+}
+
+/// How many lines are parsed between two looks at the clock.
+const LINES_PER_CLOCK_CHECK: usize = 1024;
+
+/// [`parse`], stopping at `until` (the rest counted as unread).
+pub fn parse_until(bytes: &[u8], until: Option<std::time::Instant>) -> Journal {
     let mut j = Journal {
         torn_tail: !bytes.is_empty() && !bytes.ends_with(b"\n"),
         ..Journal::default()
     };
     let mut known_version = true;
-    for line in bytes.split(|&b| b == b'\n') {
+    let mut offset = 0usize;
+    for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if n % LINES_PER_CLOCK_CHECK == LINES_PER_CLOCK_CHECK - 1
+            && until.is_some_and(|u| std::time::Instant::now() >= u)
+        {
+            j.unread_bytes = (bytes.len() - offset) as u64;
+            j.cut = Some(Cut::Time);
+            // The torn tail, if any, was not read either.
+            j.torn_tail = false;
+            break;
+        }
+        offset = (offset + line.len() + 1).min(bytes.len());
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }

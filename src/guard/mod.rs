@@ -97,6 +97,9 @@ impl GuardError {
 pub struct GuardPaths {
     pub state: PathBuf,
     pub pid: PathBuf,
+    /// The pid file of the last guard that stopped, kept so that a sweep after `guard stop`
+    /// still knows which guard's journal records to take (see [`lineage::Vouched`]).
+    pub stopped: PathBuf,
     pub log: PathBuf,
     pub journal: PathBuf,
     pub lock: PathBuf,
@@ -126,6 +129,7 @@ impl GuardPaths {
         let file = |suffix: &str| dir.join(format!("{stem}.{suffix}"));
         GuardPaths {
             pid: file("guard.pid"),
+            stopped: file("guard.stopped"),
             log: file("guard.log"),
             journal: file("journal.jsonl"),
             lock: file("guard.lock"),
@@ -565,10 +569,31 @@ pub fn write_pid_file(paths: &GuardPaths, pf: &PidFile) -> Result<(), GuardError
         .map_err(|e| file_error("write the guard's pid file", e))
 }
 
+/// Removes the pid file, keeping what it said as the stopped guard's file: it is ours (read
+/// from the private directory), and it names the guard whose journal records a later sweep
+/// takes.
 fn remove_pid(paths: &GuardPaths) {
     if let Ok(dir) = paths.dir() {
+        if let Ok(bytes) = dir.read(&GuardPaths::name(&paths.pid), MAX_PID_FILE) {
+            let _ = dir.replace(
+                &GuardPaths::name(&paths.stopped),
+                &bytes,
+                crate::files::PRIVATE,
+                crate::files::Sync::Durable,
+            );
+        }
         let _ = dir.remove(&GuardPaths::name(&paths.pid));
     }
+}
+
+/// The pid file of the last guard that stopped (see [`remove_pid`]).
+fn read_stopped_file(paths: &GuardPaths) -> Option<PidFile> {
+    let bytes = paths
+        .dir()
+        .ok()?
+        .read(&GuardPaths::name(&paths.stopped), MAX_PID_FILE)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Removes the pid file if it still names `id` (a newer guard's file is left alone).
@@ -835,6 +860,26 @@ pub fn for_sweep(state: &Path, dry_run: bool, until: Instant) -> AtSweep {
     } else {
         stop(state, until)
     };
+    // The journal is taken only from the guard the pid file names, verified (alive and
+    // ours) or dead in this boot: see [`Lineage::of_guard`].
+    let boot = platform::boot_id(Path::new("/proc")).ok();
+    // After `guard stop` there is no pid file: the stopped guard's file names it.
+    let last_stopped = match &stopped {
+        Ok(Stopped::NotRunning) => read_stopped_file(&paths),
+        _ => None,
+    };
+    let vouched = match &stopped {
+        Ok(
+            Stopped::Signalled { guard: pf, .. } | Stopped::Stale(pf) | Stopped::LeftRunning(pf),
+        ) => Some(pf),
+        _ => last_stopped.as_ref(),
+    }
+    .filter(|pf| boot.as_ref() == Some(&pf.boot_id))
+    .map(|pf| lineage::Vouched {
+        guard: pf.id(),
+        boot_id: pf.boot_id.clone(),
+        root: pf.root,
+    });
     match stopped {
         Ok(Stopped::NotRunning) => {}
         Ok(Stopped::Distrusted { pid_file, why }) => {
@@ -848,15 +893,38 @@ pub fn for_sweep(state: &Path, dry_run: bool, until: Instant) -> AtSweep {
         Ok(s) => at.stopped = Some(s),
         Err(e) => at.problems.push(format!("could not stop the guard: {e}")),
     }
-    match read_lineage(&paths) {
-        Ok(l) if l.guards.is_empty() && l.births == 0 => {}
-        Ok(l) => {
+    // Parsing the journal gets at most half of the time left: the kill needs the rest.
+    let now = Instant::now();
+    let parse_until = now + until.saturating_duration_since(now) / 2;
+    match read_sweep_lineage(&paths.journal, vouched.as_ref(), parse_until) {
+        Ok(None) => {}
+        Ok(Some(l)) => {
             at.protect.extend(l.guards.iter().copied());
             at.lineage = Some(l);
         }
         Err(e) => at.problems.push(e),
     }
     at
+}
+
+/// The journal at `path` as a sweep may use it: read within `until` (see
+/// [`journal::read_until`]), only the records of the guard `vouched` names (see
+/// [`Lineage::of_guard`]). `None` when there is no journal or it holds nothing.
+pub fn read_sweep_lineage(
+    path: &Path,
+    vouched: Option<&lineage::Vouched>,
+    until: Instant,
+) -> Result<Option<Lineage>, String> {
+    match journal::read_until(path, until) {
+        Ok(Some(j)) if j.records.is_empty() && j.cut.is_none() => Ok(None),
+        Ok(Some(j)) => {
+            let mut l = Lineage::of_guard(&j, vouched);
+            l.journal_problems.extend(j.describe_cut());
+            Ok(Some(l))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("read the journal {}: {e}", path.display())),
+    }
 }
 
 impl AtSweep {

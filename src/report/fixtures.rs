@@ -135,6 +135,7 @@ pub fn outcome(entries: Vec<Entry>, elapsed_ms: u64, rounds: u32) -> SweepOutcom
         rounds,
         elapsed: Duration::from_millis(elapsed_ms),
         deadline_hit: false,
+        distrusted: Vec::new(),
         dry_run: false,
     }
 }

@@ -180,9 +180,10 @@ pub struct ReportProcess {
     #[serde(flatten)]
     pub class: Class,
     pub evidence: Vec<Rule>,
-    /// The marker variable behind `run-marker` or `ci-marker` evidence.
+    /// The marker variable behind `run-marker` or `ci-marker` evidence. (Not `marker`:
+    /// that name is the other-job class's, flattened into the same object.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub marker: Option<String>,
+    pub marked_by: Option<String>,
     /// For an unattributed process: what it shares with the sweep (never evidence).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hints: Vec<Hint>,
@@ -259,7 +260,7 @@ pub fn build(outcome: &SweepOutcome, failed: bool) -> Built {
                 markers: e.process.markers.clone(),
                 class: e.class.clone(),
                 evidence: e.evidence.clone(),
-                marker: e.marker.map(str::to_owned),
+                marked_by: e.marker.map(str::to_owned),
                 hints: e.hints.clone(),
                 fate: e.fate,
                 round: e.round,

@@ -590,7 +590,7 @@ mod tests {
             markers: Default::default(),
             class: crate::classify::Class::Job,
             evidence: vec![],
-            marker: None,
+            marked_by: None,
             hints: vec![],
             fate: None,
             round: 1,

@@ -299,6 +299,27 @@ fn dry_run_reports_and_kills_nothing() {
         assert!(alive(id), "dry run killed {id:?}");
     }
     assert!(run.log.contains("would kill (dry run)"));
+    // Regression: a dry-run sweep leaves the guard running (it signals nothing), and the
+    // post step then left it running for ever. The job is over: the post step stops it.
+    let scratch = dir.path().to_string_lossy().into_owned();
+    let guards: Vec<i32> = crate::support::all_pids()
+        .into_iter()
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("guard\0run") && c.contains(&scratch)
+            }) && crate::support::read_stat(pid).is_some_and(|s| !s.is_dead())
+        })
+        .collect();
+    for &pid in &guards {
+        if let Some(id) = crate::support::Ident::of(pid) {
+            crate::support::kill_ident(&id, crate::support::Signal::TERM);
+        }
+    }
+    assert!(
+        guards.is_empty(),
+        "the post step left its guard running: {guards:?}"
+    );
     // ScratchDir's drop ends them.
 }
 

@@ -20,6 +20,7 @@ mod janitor;
 mod release;
 mod reports;
 mod run;
+mod soak;
 mod static_build;
 mod sweep;
 mod trust;

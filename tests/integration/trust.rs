@@ -655,3 +655,353 @@ fn a_dry_run_leaves_the_guard_running() {
     assert!(text.contains("dry run: the guard"), "{text}");
     assert!(stopped);
 }
+
+/// Regression (issue 11, "the journal is obeyed as written"): one appended `birth` line
+/// made a daemon's worker "guard lineage", and the sweep killed it. The daemon (a
+/// respawner, started before the snapshot, not by the job) forks a worker after the guard
+/// started; a line naming that worker as born to the job's shell, and an exec line saying
+/// it is the job's, are appended to the journal. The worker's live parent is the daemon:
+/// the records contradict the live process tree, are distrusted and said so, and the
+/// worker survives.
+#[test]
+fn a_forged_birth_line_never_makes_a_daemons_worker_the_jobs() {
+    use std::io::Write;
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_forged_birth");
+    let daemon_fx = Fixture::spawn("respawner", &["--max", "2"]);
+    let daemon = daemon_fx.proc("respawner").ident();
+    let first = daemon_fx.proc("child").ident();
+    let mut job = crate::guard::Job::start(scratch.path());
+    job.ok("$JANITOR snapshot --state state.json");
+    job.ok("$JANITOR guard start --state state.json");
+    // The daemon's new worker, born after the snapshot and the guard's start.
+    assert!(kill_ident(&first, Signal::KILL));
+    let mut worker = None;
+    assert!(
+        wait_until(Instant::now() + Duration::from_secs(10), || {
+            worker = crate::support::children_of(daemon.pid)
+                .into_iter()
+                .find(|c| *c != first);
+            worker.is_some()
+        }),
+        "the daemon forked no new worker"
+    );
+    let worker = worker.expect("found above");
+    let journal = scratch.path().join("state.journal.jsonl");
+    let forged = format!(
+        "{{\"kind\":\"birth\",\"pid\":{w},\"start_ticks\":{t},\"parent\":{{\"pid\":{j},\
+         \"start_ticks\":{jt}}},\"chain\":[{j}],\"in_job\":true,\"via\":\"fork\",\"t_us\":1}}\n\
+         {{\"kind\":\"exec\",\"id\":{{\"pid\":{w},\"start_ticks\":{t}}},\"argv\":[\"worker\"],\
+         \"in_job\":true,\"t_us\":2}}\n",
+        w = worker.pid,
+        t = worker.start_ticks,
+        j = job.ident.pid,
+        jt = job.ident.start_ticks,
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap()
+        .write_all(forged.as_bytes())
+        .unwrap();
+    let (code, out) = job.run(
+        "$JANITOR sweep --state state.json --grace 1s --deadline 10s --color never \
+         --report-json report.json",
+    );
+    assert!(alive(&worker), "the daemon's worker was killed:\n{out}");
+    assert!(alive(&daemon), "the daemon was killed:\n{out}");
+    assert_eq!(code, 0, "nothing of the job leaked:\n{out}");
+    assert!(
+        out.contains(&format!(
+            "distrusted the birth record of pid {}",
+            worker.pid
+        )),
+        "the report does not say the line was distrusted:\n{out}"
+    );
+    assert!(
+        out.contains("is alive but is not its parent"),
+        "the report does not say why:\n{out}"
+    );
+    let report = std::fs::read_to_string(scratch.path().join("report.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let classes: Vec<String> = r["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["pid"] == worker.pid)
+        .map(|p| p["class"].to_string())
+        .collect();
+    assert!(
+        !classes.iter().any(|c| c.contains("job")),
+        "the worker was classed as the job's: {classes:?}"
+    );
+}
+
+/// `CLOCK_BOOTTIME` in clock ticks (100 per second on every Linux ABI in use), the clock of
+/// a process's start time.
+fn boot_ticks_now() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    (ts.tv_sec as u64) * 100 + (ts.tv_nsec as u64) / 10_000_000
+}
+
+/// Rewrites the state file in place with its snapshot changed by `edit`, resealed.
+fn forge_state(state: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    use sha2::Digest;
+    let text = std::fs::read_to_string(state).unwrap();
+    let mut envelope: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut snap = envelope["snapshot"].take();
+    edit(&mut snap);
+    let body = serde_json::to_string(&snap).unwrap();
+    let digest: String = sha2::Sha256::digest(body.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let forged = format!(
+        r#"{{"kind":"ci-janitor-state","schema_version":{},"snapshot_sha256":"sha256:{digest}","snapshot":{body}}}"#,
+        envelope["schema_version"]
+    );
+    std::fs::write(state, forged).unwrap();
+}
+
+/// Regression (issue 11, "the state file's seal is a plain SHA-256 anyone can
+/// recompute"): emptying the baseline and moving the snapshot time to 0, resealed, made
+/// processes older than the snapshot "new", and they were killed. Here the old process
+/// carries the job's marker, so looking new is enough to be killed; a process with the
+/// same marker started after the edit is the negative control (it is killed). The state's
+/// change time bounds the snapshot time: nothing older than the real snapshot is killed.
+#[test]
+fn a_resealed_state_cannot_make_an_old_process_new() {
+    const MARKER: &str = "github_cij_forged_state";
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_forged_state");
+    let old = Fixture::builder("sleep")
+        .env("RUNNER_TRACKING_ID", MARKER)
+        .spawn();
+    let old_proc = old.proc("sleeper").ident();
+    let state = scratch.path().join("state.json");
+    let mut c = janitor();
+    c.env("RUNNER_TRACKING_ID", MARKER)
+        .args(["snapshot", "--state"])
+        .arg(&state);
+    assert!(output_of(c).status.success());
+    // The bound is the file's change time less at most 3 s (a believed reading plus the
+    // write): the edit must come more than that after the old process started. This waits
+    // on the clock the check reads, not for something to die.
+    let window = 3 * 100 + 50;
+    assert!(wait_until(Instant::now() + Duration::from_secs(10), || {
+        boot_ticks_now() > old_proc.start_ticks + window
+    }));
+    forge_state(&state, |snap| {
+        // One process is kept (an empty list is refused), started at tick 0 too.
+        let mut first = snap["processes"][0].clone();
+        first["id"]["start_ticks"] = 0.into();
+        snap["processes"] = serde_json::json!([first]);
+        snap["taken_at_boot_ticks"] = 0.into();
+    });
+    let young = Fixture::builder("sleep")
+        .env("RUNNER_TRACKING_ID", MARKER)
+        .spawn();
+    let young_proc = young.proc("sleeper").ident();
+    let mut c = crate::janitor::janitor_in_new_session();
+    c.env("RUNNER_TRACKING_ID", MARKER)
+        .args([
+            "sweep",
+            "--grace",
+            "1s",
+            "--deadline",
+            "10s",
+            "--color",
+            "never",
+            "--state",
+        ])
+        .arg(&state);
+    let out = output_of(c);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        alive(&old_proc),
+        "a process older than the snapshot was killed"
+    );
+    assert!(
+        crate::support::wait_dead(&[young_proc], Duration::from_secs(5)),
+        "the negative control (same marker, started after the edit) was not killed"
+    );
+    assert_eq!(out.status.code(), Some(1), "the young one is a leak");
+    assert!(
+        text.contains("the state says its snapshot began at tick 0"),
+        "the report does not say the snapshot time was distrusted:\n{text}"
+    );
+}
+
+/// A genuine state file left by an earlier job is stale: its snapshot began before the
+/// job's per-job root (here `ci-janitor run`) started. It is reported, and only processes
+/// started after the root are new: a process with the job's marker that started between
+/// the old snapshot and the job survives.
+#[test]
+fn a_state_older_than_the_job_is_reported_stale_and_narrows() {
+    const MARKER: &str = "github_cij_stale_state";
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_stale_state");
+    let state = scratch.path().join("state.json");
+    let mut c = janitor();
+    c.env("RUNNER_TRACKING_ID", MARKER)
+        .args(["snapshot", "--state"])
+        .arg(&state);
+    assert!(output_of(c).status.success());
+    // Started after the old snapshot, before the job: it would look new.
+    let between = Fixture::builder("sleep")
+        .env("RUNNER_TRACKING_ID", MARKER)
+        .spawn();
+    let between_proc = between.proc("sleeper").ident();
+    assert!(wait_until(Instant::now() + Duration::from_secs(5), || {
+        boot_ticks_now() > between_proc.start_ticks + 1
+    }));
+    let mut c = crate::janitor::janitor_in_new_session();
+    c.env("RUNNER_TRACKING_ID", MARKER)
+        .args(["run", "--grace", "1s", "--deadline", "10s", "--"])
+        .arg(crate::janitor::janitor_exe())
+        .args([
+            "sweep",
+            "--grace",
+            "1s",
+            "--deadline",
+            "10s",
+            "--color",
+            "never",
+            "--state",
+        ])
+        .arg(&state);
+    let out = output_of(c);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        alive(&between_proc),
+        "a process older than the job was killed"
+    );
+    assert!(
+        text.contains("the state is stale: its snapshot began at tick"),
+        "not reported as stale:\n{text}"
+    );
+}
+
+/// A leak stopped with SIGSTOP that also ignores SIGTERM: the sweep continues it, and the
+/// SIGKILL that ends the grace period ends it; the wait never holds the sweep past
+/// `--deadline` (issue 11: "the deadline covers waiting on stopped processes").
+#[test]
+fn a_stopped_leak_does_not_hold_the_sweep_past_its_deadline() {
+    const MARKER: &str = "github_cij_stopped_leak";
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_stopped_leak");
+    let state = scratch.path().join("state.json");
+    let mut c = janitor();
+    c.env("RUNNER_TRACKING_ID", MARKER)
+        .args(["snapshot", "--state"])
+        .arg(&state);
+    assert!(output_of(c).status.success());
+    let fx = Fixture::builder("ignore-term")
+        .env("RUNNER_TRACKING_ID", MARKER)
+        .spawn();
+    let leak = fx.proc("term-ignorer").ident();
+    assert!(kill_ident(&leak, Signal::STOP));
+    assert!(wait_until(Instant::now() + Duration::from_secs(5), || {
+        crate::support::read_stat(leak.pid).is_some_and(|s| s.state == 'T')
+    }));
+    let mut c = crate::janitor::janitor_in_new_session();
+    c.env("RUNNER_TRACKING_ID", MARKER)
+        .args([
+            "sweep",
+            "--grace",
+            "2s",
+            "--deadline",
+            "2s",
+            "--color",
+            "never",
+            "--state",
+        ])
+        .arg(&state);
+    let began = Instant::now();
+    let out = output_of(c);
+    let took = began.elapsed();
+    assert!(
+        crate::support::wait_dead(&[leak], Duration::from_secs(5)),
+        "the stopped leak survived"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    eprintln!("a stopped, TERM-ignoring leak: swept in {took:?} under --deadline 2s");
+    assert!(
+        took < Duration::from_millis(3500),
+        "the sweep took {took:?} under --deadline 2s"
+    );
+}
+
+/// A 2-million-line journal (a runaway job, or a forger) is read within the sweep's
+/// deadline: at most its first 256 MiB, parsed for at most half of the deadline, and the
+/// report says how much was left unread (issue 11: it was parsed, 2 GB in 5 s, before the
+/// deadline clock started).
+#[test]
+fn a_two_million_line_journal_is_read_within_the_deadline() {
+    use std::io::Write;
+    let _serial = serial();
+    let scratch = ScratchDir::new("trust_huge_journal");
+    let state = snapshot(scratch.path());
+    let mut c = janitor();
+    c.args(["guard", "start", "--poll", "--state"])
+        .arg(&state)
+        .arg("--watch")
+        .arg(std::process::id().to_string());
+    assert!(output_of(c).status.success());
+    let pid_path = scratch.path().join("state.guard.pid");
+    let guard: Ident = serde_json::from_slice(&std::fs::read(&pid_path).unwrap()).unwrap();
+    let journal = scratch.path().join("state.journal.jsonl");
+    {
+        let mut w = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&journal)
+                .unwrap(),
+        );
+        for i in 0..2_000_000u32 {
+            writeln!(
+                w,
+                "{{\"kind\":\"birth\",\"pid\":{},\"start_ticks\":{i},\"parent\":{{\"pid\":1,\
+                 \"start_ticks\":0}},\"chain\":[1],\"in_job\":true,\"via\":\"fork\",\
+                 \"gap\":\"padding to the size of a real record, padding padding\",\"t_us\":{i}}}",
+                4_000_000 + i
+            )
+            .unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let size = std::fs::metadata(&journal).unwrap().len();
+    let mut c = janitor();
+    c.args([
+        "sweep",
+        "--grace",
+        "1s",
+        "--deadline",
+        "3s",
+        "--color",
+        "never",
+        "--state",
+    ])
+    .arg(&state);
+    let began = Instant::now();
+    let out = output_of(c);
+    let took = began.elapsed();
+    let gone = wait_until(Instant::now() + Duration::from_secs(10), || !alive(&guard));
+    if !gone {
+        kill_ident(&guard, Signal::KILL);
+    }
+    let _ = std::fs::remove_file(&journal);
+    eprintln!(
+        "a journal of {} MB, 2,000,000 lines: swept in {took:?}",
+        size >> 20
+    );
+    assert!(gone, "the guard was not stopped");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        took < Duration::from_millis(4500),
+        "the sweep took {took:?} under --deadline 3s"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("at its end were not read"), "{text}");
+}

@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# The real-world leak suite (issue 7): Prefect's test harness, pytest-xdist with
-# pytest-timeout, uvicorn --reload, an MCP stdio server, `npm run dev`, each under
-# `ci-janitor run` and under snapshot/sweep, checked against ground truth from /proc.
+# The real-world leak suite (issues 7 and 10): Prefect's test harness, pytest-xdist with
+# pytest-timeout, uvicorn --reload, an MCP stdio server, `npm run dev`, each deployed the
+# ways users deploy ci-janitor, checked against ground truth from /proc:
+#   run     `ci-janitor run -- STEP`
+#   sweep   one script: eval "$(ci-janitor snapshot --export)"; STEP; ci-janitor sweep
+#   bare    the same without --export (negative control; npm-dev only unless named)
+#   guard   the sweep script plus `ci-janitor guard start`
+#   steps   separate steps under a long-lived agent with CI_JOB_ID (GitLab's shell
+#           executor), a concurrent second job on the same agent
+#   worker  the same steps under an agent named Runner.Worker, with RUNNER_TRACKING_ID
 #
-#   bash tests/real/run.sh [SCENARIO...]     (prefect-killed xdist-pileup uvicorn-reload
-#                                             mcp-stdio npm-dev; default: all)
+#   bash tests/real/run.sh [--modes M,M] [SCENARIO...]   (prefect-killed xdist-pileup
+#                          uvicorn-reload mcp-stdio npm-dev; default: all, every mode)
+#
+# Cases run under the machine-wide lock the integration tests take
+# ($TMPDIR/ci-janitor-tests.lock): no other process test's sweep overlaps ours.
 #
 # Installs what it needs: the pinned packages into a venv under target/ (kept between runs,
 # rebuilt when the pins change), and builds ci-janitor. Needs Python 3.11+ and node/npm.
@@ -40,5 +50,9 @@ echo "== install $((t1 - t0)) s, build $((t2 - t1)) s"
 # Prefect must not reach for a profile or a server of the machine's own.
 unset PREFECT_API_URL PREFECT_PROFILE
 export PREFECT_HOME=$PWD/$target/real-prefect-home
-exec "$venv/bin/python" "$here/driver.py" \
+# No __pycache__ in the source tree (the driver and the agent import procs.py).
+export PYTHONDONTWRITEBYTECODE=1
+lock=${TMPDIR:-/tmp}/ci-janitor-tests.lock
+echo "== waiting for the machine-wide test lock $lock"
+exec flock "$lock" "$venv/bin/python" "$here/driver.py" \
   --janitor "$PWD/$target/release/ci-janitor" --scratch "$PWD/$target/real-scratch" "$@"

@@ -18,8 +18,6 @@ pub use child::{become_subreaper, spawn, ChildError, ChildExit, Waited};
 pub use signal::{open, raise_fd_limit, wait_exits, Handle, Sig, SignalResult};
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -143,10 +141,13 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
         .collect();
     pids.sort_unstable();
 
-    let mut reader = ProcReader::default();
     let mut processes = Vec::with_capacity(pids.len());
-    for pid in pids {
-        match reader.read_process(root, pid, &by_inode, &opts.detail) {
+    read_processes(
+        root,
+        &pids,
+        &by_inode,
+        &opts.detail,
+        |pid, read| match read {
             Ok((process, sockets)) => {
                 for idx in sockets {
                     listeners[idx].owners.push(process.id);
@@ -157,8 +158,8 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
                 what: format!("process {pid}"),
                 reason: "exited while being read".into(),
             }),
-        }
-    }
+        },
+    );
     for l in &mut listeners {
         l.owners.sort_unstable();
         l.owners.dedup();
@@ -178,7 +179,80 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
         unreadable,
         taken_by,
         job: None,
+        trust_notes: Vec::new(),
     })
+}
+
+/// Fewer processes than this are read by one thread: a second one costs more to start than
+/// it saves.
+const PARALLEL_FROM: usize = 256;
+/// At most this many reading threads: procfs scales with cores, the gain flattens out.
+const MAX_READERS: usize = 4;
+
+type ProcessRead = Result<(Process, Vec<usize>), ProcessGone>;
+
+/// Reads every process in `pids` (ascending) and hands each pid with what was read to
+/// `each`, in the same order. With many processes and more than one core, several threads
+/// share the work, pid by pid in turn (new processes, the dear ones to read, have the high
+/// pids): nearly all of a snapshot's time is the kernel formatting `/proc` files, which
+/// runs in parallel for different processes. Each thread has its own buffers and `/proc`
+/// descriptor; a thread that cannot be started leaves its share to the calling thread.
+/// The shares are merged by taking from each in turn, as they were dealt, so nothing is
+/// sorted or copied twice.
+fn read_processes(
+    root: &Path,
+    pids: &[i32],
+    sockets: &HashMap<u64, usize>,
+    detail: &Detail,
+    mut each: impl FnMut(i32, ProcessRead),
+) {
+    let readers = if pids.len() >= PARALLEL_FROM {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_READERS))
+    } else {
+        1
+    };
+    if readers == 1 {
+        let mut reader = ProcReader::at(root);
+        for &pid in pids {
+            each(pid, reader.read_process(root, pid, sockets, detail));
+        }
+        return;
+    }
+    let share = |k: usize| -> Vec<ProcessRead> {
+        let mut reader = ProcReader::at(root);
+        let mut out = Vec::with_capacity(pids.len() / readers + 1);
+        for &pid in pids.iter().skip(k).step_by(readers) {
+            out.push(reader.read_process(root, pid, sockets, detail));
+        }
+        out
+    };
+    let shares: Vec<Vec<ProcessRead>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..readers)
+            .map(|k| {
+                std::thread::Builder::new()
+                    .name(format!("proc-reader-{k}"))
+                    .spawn_scoped(scope, move || share(k))
+                    .map_err(|_| k)
+            })
+            .collect();
+        let mut shares = vec![share(0)];
+        for handle in handles {
+            shares.push(match handle {
+                Ok(h) => match h.join() {
+                    Ok(part) => part,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(k) => share(k),
+            });
+        }
+        shares
+    });
+    let mut shares: Vec<_> = shares.into_iter().map(Vec::into_iter).collect();
+    for (i, &pid) in pids.iter().enumerate() {
+        if let Some(read) = shares[i % readers].next() {
+            each(pid, read);
+        }
+    }
 }
 
 /// The listening sockets alone, without their owners (no walk over `/proc/*/fd`): enough
@@ -199,12 +273,36 @@ pub fn read_one(proc_root: &Path, pid: i32) -> Option<Process> {
 }
 
 /// The start time (clock ticks since boot) of `pid` now, or `None` when it is gone.
+///
+/// Called once per process a sweep signals (the identity check after `pidfd_open`), so it
+/// costs three system calls: open, one read (a `stat` line is far shorter than the
+/// buffer), close; no size query, no second read for end of file.
 pub fn start_ticks(proc_root: &Path, pid: i32) -> Option<u64> {
-    let mut buf = Vec::with_capacity(512);
-    File::open(proc_root.join(pid.to_string()).join("stat"))
-        .and_then(|mut f| f.read_to_end(&mut buf))
-        .ok()?;
-    parse_stat(&buf).ok().map(|s| s.start_ticks)
+    let mut path = proc_root.as_os_str().to_owned();
+    path.push(format!("/{pid}/stat"));
+    let fd = rustix::fs::open(
+        path.as_os_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = [0u8; 2048];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::io::read(&fd, &mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                // procfs hands out a whole `stat` line in one read: a short read is its end.
+                if filled < buf.len() {
+                    break;
+                }
+            }
+            Err(Errno::INTR) => continue,
+            Err(_) => return None,
+        }
+    }
+    parse_stat(&buf[..filled]).ok().map(|s| s.start_ticks)
 }
 
 /// Our own identity.
@@ -347,6 +445,9 @@ struct ProcessGone;
 #[derive(Default)]
 struct ProcReader {
     buf: Vec<u8>,
+    link: Vec<u8>,
+    /// The procfs root, opened once for a whole snapshot.
+    root: Option<OwnedFd>,
 }
 
 fn errno_text(e: Errno) -> &'static str {
@@ -362,8 +463,25 @@ fn is_gone(e: Errno) -> bool {
 }
 
 impl ProcReader {
+    /// A reader for the procfs at `root`, which it opens once (or reads by path if it
+    /// cannot).
+    fn at(root: &Path) -> ProcReader {
+        ProcReader {
+            root: rustix::fs::open(
+                root,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok(),
+            ..ProcReader::default()
+        }
+    }
+
     /// Reads a whole file under a process directory with plain `read(2)` calls (procfs
     /// files report size 0, so the size hint `read_to_end` asks for is a wasted syscall).
+    /// A short read is the end: procfs fills the whole buffer unless the file ends first
+    /// (`stat`, `status`, `cgroup` are one seq_file record; `cmdline` and `environ` copy
+    /// page after page within one call), so the read that would return 0 is not made.
     /// The buffer stays initialised and only grows, so no `unsafe` is needed.
     fn read_file(&mut self, dir: &OwnedFd, name: &str) -> Result<&[u8], Errno> {
         let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
@@ -372,9 +490,15 @@ impl ProcReader {
             if self.buf.len() - filled < 4096 {
                 self.buf.resize((self.buf.len() * 2).max(16 * 1024), 0);
             }
+            let room = self.buf.len() - filled;
             match rustix::io::read(&fd, &mut self.buf[filled..]) {
                 Ok(0) => break,
-                Ok(n) => filled += n,
+                Ok(n) => {
+                    filled += n;
+                    if n < room {
+                        break;
+                    }
+                }
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(e),
             }
@@ -391,11 +515,12 @@ impl ProcReader {
         sockets: &HashMap<u64, usize>,
         detail: &Detail,
     ) -> Result<(Process, Vec<usize>), ProcessGone> {
-        let dir = rustix::fs::open(
-            root.join(pid.to_string()),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        // Relative to the procfs root when it is open: no walk from `/` for each process.
+        let dir = match &self.root {
+            Some(root_fd) => rustix::fs::openat(root_fd, pid.to_string(), flags, Mode::empty()),
+            None => rustix::fs::open(root.join(pid.to_string()), flags, Mode::empty()),
+        }
         .map_err(|_| ProcessGone)?;
         let stat = match self.read_file(&dir, "stat") {
             Ok(buf) => parse_stat(buf).map_err(|_| ProcessGone)?,
@@ -460,8 +585,14 @@ impl ProcReader {
             Err(e) => p.unreadable.push(format!("environ: {}", errno_text(e))),
         }
         for (name, slot) in [("exe", &mut p.exe), ("cwd", &mut p.cwd)] {
-            match rustix::fs::readlinkat(&dir, name, Vec::new()) {
-                Ok(target) => *slot = Some(Bytes(target.into_bytes())),
+            match rustix::fs::readlinkat(&dir, name, std::mem::take(&mut self.link)) {
+                // Copied out exactly: readlinkat reserves 256 bytes, and a sweep keeps
+                // thousands of these; its buffer is reused.
+                Ok(target) => {
+                    let target = target.into_bytes();
+                    *slot = Some(Bytes(target.as_slice().to_vec()));
+                    self.link = target;
+                }
                 Err(e) if is_gone(e) => return Err(ProcessGone),
                 Err(e) => p.unreadable.push(format!("{name}: {}", errno_text(e))),
             }
@@ -494,6 +625,10 @@ impl ProcReader {
 }
 
 /// The listening sockets (indices into the listener list) among a process's descriptors.
+///
+/// The entries are read with `RawDir` on the `fd` directory's own descriptor: `Dir`
+/// would first duplicate it (`fcntl` + `openat(".")` + one more `close`), three system
+/// calls per process for nothing.
 fn held_sockets(dir: &OwnedFd, sockets: &HashMap<u64, usize>) -> Result<Vec<usize>, Errno> {
     let fd_dir = rustix::fs::openat(
         dir,
@@ -503,8 +638,9 @@ fn held_sockets(dir: &OwnedFd, sockets: &HashMap<u64, usize>) -> Result<Vec<usiz
     )?;
     let mut held = Vec::new();
     let mut link = Vec::with_capacity(64);
-    let mut entries = rustix::fs::Dir::read_from(fd_dir.as_fd())?;
-    for entry in entries.by_ref() {
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    let mut entries = rustix::fs::RawDir::new(fd_dir.as_fd(), &mut space);
+    while let Some(entry) = entries.next() {
         let entry = entry?;
         let name = entry.file_name();
         if name.to_bytes().first() == Some(&b'.') {

@@ -296,3 +296,51 @@ fn details_only_where_asked() {
     );
     assert!(child.uid.is_some());
 }
+
+#[test]
+fn many_processes_read_by_several_threads_match_one_thread() {
+    // Enough processes for the parallel path, with gaps (vanished) and a socket owner.
+    let tmp = fake_proc();
+    let root = tmp.path();
+    for pid in 1000..1000 + 2 * super::PARALLEL_FROM as i32 {
+        if pid % 97 == 0 {
+            fs::create_dir_all(root.join(pid.to_string())).unwrap(); // no stat: gone
+            continue;
+        }
+        let argv = format!("worker\0{pid}\0");
+        process(
+            root,
+            pid,
+            &stat_line(pid, b"worker", 'S', 1, 0, pid as u64),
+            argv.as_bytes(),
+            b"RUNNER_TRACKING_ID=github_x\0",
+        );
+    }
+    let many = read(root);
+    let pids: Vec<i32> = many.processes.iter().map(|p| p.id.pid).collect();
+    assert!(pids.windows(2).all(|w| w[0] < w[1]), "in pid order");
+    let mut one = ProcReader::at(root);
+    let sockets: HashMap<u64, usize> = many
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.inode, i))
+        .collect();
+    let mut expected = Vec::new();
+    let mut gone = Vec::new();
+    let mut all: Vec<i32> = fs::read_dir(root)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    all.sort_unstable();
+    for pid in all {
+        match one.read_process(root, pid, &sockets, &Detail::All) {
+            Ok((p, _)) => expected.push(p),
+            Err(ProcessGone) => gone.push(format!("process {pid}")),
+        }
+    }
+    assert_eq!(many.processes, expected);
+    let unreadable: Vec<&String> = many.unreadable.iter().map(|u| &u.what).collect();
+    assert_eq!(unreadable, gone.iter().collect::<Vec<_>>());
+    assert!(many.listeners.iter().any(|l| !l.owners.is_empty()));
+}
