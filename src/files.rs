@@ -162,24 +162,7 @@ fn check_own_file(path: &Path, fd: &OwnedFd) -> Result<rustix::fs::Stat, FileErr
             hint,
         ));
     }
-    if st.st_uid != euid() {
-        return Err(refused(
-            path,
-            format!(
-                "it is owned by uid {}, not by us (uid {})",
-                st.st_uid,
-                euid()
-            ),
-            hint,
-        ));
-    }
-    if st.st_mode & 0o022 != 0 {
-        return Err(refused(
-            path,
-            format!("it is writable by others (mode {:o})", st.st_mode & 0o7777),
-            hint,
-        ));
-    }
+    ours_alone(path, &st, hint, hint)?;
     if st.st_nlink > 1 {
         return Err(refused(
             path,
@@ -188,6 +171,35 @@ fn check_own_file(path: &Path, fd: &OwnedFd) -> Result<rustix::fs::Stat, FileErr
         ));
     }
     Ok(st)
+}
+
+/// Owned by us, and writable by no one else: `owner_hint` and `mode_hint` say what to do
+/// when it is not.
+fn ours_alone(
+    path: &Path,
+    st: &rustix::fs::Stat,
+    owner_hint: &str,
+    mode_hint: &str,
+) -> Result<(), FileError> {
+    if st.st_uid != euid() {
+        return Err(refused(
+            path,
+            format!(
+                "it is owned by uid {}, not by us (uid {})",
+                st.st_uid,
+                euid()
+            ),
+            owner_hint,
+        ));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Err(refused(
+            path,
+            format!("it is writable by others (mode {:o})", st.st_mode & 0o7777),
+            mode_hint,
+        ));
+    }
+    Ok(())
 }
 
 /// Reads at most `limit` bytes from `fd`, refusing more.
@@ -320,24 +332,12 @@ impl Dir {
             Err(e) => return Err(FileError::io(&path, e)),
         };
         let st = rustix::fs::fstat(&fd).map_err(|e| FileError::io(&path, e))?;
-        if st.st_uid != euid() {
-            return Err(refused(
-                &path,
-                format!(
-                    "it is owned by uid {}, not by us (uid {})",
-                    st.st_uid,
-                    euid()
-                ),
-                HINT_DIR,
-            ));
-        }
-        if st.st_mode & 0o022 != 0 {
-            return Err(refused(
-                &path,
-                format!("it is writable by others (mode {:o})", st.st_mode & 0o7777),
-                "chmod 700 it, or pass --state FILE in a directory only you can write",
-            ));
-        }
+        ours_alone(
+            &path,
+            &st,
+            HINT_DIR,
+            "chmod 700 it, or pass --state FILE in a directory only you can write",
+        )?;
         Ok(Dir { fd, path })
     }
 
