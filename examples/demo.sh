@@ -7,12 +7,11 @@ cargo build --release --quiet --bin ci-janitor
 janitor=target/release/ci-janitor
 state=$(mktemp -d)/state.json
 
-# GitHub's runner marks every process of a job with RUNNER_TRACKING_ID; do the same here,
-# so the daemon that escapes into its own session is still known to be the job's.
-export RUNNER_TRACKING_ID="demo_$$_$RANDOM"
-
-echo "\$ ci-janitor snapshot"
-$janitor snapshot --state "$state"
+# `snapshot --export` gives the job a marker of its own and prints the `export` lines
+# that put it in this shell: everything started from here on carries it, so the daemon
+# that escapes into its own session is still known to be the job's.
+echo "\$ eval \"\$(ci-janitor snapshot --export)\""
+eval "$($janitor snapshot --export --state "$state")"
 echo
 echo "\$ bash examples/leaky-test-suite.sh"
 bash examples/leaky-test-suite.sh

@@ -225,6 +225,14 @@ impl Job {
                 {
                     job.add_root(s.id, RootKind::Caller, depth);
                 }
+                // A shell that ran `eval "$(ci-janitor snapshot --export)"` never shows
+                // the marker in its own environment (only what it starts carries it):
+                // not worth a note. A CI's marker missing from the caller is.
+                Some(_)
+                    if !job
+                        .markers
+                        .identity_pairs()
+                        .any(|(v, _)| v != "CI_JANITOR_RUN") => {}
                 Some((_, s)) => job.notes.push(format!(
                     "the process that ran ci-janitor (pid {}, `{}`) does not carry the \
                      job's marker, so its descendants are not taken as the job's (a \
