@@ -177,6 +177,16 @@ pub fn sweep(
         for d in &fresh {
             seen.insert(d.id);
             let Some(p) = now.process(d.id) else { continue };
+            tracing::debug!(
+                pid = d.id.pid,
+                start_ticks = d.id.start_ticks,
+                class = d.class.name(),
+                evidence = ?d.evidence,
+                marker = d.marker,
+                target = d.class.is_target(policy),
+                command = %redacted_command(p),
+                "classified"
+            );
             let listening: Vec<String> = now.listeners_of(d.id).map(Listener::label).collect();
             if d.class.is_target(policy) {
                 targets.push(p);
@@ -295,4 +305,13 @@ fn check_ports(
         .collect();
     out.sort_by_key(|p| p.listener.label());
     out
+}
+
+/// A process's command line for the log, its secrets redacted (the log is a file too).
+fn redacted_command(p: &Process) -> String {
+    crate::redact::redact_argv(&p.argv, &mut crate::redact::Secrets::default())
+        .iter()
+        .map(|a| a.lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -50,8 +50,12 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CI_JANITOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let actions = settings::process_env("GITHUB_ACTIONS").as_deref() == Some("true");
+    // Colour only on a terminal: a log read from a file or a CI's page must stay plain.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && settings::process_env("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(move || RunnerSafe {
             escape: actions,
             out: std::io::stderr(),

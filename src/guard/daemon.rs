@@ -344,10 +344,7 @@ fn run_inner(
         if let Source::Connector(c) = &source {
             fds.push(PollFd::from_borrowed_fd(c.as_fd(), PollFlags::IN));
         }
-        let ts = rustix::time::Timespec {
-            tv_sec: timeout.as_secs() as i64,
-            tv_nsec: i64::from(timeout.subsec_nanos()),
-        };
+        let ts = crate::platform::proc_events::timespec(timeout);
         match rustix::event::poll(&mut fds, Some(&ts)) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(setup("wait for events", &e)),

@@ -417,10 +417,7 @@ fn read_line(fd: OwnedFd, deadline: Instant) -> Result<Readiness, String> {
         if left.is_zero() {
             return Err(format!("the guard was not ready within {READY_TIMEOUT:?}"));
         }
-        let ts = rustix::time::Timespec {
-            tv_sec: left.as_secs() as i64,
-            tv_nsec: i64::from(left.subsec_nanos()),
-        };
+        let ts = crate::platform::proc_events::timespec(left);
         let mut fds = [PollFd::new(&file, PollFlags::IN)];
         match rustix::event::poll(&mut fds, Some(&ts)) {
             Ok(0) | Err(rustix::io::Errno::INTR) => continue,

@@ -265,6 +265,42 @@ fn another_users_process_is_never_ours() {
 }
 
 #[test]
+fn the_debug_log_explains_every_kill() {
+    // CI_JANITOR_LOG=debug: for each process, the rule that decided it; for each signal,
+    // the identity it went to and what the kernel answered.
+    let _g = serial();
+    let dir = ScratchDir::new("sweep_debug");
+    let tid = unique_tracking_id("debug");
+    let state = snapshot(dir.path());
+    let leak = Fixture::builder("sleep")
+        .env("RUNNER_TRACKING_ID", &tid)
+        .spawn();
+    let mut c = janitor_in_new_session();
+    c.current_dir(dir.path())
+        .env("RUNNER_TRACKING_ID", &tid)
+        .env("CI_JANITOR_LOG", "debug")
+        .args(["sweep", "--grace", "1s", "--color", "never", "--state"])
+        .arg(&state);
+    let out = output_of(c);
+    assert_eq!(out.status.code(), Some(1));
+    let log = String::from_utf8_lossy(&out.stderr);
+    for p in leak.procs() {
+        let pid = format!("pid={}", p.pid);
+        assert!(
+            log.lines()
+                .any(|l| l.contains("classified") && l.contains(&pid) && l.contains("CiMarker")),
+            "no decision for {pid}:\n{log}"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains("pidfd_send_signal") && l.contains(&pid) && l.contains("Term")),
+            "no signal for {pid}:\n{log}"
+        );
+    }
+    assert!(wait_dead(&leak.idents(), Duration::from_secs(5)));
+}
+
+#[test]
 fn dry_run_reports_the_leak_and_it_stays_alive() {
     let _g = serial();
     let dir = ScratchDir::new("sweep_dry");

@@ -166,10 +166,7 @@ impl Supervised {
                             second_signal: false,
                         });
                     }
-                    Some(rustix::time::Timespec {
-                        tv_sec: left.as_secs() as i64,
-                        tv_nsec: i64::from(left.subsec_nanos()),
-                    })
+                    Some(super::proc_events::timespec(left))
                 }
                 None => None,
             };
@@ -252,10 +249,7 @@ impl Supervised {
                 PollFlags::IN,
             )];
             let left = end.saturating_duration_since(std::time::Instant::now());
-            let ts = rustix::time::Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: i64::from(left.subsec_nanos()),
-            };
+            let ts = super::proc_events::timespec(left);
             match rustix::event::poll(&mut fds, Some(&ts)) {
                 Ok(0) => break,
                 _ => self.drain_signals(),

@@ -338,7 +338,8 @@ fn parse_datagram(buf: &[u8]) -> Option<Message> {
     })
 }
 
-fn timespec(d: Duration) -> rustix::time::Timespec {
+/// A duration as the `Timespec` that `poll` and friends take: the one conversion.
+pub fn timespec(d: Duration) -> rustix::time::Timespec {
     rustix::time::Timespec {
         tv_sec: d.as_secs() as i64,
         tv_nsec: i64::from(d.subsec_nanos()),

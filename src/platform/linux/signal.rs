@@ -62,37 +62,53 @@ pub fn open(proc_root: &Path, id: ProcessId) -> Result<Handle, SignalResult> {
     let pid = Pid::from_raw(id.pid).ok_or(SignalResult::Gone)?;
     let fd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
         Ok(fd) => fd,
-        Err(Errno::SRCH) => return Err(SignalResult::Gone),
-        Err(Errno::PERM | Errno::ACCESS) => return Err(SignalResult::NotPermitted),
-        Err(e) => return Err(SignalResult::Failed(e.raw_os_error())),
+        Err(e) => {
+            tracing::debug!(pid = id.pid, errno = %e, "pidfd_open failed");
+            return Err(match e {
+                Errno::SRCH => SignalResult::Gone,
+                Errno::PERM | Errno::ACCESS => SignalResult::NotPermitted,
+                e => SignalResult::Failed(e.raw_os_error()),
+            });
+        }
     };
     match super::start_ticks(proc_root, id.pid) {
         Some(t) if t == id.start_ticks => Ok(Handle { id, fd }),
-        _ => Err(SignalResult::Gone),
+        now => {
+            tracing::debug!(
+                pid = id.pid,
+                start_ticks = id.start_ticks,
+                now = ?now,
+                "not signalled: the pid names another process now (or none)"
+            );
+            Err(SignalResult::Gone)
+        }
     }
 }
 
 impl Handle {
     pub fn signal(&self, sig: Sig) -> SignalResult {
-        match rustix::process::pidfd_send_signal(&self.fd, sig.raw()) {
+        let result = match rustix::process::pidfd_send_signal(&self.fd, sig.raw()) {
             Ok(()) => SignalResult::Sent,
             Err(Errno::SRCH) => SignalResult::Gone,
             Err(Errno::PERM) => SignalResult::NotPermitted,
             Err(e) => SignalResult::Failed(e.raw_os_error()),
-        }
+        };
+        // The syscall edge: with CI_JANITOR_LOG=debug every signal is in the log, with
+        // its identity and what the kernel said.
+        tracing::debug!(
+            pid = self.id.pid,
+            start_ticks = self.id.start_ticks,
+            signal = ?sig,
+            result = ?result,
+            "pidfd_send_signal"
+        );
+        result
     }
 
     /// Whether the process has exited (it may still be a zombie: dead all the same).
     pub fn has_exited(&self) -> bool {
         let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-        matches!(rustix::event::poll(&mut fds, Some(&zero())), Ok(n) if n > 0)
-    }
-}
-
-fn zero() -> rustix::time::Timespec {
-    rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
+        matches!(rustix::event::poll(&mut fds, Some(&super::proc_events::timespec(std::time::Duration::ZERO))), Ok(n) if n > 0)
     }
 }
 
@@ -134,10 +150,7 @@ fn wait_exits_epoll(live: &[&Handle], until: Instant) -> Result<Vec<(usize, Inst
             break;
         }
         let left = until - now;
-        let timeout = rustix::time::Timespec {
-            tv_sec: left.as_secs() as i64,
-            tv_nsec: i64::from(left.subsec_nanos()),
-        };
+        let timeout = super::proc_events::timespec(left);
         events.clear();
         match epoll::wait(
             &ep,
