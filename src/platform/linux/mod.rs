@@ -351,14 +351,22 @@ fn read_machine(root: &Path, host_facts: bool) -> Result<Machine, ReadError> {
         memory_bytes: None,
     };
     if host_facts {
-        use sysinfo::System;
-        machine.os = System::long_os_version().ok();
-        machine.kernel = System::kernel_version().ok();
-        machine.hostname = System::host_name().ok();
-        if let Ok(mut sys) = System::new() {
-            sys.refresh_memory();
-            machine.memory_bytes = Some(sys.total_memory()).filter(|&m| m > 0);
-        }
+        // Four facts for the report's header, read where the kernel and the distribution
+        // keep them (a crate for this was one call site and a second /proc reader).
+        let line = |path: &Path| {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+        };
+        machine.kernel = line(&root.join("sys/kernel/osrelease"));
+        machine.hostname = line(&root.join("sys/kernel/hostname"));
+        machine.os = std::fs::read(Path::new("/etc/os-release"))
+            .ok()
+            .and_then(|b| parse::parse_os_release(&b));
+        machine.memory_bytes = std::fs::read(root.join("meminfo"))
+            .ok()
+            .and_then(|b| parse::parse_mem_total(&b));
     }
     Ok(machine)
 }

@@ -146,6 +146,34 @@ pub fn scan_environ_markers(buf: &[u8]) -> Markers {
     markers
 }
 
+/// `PRETTY_NAME` from `/etc/os-release` (`Debian GNU/Linux 12 (bookworm)`), unquoted.
+pub fn parse_os_release(buf: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(buf);
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))?
+        .trim();
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+        .unwrap_or(value);
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// `MemTotal` from `/proc/meminfo`, in bytes.
+pub fn parse_mem_total(buf: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(buf);
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024).filter(|&b| b > 0)
+}
+
 /// The cgroup path from `/proc/PID/cgroup`: the unified (`0::`) line on cgroup v2, else the
 /// first line's path.
 pub fn parse_cgroup(buf: &[u8]) -> Option<String> {
@@ -341,5 +369,22 @@ CI_JANITOR_RUN=77\0GITHUB_JOB\0";
             Some(1763720000)
         );
         assert_eq!(parse_btime(b"cpu 1 2\n"), None);
+    }
+
+    #[test]
+    fn host_facts() {
+        let os = b"NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n";
+        assert_eq!(
+            parse_os_release(os).as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
+        assert_eq!(
+            parse_os_release(b"PRETTY_NAME=Alpine").as_deref(),
+            Some("Alpine")
+        );
+        assert_eq!(parse_os_release(b"ID=x\n"), None);
+        let mem = b"MemTotal:       24522468 kB\nMemFree:         1000 kB\n";
+        assert_eq!(parse_mem_total(mem), Some(24_522_468 * 1024));
+        assert_eq!(parse_mem_total(b"MemFree: 1 kB\n"), None);
     }
 }
