@@ -218,21 +218,20 @@ impl Job {
         }
         if caller == Caller::Shell {
             let shell = (1..).zip(&ancestors).find(|(_, a)| !is_wrapper(a));
+            // A shell that ran `eval "$(ci-janitor snapshot --export)"` never shows the
+            // marker in its own environment (only what it starts carries it): when the
+            // job's only marker is ci-janitor's, the shell that called us is the job's.
+            // A CI's marker missing from the caller is another matter: a long-lived agent
+            // runs other jobs too.
+            let no_ci_marker = !job
+                .markers
+                .identity_pairs()
+                .any(|(v, _)| v != "CI_JANITOR_RUN");
             match shell {
                 Some((_, s)) if job.roots.iter().any(|r| r.id == s.id) => {}
-                Some((depth, s))
-                    if !job.markers.has_identity() || carries_ours(s, &job.markers) =>
-                {
+                Some((depth, s)) if no_ci_marker || carries_ours(s, &job.markers) => {
                     job.add_root(s.id, RootKind::Caller, depth);
                 }
-                // A shell that ran `eval "$(ci-janitor snapshot --export)"` never shows
-                // the marker in its own environment (only what it starts carries it):
-                // not worth a note. A CI's marker missing from the caller is.
-                Some(_)
-                    if !job
-                        .markers
-                        .identity_pairs()
-                        .any(|(v, _)| v != "CI_JANITOR_RUN") => {}
                 Some((_, s)) => job.notes.push(format!(
                     "the process that ran ci-janitor (pid {}, `{}`) does not carry the \
                      job's marker, so its descendants are not taken as the job's (a \

@@ -290,9 +290,9 @@ fn a_fork_loop_during_the_snapshot_leaves_no_child_behind() {
     let _g = serial();
     let dir = ScratchDir::new("deploy_race");
     let mut agent = Job::start(dir.path());
-    // A loop of the job's, already running: up to 4,000 children, each a long sleep, until
+    // A loop of the job's, already running: up to 5,000 children, each a long sleep, until
     // the test has what it needs.
-    agent.ok(r#"CI_JOB_ID=race sh -c 'i=0; while [ ! -e stop ] && [ $i -lt 4000 ]; do sleep 300 & i=$((i+1)); done; touch loop-done; wait' > /dev/null 2>&1 & echo $! > loop.pid"#);
+    agent.ok(r#"CI_JOB_ID=race sh -c 'i=0; while [ ! -e stop ] && [ $i -lt 5000 ]; do sleep 300 & i=$((i+1)); done; touch loop-done; wait' > /dev/null 2>&1 & echo $! > loop.pid"#);
     let loop_pid: i32 = std::fs::read_to_string(agent.path("loop.pid"))
         .unwrap()
         .trim()
@@ -318,37 +318,45 @@ fn a_fork_loop_during_the_snapshot_leaves_no_child_behind() {
         children_of(loop_pid).len() >= 50
     }));
     let mut exercised = None;
-    for attempt in 0..100 {
+    // Batches of snapshots back to back (one shell command each), until one lists a child
+    // born during its read or the loop has forked all it may.
+    'batches: for batch in 0..8 {
         if agent.path("loop-done").exists() {
             break;
         }
-        let name = format!("race{attempt}.json");
         agent.ok(&format!(
-            r#"CI_JOB_ID=race "$JANITOR" snapshot --state {name} 2>/dev/null"#
+            r#"for n in $(seq 0 24); do CI_JANITOR_LOG=off CI_JOB_ID=race "$JANITOR" snapshot --state race{batch}-$n.json 2>/dev/null; done"#
         ));
-        let state: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(agent.path(&name)).unwrap()).unwrap();
-        let snap = &state["snapshot"];
-        let taken = snap["taken_at_boot_ticks"].as_u64().unwrap();
-        let during = snap["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| {
-                p["ppid"].as_i64() == Some(i64::from(loop_pid))
-                    && p["id"]["start_ticks"].as_u64().unwrap() >= taken
-            })
-            .count();
-        if during > 0 {
-            exercised = Some((name, taken, during));
-            break;
+        for n in 0..25 {
+            let name = format!("race{batch}-{n}.json");
+            let state: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(agent.path(&name)).unwrap()).unwrap();
+            let snap = &state["snapshot"];
+            let taken = snap["taken_at_boot_ticks"].as_u64().unwrap();
+            let during = snap["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| {
+                    p["ppid"].as_i64() == Some(i64::from(loop_pid))
+                        && p["id"]["start_ticks"].as_u64().unwrap() >= taken
+                })
+                .count();
+            if during > 0 {
+                exercised = Some((name, taken, during));
+                break 'batches;
+            }
         }
     }
     std::fs::write(agent.path("stop"), "").unwrap();
     assert!(wait_until(Instant::now() + Duration::from_secs(60), || {
         agent.path("loop-done").exists()
     }));
-    let kids = children_of(loop_pid);
+    // The loop's `sleep 300` children (not the `touch` that may still be exiting).
+    let kids: Vec<Ident> = children_of(loop_pid)
+        .into_iter()
+        .filter(|k| read_stat(k.pid).is_some_and(|s| s.comm == "sleep"))
+        .collect();
     assert!(kids.len() >= 50, "{} children", kids.len());
     let (name, taken, during) =
         exercised.expect("no snapshot listed a child born while it read /proc");
@@ -587,5 +595,79 @@ jobs:
         run.log.contains("ci-janitor: 1 leaked process"),
         "{}",
         run.log
+    );
+}
+
+#[test]
+fn a_job_in_its_own_pid_namespace_is_swept_there() {
+    // A container job: the job, its guard and its sweep in a pid namespace of their own
+    // (`unshare --pid --mount-proc`, pid 1 is the job's shell, which is never a root). The
+    // guard knows at once that the proc connector is silent there and polls; the marked
+    // daemon and the orphan a marked step started with an empty environment are killed;
+    // a process from before the snapshot is not. Everything in the namespace dies with
+    // it when the test ends.
+    let _g = serial();
+    let dir = ScratchDir::new("deploy_pidns");
+    let mut c = std::process::Command::new("unshare");
+    c.args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
+        .arg(
+            r#"set -e
+            sleep 303 < /dev/null > /dev/null 2>&1 &
+            echo $! > bystander.pid
+            eval "$("$JANITOR" snapshot --export --state state.json)"
+            "$JANITOR" guard start --state state.json 2> guard.txt
+            setsid sh -c 'echo $$ > daemon.pid; exec sleep 300' < /dev/null > /dev/null 2>&1 &
+            # A marked client starts a server with an empty environment in a session of its
+            # own (as MCP SDKs do) and stays until the polling guard has seen the server.
+            sh -c 'env -i setsid sh -c "echo \$\$ > scrubbed.pid; exec sleep 301" &
+                i=0; while [ $i -lt 1000 ] && ! grep -q "\"pid\":$(cat scrubbed.pid 2>/dev/null)," state.journal.jsonl; do sleep 0.01; i=$((i+1)); done' < /dev/null > /dev/null 2>&1
+            i=0; while [ $i -lt 1000 ] && { [ ! -s daemon.pid ] || [ ! -s scrubbed.pid ]; }; do sleep 0.01; i=$((i+1)); done
+            i=0; while [ $i -lt 1000 ] && ! grep -q "\"pid\":$(cat scrubbed.pid)," state.journal.jsonl; do sleep 0.01; i=$((i+1)); done
+            set +e
+            "$JANITOR" sweep --state state.json --grace 1s --color never --report-json report.json > sweep.txt
+            echo "sweep=$?" > result.txt
+            cut -d' ' -f3 /proc/$(cat bystander.pid)/stat > bystander.state"#,
+        )
+        .current_dir(dir.path())
+        .env("JANITOR", crate::janitor::janitor_exe())
+        .env_remove("RUNNER_TRACKING_ID")
+        .env_remove("CI_JANITOR_RUN")
+        .env_remove("GITHUB_ACTIONS")
+        .env("CI_JANITOR_LOG", "warn");
+    let out = crate::janitor::output_of(c);
+    assert!(out.status.success());
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+    assert_eq!(
+        read("result.txt").trim(),
+        "sweep=1",
+        "{}",
+        read("sweep.txt")
+    );
+    assert!(
+        read("guard.txt").contains("no proc connector, polling"),
+        "{}",
+        read("guard.txt")
+    );
+    let r = Report::read(&dir.path().join("report.json"));
+    for (file, evidence) in [
+        ("daemon.pid", "run-marker"),
+        ("scrubbed.pid", "guard-lineage"),
+    ] {
+        let pid: i32 = read(file).trim().parse().unwrap();
+        let e = r.processes.iter().find(|p| p.pid == pid).unwrap();
+        assert_eq!(e.class, "job", "{file}: {e:?}");
+        assert!(e.evidence.iter().any(|x| x == evidence), "{file}: {e:?}");
+        let fate = e.fate.as_ref().map(|f| f.fate.as_str());
+        assert!(
+            matches!(fate, Some("terminated" | "killed")),
+            "{file}: {fate:?}"
+        );
+    }
+    let bystander: i32 = read("bystander.pid").trim().parse().unwrap();
+    assert!(r.processes.iter().all(|p| p.pid != bystander));
+    assert_eq!(
+        read("bystander.state").trim(),
+        "S",
+        "the bystander was touched"
     );
 }
