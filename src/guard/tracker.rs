@@ -1473,7 +1473,7 @@ mod tests {
                 step,
                 ..
             }) => {
-                assert_eq!(signature, "uvicorn app:main --port <N>");
+                assert_eq!(signature, "uvicorn app:main --port N");
                 assert_eq!((*live, *over), (4, 3));
                 assert_eq!(step.as_deref(), Some("tests"));
             }
