@@ -32,7 +32,7 @@ LAYERS: list[list[str]] = [
     ["job", "errors"],
     ["report", "guard", "sweep", "workflow"],
     ["kill", "classify", "diff", "state", "settings"],
-    ["cli", "redact", "files"],
+    ["cli", "redact", "signature", "files"],
     ["platform"],
     ["model"],
 ]

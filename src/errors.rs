@@ -235,7 +235,7 @@ mod tests {
         all.extend(
             [
                 ChildError::Subreaper(io()),
-                ChildError::Signals(nix::Error::EPERM),
+                ChildError::Signals(std::io::Error::from_raw_os_error(1)),
                 ChildError::Spawn {
                     command: "x".into(),
                     source: io(),

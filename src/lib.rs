@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! commands ─> job, errors ─> report, guard, sweep, workflow ─> kill, classify, diff, state,
-//! settings ─> cli, redact, files ─> platform ─> model
+//! settings ─> cli, redact, signature, files ─> platform ─> model
 //! ```
 //!
 //! - [`commands`]: the entry points, one file per command; `main`'s body and the one map
@@ -21,7 +21,7 @@
 //! - [`diff`]: what appeared since the baseline (pure). [`state`]: the baseline on disk.
 //! - [`settings`]: what the command line and the environment mean, read once.
 //! - [`cli`]: the command line as typed. [`redact`]: secrets out of command lines before
-//!   anything is printed or saved. [`files`]: every file read or written.
+//!   anything is printed or saved. [`signature`]: the one command-line masker. [`files`]: every file read or written.
 //! - [`platform`]: the OS seam, `/proc` and netlink into [`model`] types, signals out.
 //! - [`model`]: the plain data types (and the on-disk format).
 
@@ -39,6 +39,7 @@ pub(crate) mod platform;
 pub(crate) mod redact;
 pub(crate) mod report;
 pub(crate) mod settings;
+pub(crate) mod signature;
 pub(crate) mod state;
 pub(crate) mod sweep;
 pub(crate) mod workflow;

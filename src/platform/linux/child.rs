@@ -6,11 +6,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use rustix::event::{PollFd, PollFlags};
+
+use super::sigqueue::{Caught, SignalQueue};
 
 /// What happened while the command ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +51,7 @@ pub enum ChildError {
     #[error("become a child subreaper: {0}")]
     Subreaper(std::io::Error),
     #[error("set up signal handling: {0}")]
-    Signals(nix::Error),
+    Signals(std::io::Error),
     #[error("start `{command}`: {source}")]
     Spawn {
         command: String,
@@ -63,11 +61,13 @@ pub enum ChildError {
     Watch(std::io::Error),
 }
 
-const FORWARDED: [Signal; 4] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
+/// What `run` handles: the first four are passed on to the command.
+const HANDLED: [Caught; 5] = [
+    Caught::Interrupt,
+    Caught::Terminate,
+    Caught::HangUp,
+    Caught::Quit,
+    Caught::Child,
 ];
 
 /// Marks this process a child subreaper: descendants orphaned later are reparented to us.
@@ -81,7 +81,7 @@ pub fn become_subreaper() -> Result<(), ChildError> {
 pub struct Supervised {
     child: Child,
     pidfd: OwnedFd,
-    signals: SignalFd,
+    signals: SignalQueue,
     pub received: Vec<Received>,
     /// When the first SIGINT/SIGTERM arrived: the deadline runs from then.
     pub cancelled_at: Option<std::time::Instant>,
@@ -96,21 +96,9 @@ pub fn spawn(mut cmd: Command, display: &str) -> Result<Supervised, ChildError> 
     // SAFETY: the closure runs in the child between fork and exec and only calls
     // pthread_sigmask, which is async-signal-safe; it allocates nothing and takes no locks.
     unsafe {
-        cmd.pre_exec(|| {
-            let empty = SigSet::empty();
-            nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&empty), None)
-                .map_err(std::io::Error::from)
-        });
+        cmd.pre_exec(super::sigqueue::unblock_all);
     }
-    let mut mask = SigSet::empty();
-    for s in FORWARDED {
-        mask.add(s);
-    }
-    mask.add(Signal::SIGCHLD);
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-        .map_err(ChildError::Signals)?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(ChildError::Signals)?;
+    let signals = SignalQueue::block(&HANDLED).map_err(ChildError::Signals)?;
     let child = cmd.spawn().map_err(|source| ChildError::Spawn {
         command: display.to_owned(),
         source,
@@ -130,10 +118,6 @@ pub fn spawn(mut cmd: Command, display: &str) -> Result<Supervised, ChildError> 
     })
 }
 
-/// `si_code` of a signal sent by the kernel: for SIGINT/SIGQUIT, the terminal's Ctrl-C or
-/// Ctrl-\, which the command (in our foreground process group) received too.
-const SI_KERNEL: i32 = 0x80;
-
 impl Supervised {
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
@@ -151,7 +135,9 @@ impl Supervised {
             let stops = self
                 .received
                 .iter()
-                .filter(|r| r.signal == Signal::SIGINT as i32 || r.signal == Signal::SIGTERM as i32)
+                .filter(|r| {
+                    r.signal == Caught::Interrupt.number() || r.signal == Caught::Terminate.number()
+                })
                 .count();
             if stops >= 2 {
                 return Ok(Waited::Outlived {
@@ -189,30 +175,28 @@ impl Supervised {
     }
 
     fn drain_signals(&mut self) {
-        while let Ok(Some(info)) = self.signals.read_signal() {
-            let signo = info.ssi_signo as i32;
-            if signo == Signal::SIGCHLD as i32 {
+        while let Some(d) = self.signals.next() {
+            let sig = d.signal;
+            if sig == Caught::Child {
                 continue;
             }
-            let from_terminal = info.ssi_code == SI_KERNEL
-                && (signo == Signal::SIGINT as i32 || signo == Signal::SIGQUIT as i32);
-            let forwarded = !from_terminal && self.exit.is_none() && self.forward(signo);
-            if signo == Signal::SIGINT as i32 || signo == Signal::SIGTERM as i32 {
+            // The terminal's Ctrl-C or Ctrl-\ reached the command (in our foreground
+            // process group) too.
+            let from_terminal = d.from_kernel && matches!(sig, Caught::Interrupt | Caught::Quit);
+            let forwarded = !from_terminal && self.exit.is_none() && self.forward(sig);
+            if matches!(sig, Caught::Interrupt | Caught::Terminate) {
                 self.cancelled_at
                     .get_or_insert_with(std::time::Instant::now);
             }
             self.received.push(Received {
-                signal: signo,
+                signal: sig.number(),
                 forwarded,
             });
         }
     }
 
-    fn forward(&self, signo: i32) -> bool {
-        let Ok(sig) = Signal::try_from(signo) else {
-            return false;
-        };
-        let Some(sig) = rustix::process::Signal::from_named_raw(sig as i32) else {
+    fn forward(&self, sig: Caught) -> bool {
+        let Some(sig) = rustix::process::Signal::from_named_raw(sig.number()) else {
             return false;
         };
         rustix::process::pidfd_send_signal(&self.pidfd, sig).is_ok()
@@ -221,20 +205,15 @@ impl Supervised {
     /// Reaps every exited child: the command (recording its status) and adopted orphans.
     pub fn reap(&mut self) {
         let me = self.pid();
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    if pid.as_raw() == me {
-                        self.exit = Some(ChildExit::Code(code));
-                    }
-                }
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    if pid.as_raw() == me {
-                        self.exit = Some(ChildExit::Signal(sig as i32));
-                    }
-                }
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => {}
+        use rustix::process::{waitpid, WaitOptions};
+        while let Ok(Some((pid, status))) = waitpid(None, WaitOptions::NOHANG) {
+            if pid.as_raw_nonzero().get() != me {
+                continue;
+            }
+            if let Some(code) = status.exit_status() {
+                self.exit = Some(ChildExit::Code(code));
+            } else if let Some(sig) = status.terminating_signal() {
+                self.exit = Some(ChildExit::Signal(sig));
             }
         }
     }

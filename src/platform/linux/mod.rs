@@ -12,10 +12,12 @@ pub mod net;
 pub mod parse;
 pub mod proc_events;
 pub mod signal;
+pub mod sigqueue;
 pub mod sock_diag;
 
 pub use child::{become_subreaper, spawn, ChildError, ChildExit, Waited};
 pub use signal::{open, raise_fd_limit, wait_exits, Handle, Sig, SignalResult};
+pub use sigqueue::{Caught, SignalQueue};
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -405,11 +407,7 @@ pub fn boot_ticks_now(ticks_per_second: u64) -> u64 {
 
 pub fn clock_ticks_per_second() -> u64 {
     // sysconf(_SC_CLK_TCK) is 100 on every Linux ABI in use; ask anyway.
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .and_then(|v| u64::try_from(v).ok())
-        .unwrap_or(100)
+    rustix::param::clock_ticks_per_second()
 }
 
 fn read_listeners(root: &Path, unreadable: &mut Vec<Unreadable>) -> Vec<Listener> {
