@@ -15,7 +15,7 @@ pub mod signal;
 pub mod sock_diag;
 
 pub use child::{become_subreaper, spawn, ChildError, ChildExit, Waited};
-pub use signal::{open, raise_fd_limit, wait_exits, Handle, Sig, SignalResult};
+pub use signal::{open, raise_fd_limit, wait_exits, GroupSignal, Handle, Sig, SignalResult};
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -112,6 +112,25 @@ pub enum ReadError {
 
 /// Takes a snapshot of every process and (with `opts.sockets`) every listening socket.
 pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
+    read(opts, false).map(|(snap, _)| snap)
+}
+
+/// Pidfds pinned to processes of a snapshot, by identity (see [`read_snapshot_pinned`]).
+pub type Pins = HashMap<ProcessId, Handle>;
+
+/// [`read_snapshot`], and a pidfd for every process whose details were read (kernel
+/// threads and zombies aside), pinned to it while it was read: the pidfd is opened after
+/// `/proc/PID` and `stat` and before the next file, whose successful read through the same
+/// directory proves that process still held the pid when the pidfd was opened, so the pidfd
+/// is that process's. A signal through it needs no second identity check. A process whose
+/// pidfd could not be opened or proved (it exited, no descriptor left) has none: the kill
+/// opens and checks one itself.
+pub fn read_snapshot_pinned(opts: &ReadOptions) -> Result<(Snapshot, Pins), ReadError> {
+    raise_fd_limit();
+    read(opts, true)
+}
+
+fn read(opts: &ReadOptions, pin: bool) -> Result<(Snapshot, Pins), ReadError> {
     let started = Instant::now();
     let taken_at_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -142,15 +161,24 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
     pids.sort_unstable();
 
     let mut processes = Vec::with_capacity(pids.len());
+    let mut pins = Pins::new();
     read_processes(
         root,
         &pids,
         &by_inode,
         &opts.detail,
+        pin,
         |pid, read| match read {
-            Ok((process, sockets)) => {
+            Ok(ReadProcess {
+                process,
+                sockets,
+                pidfd,
+            }) => {
                 for idx in sockets {
                     listeners[idx].owners.push(process.id);
+                }
+                if let Some(fd) = pidfd {
+                    pins.insert(process.id, Handle::pinned(process.id, fd));
                 }
                 processes.push(process);
             }
@@ -167,7 +195,7 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
     let me = std::process::id() as i32;
     let taken_by = processes.iter().find(|p| p.id.pid == me).map(|p| p.id);
 
-    Ok(Snapshot {
+    let snap = Snapshot {
         schema_version: SCHEMA_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
         taken_at_unix_ms,
@@ -180,7 +208,8 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
         taken_by,
         job: None,
         trust_notes: Vec::new(),
-    })
+    };
+    Ok((snap, pins))
 }
 
 /// Fewer processes than this are read by one thread: a second one costs more to start than
@@ -189,7 +218,15 @@ const PARALLEL_FROM: usize = 256;
 /// At most this many reading threads: procfs scales with cores, the gain flattens out.
 const MAX_READERS: usize = 4;
 
-type ProcessRead = Result<(Process, Vec<usize>), ProcessGone>;
+/// One process as read: the indices (into the listener list) of the listening sockets it
+/// holds, and the pidfd pinned to it when one was asked for.
+struct ReadProcess {
+    process: Process,
+    sockets: Vec<usize>,
+    pidfd: Option<OwnedFd>,
+}
+
+type ProcessRead = Result<ReadProcess, ProcessGone>;
 
 /// Reads every process in `pids` (ascending) and hands each pid with what was read to
 /// `each`, in the same order. With many processes and more than one core, several threads
@@ -204,6 +241,7 @@ fn read_processes(
     pids: &[i32],
     sockets: &HashMap<u64, usize>,
     detail: &Detail,
+    pin: bool,
     mut each: impl FnMut(i32, ProcessRead),
 ) {
     let readers = if pids.len() >= PARALLEL_FROM {
@@ -213,16 +251,18 @@ fn read_processes(
     };
     if readers == 1 {
         let mut reader = ProcReader::at(root);
+        reader.pin = pin;
         for &pid in pids {
-            each(pid, reader.read_process(root, pid, sockets, detail));
+            each(pid, reader.read_entry(root, pid, sockets, detail));
         }
         return;
     }
     let share = |k: usize| -> Vec<ProcessRead> {
         let mut reader = ProcReader::at(root);
+        reader.pin = pin;
         let mut out = Vec::with_capacity(pids.len() / readers + 1);
         for &pid in pids.iter().skip(k).step_by(readers) {
-            out.push(reader.read_process(root, pid, sockets, detail));
+            out.push(reader.read_entry(root, pid, sockets, detail));
         }
         out
     };
@@ -445,6 +485,17 @@ fn read_listeners(root: &Path, unreadable: &mut Vec<Unreadable>) -> Vec<Listener
     out
 }
 
+impl ReadProcess {
+    /// A process with nothing more read: a kernel thread or a zombie.
+    fn bare(process: Process) -> ReadProcess {
+        ReadProcess {
+            process,
+            sockets: Vec::new(),
+            pidfd: None,
+        }
+    }
+}
+
 /// The process exited (or its pid was reused) while we read it.
 #[derive(Debug)]
 struct ProcessGone;
@@ -456,6 +507,8 @@ struct ProcReader {
     link: Vec<u8>,
     /// The procfs root, opened once for a whole snapshot.
     root: Option<OwnedFd>,
+    /// Open a pidfd for each process whose details are read (see [`read_snapshot_pinned`]).
+    pin: bool,
 }
 
 fn errno_text(e: Errno) -> &'static str {
@@ -523,6 +576,19 @@ impl ProcReader {
         sockets: &HashMap<u64, usize>,
         detail: &Detail,
     ) -> Result<(Process, Vec<usize>), ProcessGone> {
+        self.read_entry(root, pid, sockets, detail)
+            .map(|r| (r.process, r.sockets))
+    }
+
+    /// [`ProcReader::read_process`], with the pidfd pinned to the process when `pin` is set
+    /// and its details are read.
+    fn read_entry(
+        &mut self,
+        root: &Path,
+        pid: i32,
+        sockets: &HashMap<u64, usize>,
+        detail: &Detail,
+    ) -> Result<ReadProcess, ProcessGone> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         // Relative to the procfs root when it is open: no walk from `/` for each process.
         let dir = match &self.root {
@@ -559,19 +625,36 @@ impl ProcReader {
             // A zombie has exited: no memory, files, cwd or environment left, and it is
             // never classified. Reading more of it is what made re-scans after a kill slow
             // (hundreds of unreaped orphans, three files each).
-            return Ok((p, Vec::new()));
+            return Ok(ReadProcess::bare(p));
         }
         if !detail.wants(&p.id) {
             // The owner of /proc/PID: the effective uid (root for a non-dumpable process).
             p.uid = rustix::fs::fstat(&dir).ok().map(|st| st.st_uid);
             let held = self.held(&dir, sockets, &mut p)?;
-            return Ok((p, held));
+            return Ok(ReadProcess {
+                process: p,
+                sockets: held,
+                pidfd: None,
+            });
         }
         p.details = true;
+        // Opened before `status` is read through the directory: that read succeeding
+        // proves the directory's process still held the pid at the open, so the pidfd is
+        // its own (a pid is not reused while its process, or its zombie, holds it).
+        let mut pidfd = if self.pin {
+            rustix::process::Pid::from_raw(pid).and_then(|raw| {
+                rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).ok()
+            })
+        } else {
+            None
+        };
         match self.read_file(&dir, "status") {
             Ok(buf) => p.uid = parse_status_uid(buf),
             Err(e) if is_gone(e) => return Err(ProcessGone),
-            Err(e) => p.unreadable.push(format!("status: {}", errno_text(e))),
+            Err(e) => {
+                pidfd = None;
+                p.unreadable.push(format!("status: {}", errno_text(e)));
+            }
         }
         match self.read_file(&dir, "cgroup") {
             Ok(buf) => p.cgroup = parse_cgroup(buf),
@@ -580,7 +663,7 @@ impl ProcReader {
         }
         if p.is_zombie() {
             // A zombie has no memory, files or cwd left: nothing more to read.
-            return Ok((p, Vec::new()));
+            return Ok(ReadProcess::bare(p));
         }
         match self.read_file(&dir, "cmdline") {
             Ok(buf) => p.argv = parse_cmdline(buf),
@@ -608,7 +691,11 @@ impl ProcReader {
         let held = self.held(&dir, sockets, &mut p)?;
         // If the process died after we opened its directory, reads above answer ESRCH, which
         // we already turned into ProcessGone; a zombie by now is still this process.
-        Ok((p, held))
+        Ok(ReadProcess {
+            process: p,
+            sockets: held,
+            pidfd,
+        })
     }
 
     /// The listening sockets among the process's descriptors (none asked: none read).
