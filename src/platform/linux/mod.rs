@@ -9,8 +9,10 @@
 pub mod child;
 pub mod ne_bytes;
 pub mod net;
+pub mod netlink;
 pub mod parse;
 pub mod proc_events;
+pub mod procfs;
 pub mod signal;
 pub mod sock_diag;
 
@@ -30,6 +32,7 @@ use crate::model::{
 };
 
 use parse::{parse_cgroup, parse_cmdline, parse_stat, parse_status_uid, scan_environ_markers};
+use procfs::{errno_text, is_gone};
 
 /// Where to read from and what to read.
 #[derive(Debug, Clone)]
@@ -151,14 +154,10 @@ fn read(opts: &ReadOptions, pin: bool) -> Result<(Snapshot, Pins), ReadError> {
         .map(|(i, l)| (l.inode, i))
         .collect();
 
-    let entries = std::fs::read_dir(root).map_err(|source| ReadError::Io {
+    let pids = procfs::list_pids(root).map_err(|source| ReadError::Io {
         path: root.to_owned(),
         source,
     })?;
-    let mut pids: Vec<i32> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
 
     let mut processes = Vec::with_capacity(pids.len());
     let mut pins = Pins::new();
@@ -306,7 +305,7 @@ pub fn read_listeners_only(proc_root: &Path) -> (Vec<Listener>, Vec<Unreadable>)
 /// Reads just one process by pid, for the re-checks before a signal and for finding our own
 /// identity. `None` when it is gone (or is not a readable process).
 pub fn read_one(proc_root: &Path, pid: i32) -> Option<Process> {
-    ProcReader::default()
+    ProcReader::by_path(proc_root)
         .read_process(proc_root, pid, &HashMap::new(), &Detail::All)
         .ok()
         .map(|(p, _)| p)
@@ -314,35 +313,13 @@ pub fn read_one(proc_root: &Path, pid: i32) -> Option<Process> {
 
 /// The start time (clock ticks since boot) of `pid` now, or `None` when it is gone.
 ///
-/// Called once per process a sweep signals (the identity check after `pidfd_open`), so it
-/// costs three system calls: open, one read (a `stat` line is far shorter than the
-/// buffer), close; no size query, no second read for end of file.
+/// The identity check after a `pidfd_open` the reader did not pin (see
+/// [`read_snapshot_pinned`]): three system calls, open, one read (a `stat` line is far
+/// shorter than the buffer), close; no size query, no second read for end of file.
 pub fn start_ticks(proc_root: &Path, pid: i32) -> Option<u64> {
-    let mut path = proc_root.as_os_str().to_owned();
-    path.push(format!("/{pid}/stat"));
-    let fd = rustix::fs::open(
-        path.as_os_str(),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let mut buf = [0u8; 2048];
-    let mut filled = 0;
-    while filled < buf.len() {
-        match rustix::io::read(&fd, &mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                filled += n;
-                // procfs hands out a whole `stat` line in one read: a short read is its end.
-                if filled < buf.len() {
-                    break;
-                }
-            }
-            Err(Errno::INTR) => continue,
-            Err(_) => return None,
-        }
-    }
-    parse_stat(&buf[..filled]).ok().map(|s| s.start_ticks)
+    procfs::Reader::by_path(proc_root)
+        .stat(pid)
+        .map(|s| s.start_ticks)
 }
 
 /// Our own identity.
@@ -503,24 +480,13 @@ struct ProcessGone;
 /// Reusable buffers for reading many processes.
 #[derive(Default)]
 struct ProcReader {
-    buf: Vec<u8>,
+    /// The procfs root (opened once for a whole snapshot) and the file buffer.
+    files: procfs::Reader,
     link: Vec<u8>,
-    /// The procfs root, opened once for a whole snapshot.
-    root: Option<OwnedFd>,
     /// Open a pidfd for each process whose details are read (see [`read_snapshot_pinned`]).
     pin: bool,
-}
-
-fn errno_text(e: Errno) -> &'static str {
-    match e {
-        Errno::ACCESS | Errno::PERM => "permission denied",
-        Errno::NOENT => "not present",
-        _ => "unreadable",
-    }
-}
-
-fn is_gone(e: Errno) -> bool {
-    e == Errno::SRCH
+    /// Our own pid, whose descriptors are not walked.
+    me: i32,
 }
 
 impl ProcReader {
@@ -528,43 +494,25 @@ impl ProcReader {
     /// cannot).
     fn at(root: &Path) -> ProcReader {
         ProcReader {
-            root: rustix::fs::open(
-                root,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .ok(),
+            files: procfs::Reader::at(root),
+            me: std::process::id() as i32,
             ..ProcReader::default()
         }
     }
 
-    /// Reads a whole file under a process directory with plain `read(2)` calls (procfs
-    /// files report size 0, so the size hint `read_to_end` asks for is a wasted syscall).
-    /// A short read is the end: procfs fills the whole buffer unless the file ends first
-    /// (`stat`, `status`, `cgroup` are one seq_file record; `cmdline` and `environ` copy
-    /// page after page within one call), so the read that would return 0 is not made.
-    /// The buffer stays initialised and only grows, so no `unsafe` is needed.
-    fn read_file(&mut self, dir: &OwnedFd, name: &str) -> Result<&[u8], Errno> {
-        let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-        let mut filled = 0;
-        loop {
-            if self.buf.len() - filled < 4096 {
-                self.buf.resize((self.buf.len() * 2).max(16 * 1024), 0);
-            }
-            let room = self.buf.len() - filled;
-            match rustix::io::read(&fd, &mut self.buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    filled += n;
-                    if n < room {
-                        break;
-                    }
-                }
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(e),
-            }
+    /// A reader that walks paths from `root` (one process, read once).
+    fn by_path(root: &Path) -> ProcReader {
+        ProcReader {
+            files: procfs::Reader::by_path(root),
+            me: std::process::id() as i32,
+            ..ProcReader::default()
         }
-        Ok(&self.buf[..filled])
+    }
+
+    /// Reads a whole file under a process directory (see [`procfs`] for the end-of-file
+    /// rule).
+    fn read_file(&mut self, dir: &OwnedFd, name: &str) -> Result<&[u8], Errno> {
+        self.files.read(dir, name)
     }
 
     /// Reads one process; returns it and the indices (into the listener list) of the
@@ -584,18 +532,13 @@ impl ProcReader {
     /// and its details are read.
     fn read_entry(
         &mut self,
-        root: &Path,
+        _root: &Path,
         pid: i32,
         sockets: &HashMap<u64, usize>,
         detail: &Detail,
     ) -> Result<ReadProcess, ProcessGone> {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         // Relative to the procfs root when it is open: no walk from `/` for each process.
-        let dir = match &self.root {
-            Some(root_fd) => rustix::fs::openat(root_fd, pid.to_string(), flags, Mode::empty()),
-            None => rustix::fs::open(root.join(pid.to_string()), flags, Mode::empty()),
-        }
-        .map_err(|_| ProcessGone)?;
+        let dir = self.files.dir(pid).map_err(|_| ProcessGone)?;
         let stat = match self.read_file(&dir, "stat") {
             Ok(buf) => parse_stat(buf).map_err(|_| ProcessGone)?,
             Err(_) => return Err(ProcessGone),
@@ -705,7 +648,9 @@ impl ProcReader {
         sockets: &HashMap<u64, usize>,
         p: &mut Process,
     ) -> Result<Vec<usize>, ProcessGone> {
-        if sockets.is_empty() {
+        // Our own descriptors are no listening sockets, and a sweep holds a pidfd on every
+        // process it is about to kill: thousands of descriptors to walk for nothing.
+        if sockets.is_empty() || p.id.pid == self.me {
             return Ok(Vec::new());
         }
         match held_sockets(dir, sockets) {
