@@ -625,6 +625,8 @@ pub fn finish(
     built.report.notes = swept.notes.clone();
     built.report.ran_as = settings.ran_as;
     report::json::name_steps(&mut built.report, &settings.step_names);
+    // Known leaks (a file, else the base commit's run): the verdict is on new leaks.
+    let failed = crate::gate::run(&mut built.report, settings, || None);
     let mut settings = settings.clone();
     if settings.report_json.is_none() {
         settings.report_json = extra_report.map(Path::to_path_buf);

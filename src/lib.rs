@@ -31,6 +31,7 @@ pub mod commands;
 pub(crate) mod diff;
 pub(crate) mod errors;
 pub(crate) mod files;
+pub(crate) mod gate;
 pub(crate) mod guard;
 pub(crate) mod job;
 pub(crate) mod kill;

@@ -146,6 +146,7 @@ impl Inputs {
             ));
         }
         let mut settings = settings::sweep_settings(&self.sweep_opts(), env)?;
+        crate::gate::check(&settings).map_err(|e| format!("use the input `known-leaks`: {e}"))?;
         settings.ran_as = crate::report::json::RanAs::Action;
         settings.step_names = crate::workflow::step_names(env);
         Ok(settings)

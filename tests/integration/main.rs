@@ -14,6 +14,7 @@ mod support;
 mod action;
 mod deployments;
 mod fixture_selftest;
+mod gate;
 mod guard;
 mod hooks;
 mod janitor;
