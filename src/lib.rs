@@ -32,6 +32,7 @@ pub(crate) mod diff;
 pub(crate) mod errors;
 pub(crate) mod files;
 pub(crate) mod gate;
+pub(crate) mod github;
 pub(crate) mod guard;
 pub(crate) mod job;
 pub(crate) mod kill;

@@ -71,13 +71,11 @@ pub struct SweepSettings {
     pub known_leaks: Option<PathBuf>,
     pub strict_known_leaks: bool,
     /// The GitHub API (check run, pull-request comment): under Actions with a token only.
-    #[allow(dead_code)] // read by crate::github
     pub github_api: Option<ApiSettings>,
 }
 
 /// What the GitHub API phase needs, read from the environment once (see `crate::github`).
 #[derive(Clone, Default)]
-#[allow(dead_code)] // read by crate::github
 pub struct ApiSettings {
     pub token: String,
     /// `$GITHUB_API_URL` (GitHub Enterprise Server: `https://HOST/api/v3`).

@@ -12,9 +12,7 @@
 //! Pure: reports and entries in, results out. The key is the masked command line the
 //! report already computes (`report::signature`), never a second masker.
 
-#[allow(dead_code)] // the pull-request comment (crate::github) uses the rest
 pub mod diff;
-#[allow(dead_code)] // read and written by crate::github
 pub mod digest;
 pub mod file;
 pub mod update;
@@ -116,7 +114,6 @@ impl Known {
     }
 
     /// The base run's failing signatures, each tolerated up to its count there.
-    #[allow(dead_code)]
     pub fn from_digest(d: &digest::Digest, origin: &str) -> Known {
         Known {
             source: KnownSource::Base,
@@ -269,7 +266,7 @@ pub fn check(settings: &crate::settings::SweepSettings) -> Result<(), file::File
 pub fn run(
     report: &mut Report,
     settings: &crate::settings::SweepSettings,
-    base: impl FnOnce() -> Option<Known>,
+    base: impl FnOnce(&mut Vec<String>) -> Option<Known>,
 ) -> bool {
     let known = match &settings.known_leaks {
         Some(path) => match file::load(path) {
@@ -281,7 +278,7 @@ pub fn run(
                 None
             }
         },
-        None => base(),
+        None => base(&mut report.notes),
     };
     if let Some(k) = &known {
         apply(report, k, settings.strict_known_leaks);
