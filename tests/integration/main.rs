@@ -15,6 +15,7 @@ mod action;
 mod deployments;
 mod fixture_selftest;
 mod gate;
+mod github_api;
 mod guard;
 mod hooks;
 mod janitor;
