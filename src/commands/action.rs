@@ -192,7 +192,11 @@ impl Inputs {
                 None if self.known_leaks.is_some() => FailOn::New,
                 None => FailOn::Leak,
             },
-            known_leaks: self.known_leaks.clone(),
+            // Absolute: the guard's dead man's sweep runs from another directory.
+            known_leaks: self
+                .known_leaks
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
             strict_known_leaks: self.strict_known_leaks,
             github_token: self.github_token.clone(),
             no_check_run: !self.check_run,
@@ -441,7 +445,11 @@ mod tests {
         assert_eq!(i.sweep_opts().fail_on, FailOn::Leak);
         assert!(i.check_run && i.comment_on_pr && i.github_token.is_none());
         let i = Inputs::read(&env_of(&[("INPUT_KNOWN-LEAKS", "k.toml")])).unwrap();
-        assert_eq!(i.sweep_opts().fail_on, FailOn::New, "a file gates on new leaks");
+        assert_eq!(
+            i.sweep_opts().fail_on,
+            FailOn::New,
+            "a file gates on new leaks"
+        );
         let i = Inputs::read(&env_of(&[
             ("INPUT_KNOWN-LEAKS", "k.toml"),
             ("INPUT_FAIL-ON", "leak"),
@@ -451,6 +459,7 @@ mod tests {
         .unwrap();
         let o = i.sweep_opts();
         assert_eq!(o.fail_on, FailOn::Leak);
+        assert!(o.known_leaks.unwrap().is_absolute());
         assert_eq!(o.github_token.as_deref(), Some("t"));
         assert!(o.no_pr_comment && !o.no_check_run);
         let i = Inputs::read(&env_of(&[("INPUT_FAIL-ON-LEAK", "false")])).unwrap();
