@@ -217,7 +217,7 @@ impl Api {
                         unchanged: Vec::new(),
                     },
                     format!(
-                        "the known leaks in `{}`",
+                        "the known leaks in {}",
                         crate::report::summary::md(&k.origin)
                     ),
                 )
@@ -272,11 +272,9 @@ impl Api {
         };
         let annotations = check_run::annotations(r, &|s| self.origin(r, s));
         let mut summary = digest::render(&digest::of(r, &self.job_key()));
-        summary.push_str(&crate::report::summary::render(
-            r,
-            None,
-            check_run::SUMMARY_LIMIT,
-        ));
+        // The job summary shortens itself (with its own note) to what the digest leaves.
+        let room = check_run::SUMMARY_LIMIT.saturating_sub(summary.len());
+        summary.push_str(&crate::report::summary::render(r, None, room));
         let output = |batch: &[check_run::Annotation]| {
             serde_json::json!({
                 "title": check_run::title(r),

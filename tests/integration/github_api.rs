@@ -191,23 +191,19 @@ fn a_bad_token_degrades_to_one_notice_and_keeps_the_verdict() {
 }
 
 /// A pull_request workflow using the action with a token, its API pointed at `url`.
-fn api_workflow(url: &str, port: u16) -> String {
+fn api_workflow(url: &str, port: u16, with: &str) -> String {
     format!(
-        "on: pull_request\njobs:\n  test:\n    runs-on: ubuntu-latest\n    env:\n      GITHUB_API_URL: {url}\n    steps:\n      - uses: actions/checkout@v4\n      - uses: ./\n        with:\n          grace-period: 1s\n          github-token: fake-token-for-tests\n{}",
+        "on: pull_request\njobs:\n  test:\n    runs-on: ubuntu-latest\n    env:\n      GITHUB_API_URL: {url}\n    steps:\n      - uses: actions/checkout@v4\n      - uses: ./\n        with:\n          grace-period: 1s\n          github-token: fake-token-for-tests\n{with}{}",
         leak_step(port)
     )
 }
 
-#[test]
-fn under_act_the_action_posts_the_check_run_and_the_comment() {
-    let _g = serial();
-    let dir = ScratchDir::new("act_api");
-    let fake = Fake::start(dir.path(), json!({"user": null}));
-    let repo = action_repo(dir.path(), &[("api.yml", &api_workflow(&fake.url, 18771))]);
-    let event = fake.event(false);
+/// Runs act in host mode on a pull_request event for `api.yml`, the fake API's URL in
+/// `GITHUB_API_URL`. Returns the exit code and the log.
+fn act_pull_request(dir: &Path, repo: &Path, fake: &Fake) -> (Option<i32>, String) {
     let bin = format!("CI_JANITOR_BIN={}", janitor_exe().display());
     let mut c = Command::new("act");
-    c.current_dir(&repo)
+    c.current_dir(repo)
         .args([
             "-P",
             "ubuntu-latest=-self-hosted",
@@ -215,12 +211,12 @@ fn under_act_the_action_posts_the_check_run_and_the_comment() {
             "pull_request",
             "-e",
         ])
-        .arg(&event)
+        .arg(fake.event(false))
         .arg("--action-cache-path")
-        .arg(dir.path().join("act-cache"))
+        .arg(dir.join("act-cache"))
         .args(["-W", ".github/workflows/api.yml", "--env", &bin])
         .arg("--env")
-        .arg(format!("SCRATCH={}", dir.path().display()))
+        .arg(format!("SCRATCH={}", dir.display()))
         .arg("--env")
         .arg(format!("GITHUB_API_URL={}", fake.url))
         .env_remove("RUNNER_TRACKING_ID")
@@ -237,8 +233,31 @@ fn under_act_the_action_posts_the_check_run_and_the_comment() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("--- act api.yml exited {:?}\n{log}", out.status.code());
+    (out.status.code(), log)
+}
+
+/// How long act says the post step took (`Failure - Post ./ [2.5s]`), in seconds.
+fn post_step_seconds(log: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains(" - Post ./ ["))?;
+    let d = line.rsplit_once('[')?.1.trim_end_matches(']');
+    if let Some(ms) = d.strip_suffix("ms") {
+        return ms.parse::<f64>().ok().map(|v| v / 1000.0);
+    }
+    d.strip_suffix('s')?.parse().ok()
+}
+
+#[test]
+fn under_act_the_action_posts_the_check_run_and_the_comment() {
+    let _g = serial();
+    let dir = ScratchDir::new("act_api");
+    let fake = Fake::start(dir.path(), json!({"user": null}));
+    let repo = action_repo(
+        dir.path(),
+        &[("api.yml", &api_workflow(&fake.url, 18771, ""))],
+    );
+    let (code, log) = act_pull_request(dir.path(), &repo, &fake);
     assert!(wait_dead(&leaked(dir.path()), Duration::from_secs(10)));
-    assert_ne!(out.status.code(), Some(0), "the leak fails the job");
+    assert_ne!(code, Some(0), "the leak fails the job");
     let writes = fake.writes();
     let paths: Vec<String> = writes
         .iter()
@@ -266,6 +285,7 @@ fn under_act_the_action_posts_the_check_run_and_the_comment() {
         .unwrap();
     assert_eq!(check["body"]["name"], "ci-janitor");
     assert_eq!(check["body"]["conclusion"], "failure");
+    assert_eq!(check["body"]["head_sha"], "head0sha");
     assert_eq!(check["auth"], "Bearer fake-token-for-tests");
     let annotations = check["body"]["output"]["annotations"].as_array().unwrap();
     assert_eq!(annotations.len(), 2, "{annotations:?}");
@@ -275,4 +295,27 @@ fn under_act_the_action_posts_the_check_run_and_the_comment() {
         .as_str()
         .unwrap()
         .contains("this pull request adds 2 leaks"));
+}
+
+#[test]
+fn under_act_a_hung_api_ends_the_post_step_in_time() {
+    let _g = serial();
+    let dir = ScratchDir::new("act_api_hang");
+    let fake = Fake::start(dir.path(), json!({"hang": true}));
+    let repo = action_repo(
+        dir.path(),
+        &[(
+            "api.yml",
+            &api_workflow(&fake.url, 18772, "          api-timeout: 2s\n"),
+        )],
+    );
+    let (code, log) = act_pull_request(dir.path(), &repo, &fake);
+    assert!(wait_dead(&leaked(dir.path()), Duration::from_secs(10)));
+    assert_ne!(code, Some(0), "the leak still fails the job: {log}");
+    assert!(!fake.requests().is_empty(), "it did try");
+    assert!(log.contains("no answer in time"), "{log}");
+    let took = post_step_seconds(&log).expect("the post step's time in act's log");
+    // Grace 1 s + the API's 2 s bound; a hung API would otherwise hold the step forever.
+    // Generous slack for a loaded machine.
+    assert!(took < 15.0, "the post step took {took:.1} s");
 }
