@@ -111,7 +111,15 @@ pub fn body(changes: &Changes, ctx: &Context) -> String {
             crate::report::terminal::plural(processes, "process", "processes")
         )
     } else if !changes.fixed.is_empty() {
-        "### ✅ ci-janitor: no new leak, and this pull request fixes some".to_owned()
+        format!(
+            "### ✅ ci-janitor: no new leak, and {} no longer {}",
+            crate::report::terminal::plural(changes.fixed.len(), "known leak", "known leaks"),
+            if changes.fixed.len() == 1 {
+                "occurs"
+            } else {
+                "occur"
+            }
+        )
     } else {
         "### ✅ ci-janitor: no new leak".to_owned()
     };
