@@ -30,7 +30,7 @@ LAYERS: list[list[str]] = [
     ["main", "lib"],
     ["commands"],
     ["job", "errors"],
-    ["report", "guard", "sweep", "workflow"],
+    ["report", "gate", "github", "guard", "sweep", "workflow"],
     ["kill", "classify", "diff", "state", "settings"],
     ["cli", "redact", "signature", "files"],
     ["platform"],

@@ -5,8 +5,8 @@
 //! (`python3 scripts/check-layers.py` checks it, and that there is no cycle):
 //!
 //! ```text
-//! commands ─> job, errors ─> report, guard, sweep, workflow ─> kill, classify, diff, state,
-//! settings ─> cli, redact, signature, files ─> platform ─> model
+//! commands ─> job, errors ─> report, gate, github, guard, sweep, workflow ─> kill, classify,
+//! diff, state, settings ─> cli, redact, signature, files ─> platform ─> model
 //! ```
 //!
 //! - [`commands`]: the entry points, one file per command; `main`'s body and the one map
@@ -14,6 +14,9 @@
 //! - [`job`]: what *the job* is (markers, roots) and the one sweep routine every command
 //!   uses. [`errors`]: every failure, with messages that read after "failed to".
 //! - [`report`]: the report's wire types, built once from a sweep, and its renderers.
+//! - [`gate`]: known leaks and new ones (the known-leaks file, base digests, report
+//!   comparisons; pure). [`github`]: the check run and the pull-request comment through
+//!   the API (octocrab; the only async code, on its own current-thread runtime).
 //! - [`guard`]: the background tracker (lineage at birth, journal, dead man's switch).
 //! - [`sweep`] / [`kill`]: the rounds until nothing is left; one round of signals by
 //!   identity.
@@ -31,6 +34,8 @@ pub mod commands;
 pub(crate) mod diff;
 pub(crate) mod errors;
 pub(crate) mod files;
+pub(crate) mod gate;
+pub(crate) mod github;
 pub(crate) mod guard;
 pub(crate) mod job;
 pub(crate) mod kill;

@@ -7,8 +7,10 @@
 
 mod action;
 mod diff;
+mod diff_reports;
 mod guard;
 mod hooks;
+mod known_leaks;
 mod report;
 mod run;
 mod snapshot;
@@ -102,5 +104,7 @@ pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
         Command::Hooks(args) => hooks::run(args.command, env),
         Command::Report(args) => report::run(&args, env),
         Command::Guard(args) => guard::run(args, env),
+        Command::KnownLeaks(args) => known_leaks::run(args.command),
+        Command::DiffReports(args) => diff_reports::run(&args),
     }
 }

@@ -20,6 +20,7 @@ fn describe_exit(exit: platform::ChildExit) -> String {
 
 pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let mut settings = settings::sweep_settings(&args.opts, env).map_err(AppError::Input)?;
+    crate::gate::check(&settings).map_err(|e| AppError::Input(e.to_string()))?;
     settings.policy.only_attributed = true;
     let read = ReadOptions {
         host_facts: false,

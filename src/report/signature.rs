@@ -149,6 +149,7 @@ pub fn compute(processes: &[ReportProcess]) -> Vec<Signature> {
                 fates,
                 allow_pattern,
                 command,
+                gate: None,
             }
         })
         .collect();

@@ -14,6 +14,8 @@ mod support;
 mod action;
 mod deployments;
 mod fixture_selftest;
+mod gate;
+mod github_api;
 mod guard;
 mod hooks;
 mod janitor;
