@@ -73,5 +73,5 @@ log "load $(cut -d' ' -f1-3 /proc/loadavg)"
   --spawner "$TOOLS/spawn_groups" --environ-kill "$TOOLS/environ_kill" \
   --run-rusage "$TOOLS/run_rusage" --subreaper "$TOOLS/subreaper" --python "$PY" \
   --workdir "$OUT" --out-md "$OUT/results-ns.md" --out-json "$OUT/results-ns.json" \
-  --command-line "$(echo ${CIJ_BEFORE:+CIJ_BEFORE=$CIJ_BEFORE} bash bench/sweep_ns.sh "$@")" \
+  --command-line "$(echo ${CIJ_BEFORE:+CIJ_BEFORE=$CIJ_BEFORE} ${CIJ_BEFORE_BIN:+CIJ_BEFORE_BIN=$CIJ_BEFORE_BIN} bash bench/sweep_ns.sh "$@")" \
   "${before[@]}" "$@"

@@ -11,6 +11,14 @@
 //! pidfd (`PIDFD_SIGNAL_PROCESS_GROUP`), never by number (see [`Target::whole_group`]).
 //! Any other group may also hold processes that are not ours (the shell that ran `sleep &`
 //! is in the sleep's group), so its members are signalled one by one.
+//!
+//! What the group signal can reach beyond the verified members: a process that entered the
+//! group between the reading and the signal. That is a child a member forked meanwhile
+//! (the job's by descent; it dies unlisted, where a signal per process would have left it
+//! to the next round's reading and its own entry), or a process of the same session that
+//! moved itself in with `setpgid` in those milliseconds. No system call tells a group's
+//! members at the instant of a signal; the window is the time from the reading to the
+//! signal, and only groups verified whole take it.
 
 use std::path::Path;
 use std::sync::Arc;

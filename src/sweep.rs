@@ -224,6 +224,7 @@ pub fn sweep(
             .filter_map(|(i, p)| Some((p.as_ref()?.id, i)))
             .collect();
         let mut targets: Vec<usize> = Vec::new();
+        entries.reserve_exact(fresh.len());
         for d in &fresh {
             seen.insert(d.id);
             let Some(p) = at.get(&d.id).and_then(|&i| slots[i].take()) else {
@@ -263,7 +264,11 @@ pub fn sweep(
             });
         }
         if rounds == 1 {
-            first.processes = slots.into_iter().flatten().collect();
+            // A new vector: collected in place, the rest would keep the whole reading's
+            // allocation.
+            let mut rest = Vec::with_capacity(slots.iter().flatten().count());
+            rest.extend(slots.into_iter().flatten());
+            first.processes = rest;
         }
         if targets.is_empty() {
             break;

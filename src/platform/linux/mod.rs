@@ -123,13 +123,16 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
 /// Pidfds pinned to processes of a snapshot, by identity (see [`read_snapshot_pinned`]).
 pub type Pins = HashMap<ProcessId, Handle>;
 
-/// [`read_snapshot`], and a pidfd for every process whose details were read (kernel
-/// threads and zombies aside), pinned to it while it was read: the pidfd is opened after
-/// `/proc/PID` and `stat` and before the next file, whose successful read through the same
+/// [`read_snapshot`] for a sweep. Sockets are tied to the processes read in detail only
+/// (a sweep acts on those and reports no other's descriptors: the baseline's are not
+/// walked), and each of them (kernel threads and zombies aside) gets a pidfd pinned to it
+/// while it was read: the pidfd is opened after `/proc/PID` and `stat` and before the next
+/// file, whose successful read through the same
 /// directory proves that process still held the pid when the pidfd was opened, so the pidfd
 /// is that process's. A signal through it needs no second identity check. A process whose
 /// pidfd could not be opened or proved (it exited, no descriptor left) has none: the kill
-/// opens and checks one itself.
+/// opens and checks one itself. The reading does not wait for the start of a clock tick
+/// (see [`read_snapshot`]): a sweep's reading is no baseline.
 pub fn read_snapshot_pinned(opts: &ReadOptions) -> Result<(Snapshot, Pins), ReadError> {
     raise_fd_limit();
     read(opts, true)
@@ -142,7 +145,13 @@ fn read(opts: &ReadOptions, pin: bool) -> Result<(Snapshot, Pins), ReadError> {
         .map_or(0, |d| d.as_millis() as u64);
     let root = opts.proc_root.as_path();
     let machine = read_machine(root, opts.host_facts)?;
-    let taken_at_boot_ticks = begin_on_a_tick(machine.clock_ticks_per_second);
+    // A baseline's reading starts on a tick (see `begin_on_a_tick`); a sweep's is never
+    // the baseline of anything, and would wait up to a tick (10 ms) for nothing.
+    let taken_at_boot_ticks = if pin {
+        boot_ticks_now(machine.clock_ticks_per_second)
+    } else {
+        begin_on_a_tick(machine.clock_ticks_per_second)
+    };
     let mut unreadable = Vec::new();
 
     let mut listeners = if opts.sockets {
@@ -571,7 +580,13 @@ impl ProcReader {
         if !detail.wants(&p.id) {
             // The owner of /proc/PID: the effective uid (root for a non-dumpable process).
             p.uid = rustix::fs::fstat(&dir).ok().map(|st| st.st_uid);
-            let held = self.held(&dir, sockets, &mut p)?;
+            // A sweep's reading ties sockets to the processes it may act on only: the rest
+            // are the baseline's, whose descriptors it never reports.
+            let held = if self.pin {
+                Vec::new()
+            } else {
+                self.held(&dir, sockets, &mut p)?
+            };
             return Ok(ReadProcess {
                 process: p,
                 sockets: held,
