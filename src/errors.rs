@@ -196,6 +196,7 @@ mod tests {
                     source: io(),
                 },
                 ReadError::NoBootId(p()),
+                ReadError::ForeignProc(p(), 7, 1234),
             ]
         };
         let guard = vec![

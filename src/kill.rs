@@ -146,6 +146,9 @@ fn wait_exits(
 
 /// How long to wait for a SIGKILLed process to disappear before calling it a survivor.
 const AFTER_KILL: Duration = Duration::from_secs(2);
+/// How long a group's SIGKILL is given before a member still alive gets its own (it left
+/// the group, or its leader moved, after the reading).
+const GROUP_SETTLE: Duration = Duration::from_millis(100);
 /// The wait after SIGKILL ends at the deadline, but lasts at least this long: the kernel
 /// needs a moment to run the exits of what was just killed, and without it every process
 /// killed at the deadline would be reported as a survivor. A process in D state or one
@@ -215,12 +218,36 @@ pub fn terminate(
         // No grace: nothing to stop or terminate first, SIGKILL is the one signal.
         let kill_sent = Instant::now();
         let groups = whole_groups(&ids, &pgids, &whole, &handles);
-        kill_all(&handles, &groups, &mut fates);
+        let by_group = kill_all(&handles, &groups, &mut fates);
         let kill_time = kill_sent.elapsed().as_millis() as u64;
-        let pending: Vec<&(usize, Handle)> = handles
+        let mut pending: Vec<&(usize, Handle)> = handles
             .iter()
             .filter(|(i, _)| fates[*i].is_none())
             .collect();
+        if by_group.iter().any(|&g| g) {
+            // A member that left its group (setsid) or a leader that moved to another one
+            // between the reading and the signal got nothing from the group's signal: what
+            // has not exited after a moment gets its own SIGKILL through its pidfd.
+            let settle = (Instant::now() + GROUP_SETTLE).min(opts.deadline);
+            let refs: Vec<&Handle> = pending.iter().map(|(_, h)| h).collect();
+            let mut exited = vec![false; pending.len()];
+            for (k, _) in platform::wait_exits(&refs, settle) {
+                exited[k] = true;
+            }
+            for ((i, h), gone) in pending.iter().map(|p| (p.0, &p.1)).zip(&exited) {
+                if *gone {
+                    fates[i] = Some(Fate::Killed {
+                        after_ms: kill_time,
+                    });
+                } else if by_group[i] {
+                    match h.signal(Sig::Kill) {
+                        SignalResult::Sent | SignalResult::Gone => {}
+                        other => fates[i] = Some(result_fate(other)),
+                    }
+                }
+            }
+            pending.retain(|(i, _)| fates[*i].is_none());
+        }
         reap_after_kill(proc_root, &pending, kill_time, opts, &mut fates);
         return collect(&ids, fates);
     }
@@ -332,7 +359,14 @@ fn whole_groups(
 /// SIGKILL to every target that has a handle: one signal through the leader's pidfd for
 /// each whole group (see [`whole_groups`]), one per process for the rest, and for a whole
 /// group whose signal the kernel could not send (before Linux 6.9, or the leader gone).
-fn kill_all(handles: &[(usize, Handle)], groups: &[Vec<usize>], fates: &mut [Option<Fate>]) {
+/// Returns, per target (by its index in the round), whether only its group's signal was
+/// sent for it.
+fn kill_all(
+    handles: &[(usize, Handle)],
+    groups: &[Vec<usize>],
+    fates: &mut [Option<Fate>],
+) -> Vec<bool> {
+    let mut by_group = vec![false; fates.len()];
     let mut done = vec![false; handles.len()];
     let mut group_signals = true;
     for members in groups {
@@ -343,6 +377,7 @@ fn kill_all(handles: &[(usize, Handle)], groups: &[Vec<usize>], fates: &mut [Opt
             GroupSignal::Sent => {
                 for &k in members {
                     done[k] = true;
+                    by_group[handles[k].0] = true;
                 }
             }
             // An older kernel: every group is signalled member by member.
@@ -361,6 +396,7 @@ fn kill_all(handles: &[(usize, Handle)], groups: &[Vec<usize>], fates: &mut [Opt
             other => fates[*i] = Some(result_fate(other)),
         }
     }
+    by_group
 }
 
 /// Waits for the SIGKILLed `pending` to exit (at most [`AFTER_KILL`], and not past the

@@ -106,6 +106,9 @@ pub fn sweep(
 ) -> Result<SweepOutcome, ReadError> {
     let started = Instant::now();
     let deadline = started + opts.deadline;
+    if !opts.dry_run {
+        platform::check_proc_is_ours(&opts.proc_root)?;
+    }
     let detail = platform::Detail::new_since(baseline);
     // Pidfds pinned by the reader to the processes it read in detail, so that the kill
     // needs no second identity check (none in a dry run: nothing is signalled).
@@ -352,32 +355,39 @@ pub fn sweep(
 }
 
 /// The process groups of this round's targets that may take one signal for all their
-/// members (see [`kill::Target::whole_group`]): in `now`, every live member of the group is
-/// a target of the round, holds a pidfd the reader pinned to it, and is one we may signal
-/// (we are root, or it runs as our uid), so one signal reaches nothing else and is refused
-/// by no member. Zombies are dead: they take no signal.
+/// members (see [`kill::Target::whole_group`]). The kernel signals whoever is in the group
+/// when the signal is sent, so the proof covers the group's whole *session*: a process can
+/// join a group only from inside its session, and enter a session only by being forked in
+/// it. So in `now`, every process of the session (zombies included: a process whose main
+/// thread exited shows as one while its other threads run) is a live target of the round,
+/// holds a pidfd the reader pinned to it, and is one we may signal (we are root, or it runs
+/// as our uid); the session's id is a pid of our namespace (0 means its leader, and so
+/// maybe members, are outside what `/proc` shows); and the reading is complete (a process
+/// that could not be read may be the one outsider). Anything less: one signal per process.
 fn whole_groups(now: &Snapshot, targets: &HashSet<ProcessId>, pins: &Pins) -> HashSet<i32> {
+    if !now.unreadable.is_empty() {
+        return HashSet::new();
+    }
     let may_signal = |p: &Process| now.machine.is_root || p.uid == Some(now.machine.uid);
-    let mut groups: HashMap<i32, bool> = HashMap::new();
+    let mut sessions: HashMap<i32, bool> = HashMap::new();
     for p in &now.processes {
         if targets.contains(&p.id) {
-            groups.entry(p.pgid).or_insert(true);
+            sessions.entry(p.sid).or_insert(p.sid > 0);
         }
     }
     for p in &now.processes {
-        if p.is_zombie() {
-            continue;
-        }
-        if let Some(whole) = groups.get_mut(&p.pgid) {
-            *whole &= !p.kernel_thread
+        if let Some(whole) = sessions.get_mut(&p.sid) {
+            *whole &= !p.is_zombie()
+                && !p.kernel_thread
                 && targets.contains(&p.id)
                 && pins.contains_key(&p.id)
                 && may_signal(p);
         }
     }
-    groups
-        .into_iter()
-        .filter_map(|(g, whole)| whole.then_some(g))
+    now.processes
+        .iter()
+        .filter(|p| targets.contains(&p.id) && sessions.get(&p.sid) == Some(&true))
+        .map(|p| p.pgid)
         .collect()
 }
 

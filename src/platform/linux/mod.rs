@@ -113,6 +113,28 @@ pub enum ReadError {
          readable (is procfs mounted?)"
     )]
     NoBootId(PathBuf),
+    #[error(
+        "use {0}: it shows this process as pid {1}, but the kernel calls it pid {2}, so it \
+         belongs to another pid namespace and its pids would name other processes; mount a \
+         procfs of this namespace (`unshare --pid --fork --mount-proc`, or `mount -t proc \
+         proc /proc` in the container) before sweeping"
+    )]
+    ForeignProc(PathBuf, i32, i32),
+}
+
+/// Refuses a `/proc` of another pid namespace than ours (`unshare --pid --fork` without
+/// `--mount-proc`): there the pids read name other processes than the pids a signal takes,
+/// and a pidfd opened by number would not be the process read.
+pub fn check_proc_is_ours(proc_root: &Path) -> Result<(), ReadError> {
+    let seen = std::fs::read_link(proc_root.join("self"))
+        .ok()
+        .and_then(|t| t.to_str().and_then(|s| s.parse::<i32>().ok()));
+    let real = rustix::process::getpid().as_raw_nonzero().get();
+    match seen {
+        Some(pid) if pid != real => Err(ReadError::ForeignProc(proc_root.to_owned(), pid, real)),
+        // Unreadable: the reads that follow fail on their own.
+        _ => Ok(()),
+    }
 }
 
 /// Takes a snapshot of every process and (with `opts.sockets`) every listening socket.

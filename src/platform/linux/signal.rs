@@ -92,7 +92,9 @@ const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 4;
 /// The result of [`Handle::signal_group`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupSignal {
-    /// Sent to every member of the group.
+    /// The kernel took it: every process in the group at that moment, in every pid
+    /// namespace, was sent the signal; at least one accepted it (a refusal by another
+    /// member is not reported here: the caller checks each member's exit).
     Sent,
     /// The kernel cannot address a group through a pidfd (before Linux 6.9).
     Unsupported,
