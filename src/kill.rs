@@ -5,20 +5,21 @@
 //! reader while it read the process (see [`crate::platform::read_snapshot_pinned`]), or
 //! opened here and checked against its start time (see [`crate::platform::open`]).
 //! Processes are handled group by group (process group, then session, in that order). A
-//! group gets one signal for all its members only when it is verified whole: every live
-//! member of it in the reading this round comes from is a target of the round holding a
-//! pinned pidfd, its leader among them, and the group is addressed through the leader's
-//! pidfd (`PIDFD_SIGNAL_PROCESS_GROUP`), never by number (see [`Target::whole_group`]).
-//! Any other group may also hold processes that are not ours (the shell that ran `sleep &`
-//! is in the sleep's group), so its members are signalled one by one.
+//! group gets one signal for all its members only when its whole *session* is verified:
+//! every process of the session in the reading this round comes from is a live target of
+//! the round holding a pinned pidfd, the session's id is visible in our pid namespace, and
+//! the reading is complete (see the sweep's `whole_groups`). The group is addressed through
+//! its leader's pidfd (`PIDFD_SIGNAL_PROCESS_GROUP`), never by number (see
+//! [`Target::whole_group`]). Any other group may also hold processes that are not ours (the
+//! shell that ran `sleep &` is in the sleep's group), so its members are signalled one by
+//! one.
 //!
 //! What the group signal can reach beyond the verified members: a process that entered the
-//! group between the reading and the signal. That is a child a member forked meanwhile
-//! (the job's by descent; it dies unlisted, where a signal per process would have left it
-//! to the next round's reading and its own entry), or a process of the same session that
-//! moved itself in with `setpgid` in those milliseconds. No system call tells a group's
-//! members at the instant of a signal; the window is the time from the reading to the
-//! signal, and only groups verified whole take it.
+//! group between the reading and the signal. A process can join a group only from inside
+//! the group's session, and enter a session only by being forked in it, so that is a child
+//! a member forked meanwhile: the job's by descent (it dies unlisted, where a signal per
+//! process would have left it to the next round's reading and its own entry). A member
+//! that left the group meanwhile (`setsid`) gets its own SIGKILL after a moment.
 
 use std::path::Path;
 use std::sync::Arc;
