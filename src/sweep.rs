@@ -365,7 +365,7 @@ pub fn sweep(
 /// maybe members, are outside what `/proc` shows); and the reading is complete (a process
 /// that could not be read may be the one outsider). Anything less: one signal per process.
 fn whole_groups(now: &Snapshot, targets: &HashSet<ProcessId>, pins: &Pins) -> HashSet<i32> {
-    if !now.unreadable.is_empty() {
+    if !platform::reading_complete(now) {
         return HashSet::new();
     }
     let may_signal = |p: &Process| now.machine.is_root || p.uid == Some(now.machine.uid);

@@ -214,9 +214,12 @@ fn read(opts: &ReadOptions, pin: bool) -> Result<(Snapshot, Pins), ReadError> {
                 }
                 processes.push(process);
             }
-            Err(ProcessGone) => unreadable.push(Unreadable {
+            Err(ProcessGone { unread }) => unreadable.push(Unreadable {
                 what: format!("process {pid}"),
-                reason: "exited while being read".into(),
+                reason: match unread {
+                    None => EXITED_WHILE_READ.into(),
+                    Some(e) => format!("could not be read: {e}"),
+                },
             }),
         },
     );
@@ -502,9 +505,37 @@ impl ReadProcess {
     }
 }
 
-/// The process exited (or its pid was reused) while we read it.
+/// The process exited (or its pid was reused) while we read it (`unread: None`), or its
+/// `/proc` entry could not be opened or its `stat` read for another reason (descriptors
+/// run out, say): then the reading is incomplete, not the process gone.
 #[derive(Debug)]
-struct ProcessGone;
+struct ProcessGone {
+    unread: Option<Errno>,
+}
+
+const GONE: ProcessGone = ProcessGone { unread: None };
+
+/// What the reading says of a process it met but could not read (see [`reading_complete`]).
+const EXITED_WHILE_READ: &str = "exited while being read";
+
+/// Whether every process `/proc` listed was read or had exited: no process was skipped
+/// for another reason (an error other than "gone"), so no live process is missing from
+/// `snap`. A proof that covers "every process of X" needs it.
+pub fn reading_complete(snap: &Snapshot) -> bool {
+    !snap
+        .unreadable
+        .iter()
+        .any(|u| u.what.starts_with("process ") && u.reason != EXITED_WHILE_READ)
+}
+
+/// An error opening a process's directory or reading its `stat`: gone, or unread.
+fn gone_or_unread(e: Errno) -> ProcessGone {
+    if e == Errno::NOENT || is_gone(e) {
+        GONE
+    } else {
+        ProcessGone { unread: Some(e) }
+    }
+}
 
 /// Reusable buffers for reading many processes.
 #[derive(Default)]
@@ -567,10 +598,10 @@ impl ProcReader {
         detail: &Detail,
     ) -> Result<ReadProcess, ProcessGone> {
         // Relative to the procfs root when it is open: no walk from `/` for each process.
-        let dir = self.files.dir(pid).map_err(|_| ProcessGone)?;
+        let dir = self.files.dir(pid).map_err(gone_or_unread)?;
         let stat = match self.read_file(&dir, "stat") {
-            Ok(buf) => parse_stat(buf).map_err(|_| ProcessGone)?,
-            Err(_) => return Err(ProcessGone),
+            Ok(buf) => parse_stat(buf).map_err(|_| gone_or_unread(Errno::INVAL))?,
+            Err(e) => return Err(gone_or_unread(e)),
         };
         let mut p = Process {
             id: ProcessId {
@@ -628,7 +659,7 @@ impl ProcReader {
         };
         match self.read_file(&dir, "status") {
             Ok(buf) => p.uid = parse_status_uid(buf),
-            Err(e) if is_gone(e) => return Err(ProcessGone),
+            Err(e) if is_gone(e) => return Err(GONE),
             Err(e) => {
                 pidfd = None;
                 p.unreadable.push(format!("status: {}", errno_text(e)));
@@ -636,7 +667,7 @@ impl ProcReader {
         }
         match self.read_file(&dir, "cgroup") {
             Ok(buf) => p.cgroup = parse_cgroup(buf),
-            Err(e) if is_gone(e) => return Err(ProcessGone),
+            Err(e) if is_gone(e) => return Err(GONE),
             Err(e) => p.unreadable.push(format!("cgroup: {}", errno_text(e))),
         }
         if p.is_zombie() {
@@ -645,12 +676,12 @@ impl ProcReader {
         }
         match self.read_file(&dir, "cmdline") {
             Ok(buf) => p.argv = parse_cmdline(buf),
-            Err(e) if is_gone(e) => return Err(ProcessGone),
+            Err(e) if is_gone(e) => return Err(GONE),
             Err(e) => p.unreadable.push(format!("cmdline: {}", errno_text(e))),
         }
         match self.read_file(&dir, "environ") {
             Ok(buf) => p.markers = scan_environ_markers(buf),
-            Err(e) if is_gone(e) => return Err(ProcessGone),
+            Err(e) if is_gone(e) => return Err(GONE),
             Err(e) => p.unreadable.push(format!("environ: {}", errno_text(e))),
         }
         for (name, slot) in [("exe", &mut p.exe), ("cwd", &mut p.cwd)] {
@@ -662,7 +693,7 @@ impl ProcReader {
                     *slot = Some(Bytes(target.as_slice().to_vec()));
                     self.link = target;
                 }
-                Err(e) if is_gone(e) => return Err(ProcessGone),
+                Err(e) if is_gone(e) => return Err(GONE),
                 Err(e) => p.unreadable.push(format!("{name}: {}", errno_text(e))),
             }
         }
@@ -690,7 +721,7 @@ impl ProcReader {
         }
         match held_sockets(dir, sockets) {
             Ok(held) => Ok(held),
-            Err(e) if is_gone(e) => Err(ProcessGone),
+            Err(e) if is_gone(e) => Err(GONE),
             Err(e) => {
                 p.unreadable.push(format!("fd: {}", errno_text(e)));
                 Ok(Vec::new())

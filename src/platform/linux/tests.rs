@@ -336,11 +336,37 @@ fn many_processes_read_by_several_threads_match_one_thread() {
     for pid in all {
         match one.read_process(root, pid, &sockets, &Detail::All) {
             Ok((p, _)) => expected.push(p),
-            Err(ProcessGone) => gone.push(format!("process {pid}")),
+            Err(_) => gone.push(format!("process {pid}")),
         }
     }
     assert_eq!(many.processes, expected);
     let unreadable: Vec<&String> = many.unreadable.iter().map(|u| &u.what).collect();
     assert_eq!(unreadable, gone.iter().collect::<Vec<_>>());
     assert!(many.listeners.iter().any(|l| !l.owners.is_empty()));
+}
+
+#[test]
+fn a_reading_is_complete_unless_a_live_process_was_skipped() {
+    use crate::test_support::snapshot_of;
+    let mut snap = snapshot_of(vec![], 0);
+    assert!(reading_complete(&snap));
+    // A process that exited mid-read, a socket table that could not be read: complete.
+    snap.unreadable.push(Unreadable {
+        what: "process 12".into(),
+        reason: EXITED_WHILE_READ.into(),
+    });
+    snap.unreadable.push(Unreadable {
+        what: "/proc/net/tcp6".into(),
+        reason: "permission denied".into(),
+    });
+    assert!(reading_complete(&snap));
+    // A process whose entry could not be opened (descriptors ran out): incomplete.
+    snap.unreadable.push(Unreadable {
+        what: "process 13".into(),
+        reason: format!("could not be read: {}", Errno::MFILE),
+    });
+    assert!(!reading_complete(&snap));
+    assert!(gone_or_unread(Errno::NOENT).unread.is_none());
+    assert!(gone_or_unread(Errno::SRCH).unread.is_none());
+    assert_eq!(gone_or_unread(Errno::MFILE).unread, Some(Errno::MFILE));
 }
