@@ -30,7 +30,7 @@ LAYERS: list[list[str]] = [
     ["main", "lib"],
     ["commands"],
     ["job", "errors"],
-    ["report", "guard", "sweep", "workflow"],
+    ["report", "guard", "sweep", "workflow", "diagnose"],
     ["kill", "classify", "diff", "state", "settings"],
     ["cli", "redact", "files"],
     ["platform"],

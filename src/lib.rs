@@ -15,6 +15,7 @@
 //!   uses. [`errors`]: every failure, with messages that read after "failed to".
 //! - [`report`]: the report's wire types, built once from a sweep, and its renderers.
 //! - [`guard`]: the background tracker (lineage at birth, journal, dead man's switch).
+//! - [`diagnose`]: why the job is stuck (facts and verdicts; kills nothing).
 //! - [`sweep`] / [`kill`]: the rounds until nothing is left; one round of signals by
 //!   identity.
 //! - [`classify`]: whose each appeared process is, with the evidence (pure).
@@ -28,6 +29,7 @@
 pub(crate) mod classify;
 pub(crate) mod cli;
 pub mod commands;
+pub(crate) mod diagnose;
 pub(crate) mod diff;
 pub(crate) mod errors;
 pub(crate) mod files;

@@ -67,6 +67,20 @@ pub struct SweepSettings {
     pub ran_as: RanAs,
     /// Step names by `GITHUB_ACTION` id, for the reports ([`crate::workflow`]).
     pub step_names: std::collections::BTreeMap<String, String>,
+    /// Capture why the job is stuck before the kill (the job was cancelled or timed out):
+    /// set by the caller that knows it was; `None` for an ordinary sweep.
+    #[allow(dead_code)] // used from the next commit
+    pub capture: Option<Capture>,
+    /// The bound on that capture (`--capture-bound`).
+    #[allow(dead_code)] // used from the next commit
+    pub capture_bound: Duration,
+}
+
+/// Why a hang report is taken before a sweep, and where the guard's journal is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    pub reason: String,
+    pub journal: Option<PathBuf>,
 }
 
 pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, String> {
@@ -115,6 +129,8 @@ pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, Stri
         progress: true,
         ran_as: RanAs::Cli,
         step_names: std::collections::BTreeMap::new(),
+        capture: None,
+        capture_bound: o.capture_bound.0,
     })
 }
 

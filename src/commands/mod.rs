@@ -6,6 +6,7 @@
 //! error becomes an exit code.
 
 mod action;
+mod diagnose;
 mod diff;
 mod guard;
 mod hooks;
@@ -102,5 +103,6 @@ pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
         Command::Hooks(args) => hooks::run(args.command, env),
         Command::Report(args) => report::run(&args, env),
         Command::Guard(args) => guard::run(args, env),
+        Command::Diagnose(args) => diagnose::run(args, env),
     }
 }

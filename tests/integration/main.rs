@@ -13,6 +13,7 @@ mod support;
 
 mod action;
 mod deployments;
+mod diagnose;
 mod fixture_selftest;
 mod guard;
 mod hooks;
