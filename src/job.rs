@@ -467,6 +467,8 @@ pub struct JobSweep {
     pub outcome: crate::sweep::SweepOutcome,
     pub guard: crate::guard::AtSweep,
     pub notes: Vec<String>,
+    /// Why the job was stuck, captured before the kill (cancelled, timed out).
+    pub hang: Option<crate::diagnose::Hang>,
 }
 
 /// The one sweep routine: what appeared since `baseline`, classified against `job`, killed
@@ -513,6 +515,20 @@ pub fn sweep(
                 .into(),
         );
     }
+    // Cancelled or timed out: why the job was stuck, before anything is killed.
+    let hang = settings.capture.as_ref().map(|c| {
+        crate::diagnose::capture(&crate::diagnose::CaptureInput {
+            baseline,
+            ctx: &ctx,
+            policy: &settings.policy,
+            lineage: lineage.as_deref(),
+            journal: c.journal.clone(),
+            reason: c.reason.clone(),
+            bound: settings.capture_bound.min(settings.deadline / 2),
+            py_spy: c.py_spy.clone(),
+            proc_root: ReadOptions::default().proc_root,
+        })
+    });
     let outcome = crate::sweep::sweep(
         baseline,
         &ctx,
@@ -536,6 +552,7 @@ pub fn sweep(
         outcome,
         guard: at,
         notes,
+        hang,
     })
 }
 
@@ -625,6 +642,7 @@ pub fn finish(
     built.report.notes = swept.notes.clone();
     built.report.ran_as = settings.ran_as;
     report::json::name_steps(&mut built.report, &settings.step_names);
+    built.report.hang = swept.hang.clone();
     let mut settings = settings.clone();
     if settings.report_json.is_none() {
         settings.report_json = extra_report.map(Path::to_path_buf);
@@ -638,7 +656,15 @@ pub fn finish(
         &built,
         &settings,
         &mut std::io::stdout().lock(),
-        &swept.guard.render(),
+        &format!(
+            "{}{}",
+            swept.guard.render(),
+            swept
+                .hang
+                .as_ref()
+                .map(|h| h.render_text())
+                .unwrap_or_default()
+        ),
     );
     let mut err = std::io::stderr().lock();
     for p in &problems {

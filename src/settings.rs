@@ -69,10 +69,8 @@ pub struct SweepSettings {
     pub step_names: std::collections::BTreeMap<String, String>,
     /// Capture why the job is stuck before the kill (the job was cancelled or timed out):
     /// set by the caller that knows it was; `None` for an ordinary sweep.
-    #[allow(dead_code)] // used from the next commit
     pub capture: Option<Capture>,
     /// The bound on that capture (`--capture-bound`).
-    #[allow(dead_code)] // used from the next commit
     pub capture_bound: Duration,
 }
 
@@ -81,6 +79,7 @@ pub struct SweepSettings {
 pub struct Capture {
     pub reason: String,
     pub journal: Option<PathBuf>,
+    pub py_spy: crate::platform::inspect::PySpy,
 }
 
 pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, String> {

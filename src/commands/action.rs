@@ -302,6 +302,16 @@ fn end(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
     if let Some(status) = &inputs.job_status {
         println!("ci-janitor: job status {status}; sweeping");
     }
+    let mut settings = settings;
+    if inputs.job_status.as_deref() == Some("cancelled") {
+        // Why it was stuck, before the sweep kills the evidence.
+        let journal = crate::guard::GuardPaths::for_state(&path).journal;
+        settings.capture = Some(crate::settings::Capture {
+            reason: "job-status cancelled".into(),
+            journal: journal.exists().then_some(journal),
+            py_spy: crate::diagnose::py_spy(env),
+        });
+    }
     let swept = job::sweep(&job, &baseline, &settings, GuardInput::Beside(&path))?;
     let report_path = path.with_file_name("report.json");
     let exit = job::finish(&swept, &settings, Some(&report_path));

@@ -18,6 +18,14 @@ fn describe_exit(exit: platform::ChildExit) -> String {
     }
 }
 
+fn signal_name(signal: i32) -> String {
+    match signal {
+        2 => "SIGINT".into(),
+        15 => "SIGTERM".into(),
+        s => format!("{s}"),
+    }
+}
+
 pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let mut settings = settings::sweep_settings(&args.opts, env).map_err(AppError::Input)?;
     settings.policy.only_attributed = true;
@@ -54,13 +62,60 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     .join(" ");
     let mut cmd = Command::new(program);
     cmd.args(rest).env("CI_JANITOR_RUN", &chain);
+    // The job is the command: its marker (the chain: its processes stay the outer job's
+    // too, and the outer job's are not ours) and its descent from us, its subreaper.
+    let job = Job {
+        me: Some(me),
+        markers: crate::model::Markers {
+            ci_janitor_run: Some(chain.clone()),
+            ..Default::default()
+        },
+        roots: vec![Root {
+            id: me,
+            kind: RootKind::Run,
+            depth: 0,
+        }],
+        own_exe: Job::discover_own_exe(&read.proc_root),
+        ..Job::default()
+    };
     let mut child = platform::spawn(cmd, &display).map_err(|e| match e {
         platform::ChildError::Spawn { .. } => AppError::Input(e.to_string()),
         other => AppError::Internal(other.to_string()),
     })?;
-    let waited = child
-        .wait(settings.grace)
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    // A stop signal, or our own --timeout, is held back until the hang report is taken:
+    // once the command is told to stop, the evidence of why it was stuck goes with it.
+    child.hold_stop = true;
+    let until = args.timeout.map(|t| std::time::Instant::now() + t.0);
+    let internal = |e: platform::ChildError| AppError::Internal(e.to_string());
+    let mut waited = child.wait_until(settings.grace, until).map_err(internal)?;
+    let mut hang = None;
+    if let platform::Waited::Cancelled { .. } | platform::Waited::TimedOut = waited {
+        let reason = match waited {
+            platform::Waited::Cancelled { signal } => format!("signal {}", signal_name(signal)),
+            _ => format!(
+                "--timeout {}",
+                args.timeout.map(|t| t.to_string()).unwrap_or_default()
+            ),
+        };
+        eprintln!("ci-janitor: `{display}`: {reason}; capturing why it is stuck");
+        hang = Some(crate::diagnose::capture(&crate::diagnose::CaptureInput {
+            baseline: &baseline,
+            ctx: &job.context(),
+            policy: &settings.policy,
+            lineage: None,
+            journal: None,
+            reason,
+            bound: settings.capture_bound.min(settings.deadline / 2),
+            py_spy: crate::diagnose::py_spy(env),
+            proc_root: read.proc_root.clone(),
+        }));
+        if matches!(waited, platform::Waited::TimedOut) {
+            child.terminate();
+        } else {
+            child.release();
+        }
+        waited = child.wait(settings.grace).map_err(internal)?;
+    }
     let interrupted = child.cancelled_at.is_some();
     match waited {
         platform::Waited::Exited(exit) => eprintln!(
@@ -68,6 +123,7 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
             describe_exit(exit),
             if interrupted { " (interrupted)" } else { "" }
         ),
+        platform::Waited::Cancelled { .. } | platform::Waited::TimedOut => {}
         platform::Waited::Outlived { second_signal } => eprintln!(
             "ci-janitor: `{display}` still runs {}; sweeping its whole tree",
             if second_signal {
@@ -83,33 +139,20 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
         None => settings.deadline,
     };
 
-    // The job is the command: its marker (the chain: its processes stay the outer job's
-    // too, and the outer job's are not ours) and its descent from us, its subreaper.
-    let job = Job {
-        me: Some(me),
-        markers: crate::model::Markers {
-            ci_janitor_run: Some(chain),
-            ..Default::default()
-        },
-        roots: vec![Root {
-            id: me,
-            kind: RootKind::Run,
-            depth: 0,
-        }],
-        own_exe: Job::discover_own_exe(&read.proc_root),
-        ..Job::default()
-    };
     let mut bounded = settings.clone();
     bounded.deadline = deadline;
     bounded.grace = settings.grace.min(deadline);
-    let swept = crate::job::sweep(&job, &baseline, &bounded, GuardInput::None);
+    let mut swept = crate::job::sweep(&job, &baseline, &bounded, GuardInput::None);
+    if let Ok(s) = &mut swept {
+        s.hang = hang;
+    }
     // Killed orphans are our children now: reap them so nothing is left as a zombie. The
     // command itself too, when the sweep had to kill it.
     child.reap_for(std::time::Duration::from_millis(200));
     let exit = match (waited, child.exit()) {
         (platform::Waited::Exited(exit), _) | (_, Some(exit)) => exit,
         // Still not reaped (a dry run, or it is stuck): it did not end by itself.
-        (platform::Waited::Outlived { .. }, None) => platform::ChildExit::Signal(9),
+        (_, None) => platform::ChildExit::Signal(9),
     };
     let verdict = crate::job::finish(&swept?, &settings, None)?;
     // The command's own failure comes first; a status that does not fit in an exit code

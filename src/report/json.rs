@@ -63,6 +63,10 @@ pub struct Report {
     /// or the command line's flags.
     #[serde(default, skip_serializing_if = "RanAs::is_cli")]
     pub ran_as: RanAs,
+    /// Why the job was stuck, captured before the kill when it was cancelled or timed out
+    /// (see `docs/report-schema.md`, "hang").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hang: Option<crate::diagnose::Hang>,
 }
 
 /// The classes a signature groups: the reported ones, in their rank order.
@@ -291,6 +295,7 @@ pub fn build(outcome: &SweepOutcome, failed: bool) -> Built {
         samples: None,
         notes: Vec::new(),
         ran_as: RanAs::Cli,
+        hang: None,
     };
     redact_report(&mut report, &mut secrets);
     report.signatures = super::signature::compute(&report.processes);

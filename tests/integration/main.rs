@@ -16,6 +16,7 @@ mod deployments;
 mod diagnose;
 mod fixture_selftest;
 mod guard;
+mod hang;
 mod hooks;
 mod janitor;
 mod release;

@@ -38,6 +38,14 @@ pub enum Waited {
     Outlived {
         second_signal: bool,
     },
+    /// The first SIGINT/SIGTERM came and was held back (see [`Supervised::hold_stop`]): the
+    /// command has not been told yet. [`Supervised::release`] passes it on.
+    Cancelled {
+        signal: i32,
+    },
+    /// The time given to [`Supervised::wait_until`] passed; the command still runs and
+    /// was not signalled ([`Supervised::terminate`] does that).
+    TimedOut,
 }
 
 /// A signal we received while the command ran.
@@ -86,6 +94,12 @@ pub struct Supervised {
     /// When the first SIGINT/SIGTERM arrived: the deadline runs from then.
     pub cancelled_at: Option<std::time::Instant>,
     exit: Option<ChildExit>,
+    /// Hold the first SIGINT/SIGTERM back instead of passing it on at once, so the caller
+    /// can look at the command's processes before they are told to stop.
+    pub hold_stop: bool,
+    held: Option<i32>,
+    /// When the grace period runs from: the first stop signal passed on.
+    grace_from: Option<std::time::Instant>,
 }
 
 /// Blocks the signals we handle (they arrive on a signalfd instead) and starts `cmd` with
@@ -127,6 +141,9 @@ pub fn spawn(mut cmd: Command, display: &str) -> Result<Supervised, ChildError> 
         received: Vec::new(),
         cancelled_at: None,
         exit: None,
+        hold_stop: false,
+        held: None,
+        grace_from: None,
     })
 }
 
@@ -144,9 +161,25 @@ impl Supervised {
     /// second SIGINT/SIGTERM, or `grace` after the first, it returns
     /// [`Waited::Outlived`] with the command still running.
     pub fn wait(&mut self, grace: Duration) -> Result<Waited, ChildError> {
+        self.wait_until(grace, None)
+    }
+
+    /// [`Supervised::wait`], also returning [`Waited::Cancelled`] for a held stop signal
+    /// and [`Waited::TimedOut`] at `until`.
+    pub fn wait_until(
+        &mut self,
+        grace: Duration,
+        until: Option<std::time::Instant>,
+    ) -> Result<Waited, ChildError> {
         loop {
             if let Some(exit) = self.exit {
                 return Ok(Waited::Exited(exit));
+            }
+            if let Some(signal) = self.held.filter(|_| self.grace_from.is_none()) {
+                return Ok(Waited::Cancelled { signal });
+            }
+            if until.is_some_and(|u| std::time::Instant::now() >= u) && self.grace_from.is_none() {
+                return Ok(Waited::TimedOut);
             }
             let stops = self
                 .received
@@ -158,7 +191,10 @@ impl Supervised {
                     second_signal: true,
                 });
             }
-            let timeout = match self.cancelled_at {
+            let timeout = match self
+                .grace_from
+                .or(self.cancelled_at.filter(|_| !self.hold_stop))
+            {
                 Some(at) => {
                     let left = (at + grace).saturating_duration_since(std::time::Instant::now());
                     if left.is_zero() {
@@ -168,7 +204,11 @@ impl Supervised {
                     }
                     Some(super::proc_events::timespec(left))
                 }
-                None => None,
+                None => until.map(|u| {
+                    super::proc_events::timespec(
+                        u.saturating_duration_since(std::time::Instant::now()),
+                    )
+                }),
             };
             let mut fds = [
                 PollFd::from_borrowed_fd(self.signals.as_fd(), PollFlags::IN),
@@ -196,16 +236,48 @@ impl Supervised {
             }
             let from_terminal = info.ssi_code == SI_KERNEL
                 && (signo == Signal::SIGINT as i32 || signo == Signal::SIGQUIT as i32);
-            let forwarded = !from_terminal && self.exit.is_none() && self.forward(signo);
-            if signo == Signal::SIGINT as i32 || signo == Signal::SIGTERM as i32 {
+            let stop = signo == Signal::SIGINT as i32 || signo == Signal::SIGTERM as i32;
+            if stop && self.hold_stop && self.held.is_none() && self.exit.is_none() {
+                // Held back: the caller looks first, then releases it.
+                self.held = Some(signo);
                 self.cancelled_at
                     .get_or_insert_with(std::time::Instant::now);
+                self.received.push(Received {
+                    signal: signo,
+                    forwarded: false,
+                });
+                continue;
+            }
+            let forwarded = !from_terminal && self.exit.is_none() && self.forward(signo);
+            if stop {
+                self.cancelled_at
+                    .get_or_insert_with(std::time::Instant::now);
+                self.grace_from.get_or_insert_with(std::time::Instant::now);
             }
             self.received.push(Received {
                 signal: signo,
                 forwarded,
             });
         }
+    }
+
+    /// Passes the held stop signal on to the command; the grace period runs from now.
+    pub fn release(&mut self) {
+        if let Some(signo) = self.held {
+            self.forward(signo);
+        }
+        self.grace_from = Some(std::time::Instant::now());
+        self.cancelled_at
+            .get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// Sends the command SIGTERM (its own `--timeout` ran out); the grace period runs from
+    /// now.
+    pub fn terminate(&mut self) {
+        self.forward(Signal::SIGTERM as i32);
+        self.grace_from = Some(std::time::Instant::now());
+        self.cancelled_at
+            .get_or_insert_with(std::time::Instant::now);
     }
 
     fn forward(&self, signo: i32) -> bool {
