@@ -469,6 +469,38 @@ pub struct JobSweep {
     pub notes: Vec<String>,
     /// Why the job was stuck, captured before the kill (cancelled, timed out).
     pub hang: Option<crate::diagnose::Hang>,
+    /// Processes `run` found holding its command's stdout or stderr after it exited.
+    pub pipe_holders: Vec<report::json::PipeHolder>,
+}
+
+/// The guard's pipe-holder warning as a report record.
+fn pipe_holder(w: &crate::guard::journal::Warning) -> Option<report::json::PipeHolder> {
+    let crate::guard::journal::Warning::PipeHolder {
+        step,
+        process,
+        command,
+        stream,
+        holder,
+        started_by,
+        since_unix_ms,
+        ..
+    } = w
+    else {
+        return None;
+    };
+    Some(report::json::PipeHolder {
+        seen_by: "guard".into(),
+        step: step.clone(),
+        pid: process.pid,
+        command: command.clone(),
+        stream: stream.clone(),
+        holder_pid: holder.pid,
+        holder_command: holder.command.clone(),
+        started_by_pid: started_by.as_ref().map(|p| p.pid),
+        started_by_command: started_by.as_ref().map(|p| p.command.clone()),
+        since_unix_ms: *since_unix_ms,
+        sentence: w.describe(),
+    })
 }
 
 /// The one sweep routine: what appeared since `baseline`, classified against `job`, killed
@@ -553,6 +585,7 @@ pub fn sweep(
         guard: at,
         notes,
         hang,
+        pipe_holders: Vec::new(),
     })
 }
 
@@ -643,6 +676,15 @@ pub fn finish(
     built.report.ran_as = settings.ran_as;
     report::json::name_steps(&mut built.report, &settings.step_names);
     built.report.hang = swept.hang.clone();
+    built.report.pipe_holders = swept.pipe_holders.clone();
+    built.report.pipe_holders.extend(
+        swept
+            .guard
+            .lineage
+            .iter()
+            .flat_map(|l| &l.warnings)
+            .filter_map(pipe_holder),
+    );
     let mut settings = settings.clone();
     if settings.report_json.is_none() {
         settings.report_json = extra_report.map(Path::to_path_buf);

@@ -314,6 +314,20 @@ fn end(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
     }
     let swept = job::sweep(&job, &baseline, &settings, GuardInput::Beside(&path))?;
     let report_path = path.with_file_name("report.json");
+    // A process left holding a step's output: a warning on the run, naming the step.
+    for w in swept
+        .guard
+        .lineage
+        .iter()
+        .flat_map(|l| &l.warnings)
+        .filter(|w| matches!(w, crate::guard::journal::Warning::PipeHolder { .. }))
+        .take(5)
+    {
+        println!(
+            "::warning title=ci-janitor: a process held a step's output open::{}",
+            escape_data(&w.describe())
+        );
+    }
     let exit = job::finish(&swept, &settings, Some(&report_path));
     job::end_of_job(&path);
     exit

@@ -64,6 +64,8 @@ pub fn parse_identity(text: &str) -> Result<ProcessId, String> {
 
 struct ProcSource {
     root: PathBuf,
+    /// Stdout and stderr pipes read at each exec, for the pipe-holder alarm.
+    stdio: super::pipes::StdioSeen,
 }
 
 impl FactSource for ProcSource {
@@ -72,6 +74,7 @@ impl FactSource for ProcSource {
     }
 
     fn exec_facts(&mut self, pid: i32, known: Option<ProcessId>) -> Option<ProcFacts> {
+        self.stdio.note(&self.root, pid);
         match known {
             Some(id) => proc_events::read_exec_facts(&self.root, id),
             None => proc_events::read_facts(&self.root, pid, true),
@@ -276,11 +279,14 @@ fn run_inner(
     });
     let mut src = ProcSource {
         root: proc_root.clone(),
+        stdio: Default::default(),
     };
     let mut records = Vec::new();
+    let mut pipes = super::pipes::PipeWatch::new(proc_root.clone(), unix_ms());
     // After subscribing, so that a process born meanwhile is met by the scan or its event.
     let pids = proc_events::list_pids(&proc_root).map_err(|e| setup("list /proc", &e))?;
     let seeded = tracker.scan(&pids, ScanKind::Seed, 0, &mut src, &mut records);
+    pipes.observe(&mut records, &mut src.stdio);
     write_all(&mut journal, &mut records).map_err(write_err)?;
     journal.flush().map_err(write_err)?;
 
@@ -379,6 +385,7 @@ fn run_inner(
                     .drain(&mut events, BATCH)
                     .map_err(|e| setup("read process events", &e))?;
                 tracker.process(&events, &t_us, &mut src, &mut records);
+                pipes.observe(&mut records, &mut src.stdio);
                 if drained.overruns > 0 {
                     tracker.add_overruns(drained.overruns);
                     let pids =
@@ -408,6 +415,7 @@ fn run_inner(
                     let before = tracker.live_count();
                     let n = records.len();
                     tracker.scan(&pids, ScanKind::Scan, now_us(), &mut src, &mut records);
+                    pipes.observe(&mut records, &mut src.stdio);
                     let changed = records.len() != n || tracker.live_count() != before;
                     *interval = if changed {
                         POLL_MIN

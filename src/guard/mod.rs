@@ -8,6 +8,7 @@
 //! - [`journal`]: the on-disk JSON-lines format, beside the state file.
 //! - [`tracker`]: events into records and warnings (pure).
 //! - [`lineage`]: the journal digested for a sweep (pure).
+//! - [`pipes`]: the pipe-holder alarm (a process left holding an exited step's output).
 //! - [`daemon`]: `guard run`, the event loop and the dead man's switch.
 //! - this module: `guard start|stop|status`, and what `sweep` asks of the guard.
 //!
@@ -18,6 +19,7 @@
 pub mod daemon;
 pub mod journal;
 pub mod lineage;
+pub mod pipes;
 pub mod signature;
 pub mod tracker;
 

@@ -512,6 +512,14 @@ pub fn render(r: &Report, report_path: Option<&str>, cap: usize) -> String {
     if let Some(h) = &r.hang {
         c.push(&hang_section(h), "the hang report");
     }
+    if !r.pipe_holders.is_empty() {
+        let mut s = String::from("### A process held a step's output open\n\n");
+        for p in r.pipe_holders.iter().take(MAX_ROWS) {
+            let _ = writeln!(s, "- {}", md(&p.sentence));
+        }
+        s.push('\n');
+        c.push(&s, "the pipe holders");
+    }
     if !r.signatures.is_empty() {
         c.push(
             "| Kind | Processes | Command | Ports | Step | Tests | How they ended |\n\

@@ -19,6 +19,7 @@ mod guard;
 mod hang;
 mod hooks;
 mod janitor;
+mod pipes;
 mod release;
 mod reports;
 mod run;

@@ -365,7 +365,6 @@ pub fn parse_kernel_stack(buf: &[u8]) -> Vec<String> {
 /// again for writing, without blocking, and polled: the kernel reports POLLERR on a
 /// pipe's write end when no process holds its read end. The descriptor we open is closed
 /// at once; nothing is written to it.
-#[allow(dead_code)] // the pipe-holder alarm's (next commit)
 pub fn pipe_has_reader(proc_root: &Path, pid: i32, fd: i32) -> Option<bool> {
     use rustix::event::{PollFd, PollFlags};
     use std::os::unix::fs::OpenOptionsExt;
@@ -387,7 +386,6 @@ pub fn pipe_has_reader(proc_root: &Path, pid: i32, fd: i32) -> Option<bool> {
     Some(!fds[0].revents().contains(PollFlags::ERR))
 }
 
-#[allow(dead_code)] // the pipe-holder alarm's (next commit)
 pub fn pipe_inode(proc_root: &Path, pid: i32, fd: i32) -> Option<u64> {
     let link = std::fs::read_link(
         proc_root
