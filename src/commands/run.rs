@@ -120,7 +120,8 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     // Like Go's WaitDelay: what the command left holding our stdout or stderr (a pipe
     // something reads) gets a bounded time to let go; then it is named, and swept.
     let pipe_holders = match waited {
-        platform::Waited::Exited(_) => wait_for_pipes(
+        // Not after a cancellation: then the command's tree is to stop now.
+        platform::Waited::Exited(_) if !interrupted => wait_for_pipes(
             &mut child,
             &display,
             args.pipe_wait.0,

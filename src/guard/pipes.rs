@@ -319,6 +319,13 @@ mod tests {
             },
         );
         let hpid = holder.id() as i32;
+        // Until it has exec'd, the child still runs as a copy of us.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read(format!("/proc/{hpid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
+        {
+            assert!(std::time::Instant::now() < until, "sleep never started");
+            std::thread::yield_now();
+        }
         let mut records = vec![
             Record::Birth(Birth {
                 pid: hpid,

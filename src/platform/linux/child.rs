@@ -98,6 +98,8 @@ pub struct Supervised {
     /// can look at the command's processes before they are told to stop.
     pub hold_stop: bool,
     held: Option<i32>,
+    /// The held signal came from the terminal (the command has it already).
+    held_from_terminal: bool,
     /// When the grace period runs from: the first stop signal passed on.
     grace_from: Option<std::time::Instant>,
 }
@@ -143,6 +145,7 @@ pub fn spawn(mut cmd: Command, display: &str) -> Result<Supervised, ChildError> 
         exit: None,
         hold_stop: false,
         held: None,
+        held_from_terminal: false,
         grace_from: None,
     })
 }
@@ -240,6 +243,7 @@ impl Supervised {
             if stop && self.hold_stop && self.held.is_none() && self.exit.is_none() {
                 // Held back: the caller looks first, then releases it.
                 self.held = Some(signo);
+                self.held_from_terminal = from_terminal;
                 self.cancelled_at
                     .get_or_insert_with(std::time::Instant::now);
                 self.received.push(Received {
@@ -263,7 +267,7 @@ impl Supervised {
 
     /// Passes the held stop signal on to the command; the grace period runs from now.
     pub fn release(&mut self) {
-        if let Some(signo) = self.held {
+        if let Some(signo) = self.held.filter(|_| !self.held_from_terminal) {
             self.forward(signo);
         }
         self.grace_from = Some(std::time::Instant::now());
