@@ -204,9 +204,7 @@ impl PipeWatch {
                     pid: holder,
                     start_ticks: t.id.map(|i| i.start_ticks),
                     // What it runs now (it may have exec'd since its records).
-                    command: crate::platform::read_one(&self.proc_root, holder)
-                        .filter(|p| !p.argv.is_empty())
-                        .map_or_else(|| t.command.clone(), |p| command(&p.argv)),
+                    command: self.settled_command(holder, &gone.command, &t.command),
                 },
                 started_by: parent.map(|pp| Example {
                     pid: pp,
@@ -227,6 +225,27 @@ impl PipeWatch {
         out
     }
 }
+
+impl PipeWatch {
+    /// The holder's command line now. A holder forked a moment ago may not have exec'd
+    /// yet (it still shows its parent's command line): it gets up to [`EXEC_WAIT`] to.
+    fn settled_command(&self, pid: i32, parents: &str, recorded: &str) -> String {
+        let until = std::time::Instant::now() + EXEC_WAIT;
+        loop {
+            let now = crate::platform::read_one(&self.proc_root, pid)
+                .filter(|p| !p.argv.is_empty())
+                .map(|p| command(&p.argv));
+            match now {
+                Some(c) if c != parents || std::time::Instant::now() >= until => return c,
+                None => return recorded.to_owned(),
+                Some(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+/// How long a just-forked holder is given to exec before it is named.
+const EXEC_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Our own stdout and stderr, where they are pipes that something reads: (fd, inode).
 pub fn read_stdio(proc_root: &std::path::Path) -> Vec<(i32, u64)> {

@@ -311,3 +311,79 @@ fn the_capture_bound_holds_with_1000_processes_in_the_job() {
     );
     assert!(report["killed"].as_u64().unwrap() >= 1000);
 }
+
+/// The Action's post step with `job-status: cancelled` takes the hang report before its
+/// sweep: run here as the runner runs the node shim's binary (`action pre`, then `action
+/// post` with the state in `$GITHUB_STATE`), outside act.
+#[test]
+fn the_actions_post_step_captures_when_the_job_was_cancelled() {
+    let _g = serial();
+    let dir = ScratchDir::new("hang_action");
+    let d = dir.path();
+    std::fs::write(d.join("server.py"), SERVER).unwrap();
+    std::fs::write(d.join("client.py"), CLIENT).unwrap();
+    let temp = d.join("runner_temp");
+    std::fs::create_dir_all(&temp).unwrap();
+    for f in ["github_state", "github_env", "github_path", "github_output"] {
+        std::fs::write(d.join(f), "").unwrap();
+    }
+    let action = |phase: &str, extra: &[(&str, String)]| {
+        let mut c = janitor();
+        c.current_dir(d)
+            .args(["action", phase])
+            .env("GITHUB_ACTIONS", "true")
+            .env("RUNNER_TEMP", &temp)
+            .env("GITHUB_STATE", d.join("github_state"))
+            .env("GITHUB_ENV", d.join("github_env"))
+            .env("GITHUB_PATH", d.join("github_path"))
+            .env("GITHUB_OUTPUT", d.join("github_output"))
+            .env("GITHUB_STEP_SUMMARY", d.join("summary.md"))
+            .env("CI_JANITOR_PY_SPY", "off")
+            .env("INPUT_GRACE-PERIOD", "1s");
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        crate::janitor::output_of(c)
+    };
+    assert!(action("pre", &[]).status.success());
+    let marker = std::fs::read_to_string(d.join("github_env"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CI_JANITOR_RUN=").map(str::to_owned))
+        .expect("the pre step marks later steps");
+    let state = std::fs::read_to_string(d.join("github_state"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("ci_janitor_state=").map(str::to_owned))
+        .unwrap();
+    // A later step: the test's client waits on a server that never replies.
+    let (_server, port) = crate::diagnose::start_py(d, "server.py", SERVER, &["0"], &marker);
+    let (client, _) = crate::diagnose::start_py(d, "client.py", CLIENT, &[&port], &marker);
+    wait_blocked(client.id() as i32);
+    // The job is cancelled: the post step runs with job-status cancelled.
+    let out = action(
+        "post",
+        &[
+            ("STATE_ci_janitor_state", state),
+            ("INPUT_JOB-STATUS", "cancelled".into()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "the leaks fail the job");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(temp.join("ci-janitor/report.json")).unwrap())
+            .unwrap();
+    let hang = &report["hang"];
+    assert_eq!(hang["reason"], "job-status cancelled", "{hang:#}");
+    let v = verdict(hang, "waits-on-peer").unwrap_or_else(|| panic!("{hang:#}"));
+    let s = v["sentence"].as_str().unwrap();
+    assert!(
+        s.starts_with(&format!("client.py pid {} has waited", client.id())),
+        "{s}"
+    );
+    assert!(s.contains(&format!("on 127.0.0.1:{port}")), "{s}");
+    let summary = std::fs::read_to_string(d.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("### Why the job was stuck (job-status cancelled)"),
+        "{summary}"
+    );
+}
