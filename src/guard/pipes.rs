@@ -31,6 +31,8 @@ struct Tracked {
     step: Option<String>,
     /// The pipes that were its stdout (fd 1) and stderr (fd 2): (fd, inode).
     stdio: Vec<(i32, u64)>,
+    /// `stdio` was read at its exec (else at its birth, or from a child's).
+    stdio_at_exec: bool,
     born_unix_ms: Option<u64>,
 }
 
@@ -83,11 +85,20 @@ impl PipeWatch {
                         command: command(&s.argv),
                         step: s.markers.get("GITHUB_ACTION").cloned(),
                         stdio: self.stdio(s.id.pid),
+                        stdio_at_exec: true,
                         born_unix_ms: None,
                     };
                     self.insert(s.id.pid, t);
                 }
                 Record::Birth(b) if b.in_job => {
+                    let stdio = self.stdio(b.pid);
+                    // A step's shell that forked and exited at once may be gone before its
+                    // own descriptors were read: its child, just forked, has copies of them.
+                    if let Some(p) = self.live.get_mut(&b.parent.pid) {
+                        if !p.stdio_at_exec && !stdio.is_empty() {
+                            p.stdio = stdio.clone();
+                        }
+                    }
                     let parent = self.live.get(&b.parent.pid);
                     let t = Tracked {
                         id: b.id(),
@@ -98,7 +109,8 @@ impl PipeWatch {
                             .get("GITHUB_ACTION")
                             .cloned()
                             .or_else(|| parent.and_then(|p| p.step.clone())),
-                        stdio: self.stdio(b.pid),
+                        stdio,
+                        stdio_at_exec: false,
                         born_unix_ms: Some(self.started_unix_ms + b.t_us / 1000),
                     };
                     self.insert(b.pid, t);
@@ -117,6 +129,7 @@ impl PipeWatch {
                         // (a shell redirects between fork and exec).
                         if !stdio.is_empty() || t.stdio.is_empty() {
                             t.stdio = stdio;
+                            t.stdio_at_exec = true;
                         }
                     }
                 }
@@ -189,10 +202,12 @@ impl PipeWatch {
                 _ => "stderr",
             };
             let parent = t.chain.first().copied();
+            let (holder_command, holder_step) =
+                self.settled_command(holder, &gone.command, &t.command);
             out.push(Warning::PipeHolder {
                 // A step's shell that exec'd and exited at once may have left no exec
-                // record: the holder inherited the step's marker at birth.
-                step: gone.step.clone().or_else(|| t.step.clone()),
+                // record: the holder inherited the step's marker.
+                step: gone.step.clone().or_else(|| t.step.clone()).or(holder_step),
                 process: gone.id.unwrap_or(ProcessId {
                     pid,
                     start_ticks: 0,
@@ -204,7 +219,7 @@ impl PipeWatch {
                     pid: holder,
                     start_ticks: t.id.map(|i| i.start_ticks),
                     // What it runs now (it may have exec'd since its records).
-                    command: self.settled_command(holder, &gone.command, &t.command),
+                    command: holder_command,
                 },
                 started_by: parent.map(|pp| Example {
                     pid: pp,
@@ -229,15 +244,18 @@ impl PipeWatch {
 impl PipeWatch {
     /// The holder's command line now. A holder forked a moment ago may not have exec'd
     /// yet (it still shows its parent's command line): it gets up to [`EXEC_WAIT`] to.
-    fn settled_command(&self, pid: i32, parents: &str, recorded: &str) -> String {
+    /// With the step (`GITHUB_ACTION`) its environment names, when it names one.
+    fn settled_command(&self, pid: i32, parents: &str, recorded: &str) -> (String, Option<String>) {
         let until = std::time::Instant::now() + EXEC_WAIT;
         loop {
             let now = crate::platform::read_one(&self.proc_root, pid)
                 .filter(|p| !p.argv.is_empty())
-                .map(|p| command(&p.argv));
+                .map(|p| (command(&p.argv), p.markers.get("GITHUB_ACTION").cloned()));
             match now {
-                Some(c) if c != parents || std::time::Instant::now() >= until => return c,
-                None => return recorded.to_owned(),
+                Some((c, step)) if c != parents || std::time::Instant::now() >= until => {
+                    return (c, step)
+                }
+                None => return (recorded.to_owned(), None),
                 Some(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
             }
         }
@@ -334,6 +352,7 @@ mod tests {
                 command: "bash step.sh".into(),
                 step: Some("run-tests".into()),
                 stdio: vec![(1, ino)],
+                stdio_at_exec: true,
                 born_unix_ms: None,
             },
         );
@@ -394,6 +413,7 @@ mod tests {
                 command: "bash step.sh".into(),
                 step: None,
                 stdio: vec![(1, ino)],
+                stdio_at_exec: true,
                 born_unix_ms: None,
             },
         );
@@ -405,6 +425,7 @@ mod tests {
                 command: "sleep 30".into(),
                 step: None,
                 stdio: vec![(1, ino)],
+                stdio_at_exec: true,
                 born_unix_ms: None,
             },
         );

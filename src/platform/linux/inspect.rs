@@ -429,26 +429,48 @@ pub fn find_py_spy(env_value: Option<&str>, path_var: Option<&str>) -> PySpy {
             return PySpy::Missing("py-spy is turned off (CI_JANITOR_PY_SPY=off)".into())
         }
         Some(p) if !p.is_empty() => {
-            return if Path::new(p).is_file() {
-                PySpy::At(PathBuf::from(p))
-            } else {
-                PySpy::Missing(format!("CI_JANITOR_PY_SPY names {p}, which is not a file"))
+            return match trusted_executable(Path::new(p)) {
+                Ok(()) => PySpy::At(PathBuf::from(p)),
+                Err(why) => PySpy::Missing(format!("CI_JANITOR_PY_SPY names {p}, {why}")),
             };
         }
         _ => {}
     }
     for dir in path_var.unwrap_or("").split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join("py-spy");
-        if candidate
-            .metadata()
-            .is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-        {
-            return PySpy::At(candidate);
+        if !candidate.is_file() {
+            continue;
         }
+        return match trusted_executable(&candidate) {
+            Ok(()) => PySpy::At(candidate),
+            Err(why) => PySpy::Missing(format!(
+                "py-spy at {} is not used: {why}",
+                candidate.display()
+            )),
+        };
     }
     PySpy::Missing(
         "py-spy is not installed (`pip install py-spy` gives Python stacks of hung tests)".into(),
     )
+}
+
+/// Whether we may run `path`: an executable file owned by root or by us, that no other user
+/// can change (ci-janitor may run as root; a file another user can write must not run as
+/// such).
+fn trusted_executable(path: &Path) -> Result<(), String> {
+    let m = path
+        .metadata()
+        .map_err(|e| format!("which cannot be read ({e})"))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !m.is_file() || m.mode() & 0o111 == 0 {
+        Err("which is not an executable file".into())
+    } else if m.uid() != 0 && m.uid() != me {
+        Err(format!("which belongs to another user (uid {})", m.uid()))
+    } else if m.mode() & 0o022 != 0 {
+        Err("which others can write".into())
+    } else {
+        Ok(())
+    }
 }
 
 /// Runs `py-spy dump --pid PID`, killed after `timeout`. The stack text, or why there is
