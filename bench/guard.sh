@@ -5,6 +5,7 @@
 #   bash bench/guard.sh                    # 100 forks/s for 60 s, five runs in a row (~5.5 min)
 #   RATE=200 SECS=20 bash bench/guard.sh   # another rate or length
 #   RUNS="connector marked" bash bench/guard.sh   # some of the runs only
+#   CIJ_BIN=path/to/ci-janitor bash bench/guard.sh  # a build already made (another commit)
 #
 # The workload is bench/fork_rate.c: RATE children per second on an absolute schedule, each
 # a fork, an exec of /bin/true and an exit, started from this script (so they are the job's:
@@ -40,10 +41,14 @@ if (( ${#need_apt[@]} )); then
 fi
 
 HOST=$(rustc -vV | awk '/^host:/ {print $2}')
-log "building static ci-janitor for $HOST"
-RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$OUT \
-  cargo build --quiet --release --bin ci-janitor --target "$HOST"
-CIJ=$OUT/$HOST/release/ci-janitor
+if [[ -n ${CIJ_BIN:-} ]]; then
+  CIJ=$CIJ_BIN  # a build already made (another commit's, to compare)
+else
+  log "building static ci-janitor for $HOST"
+  RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$OUT \
+    cargo build --quiet --release --bin ci-janitor --target "$HOST"
+  CIJ=$OUT/$HOST/release/ci-janitor
+fi
 gcc -O2 -Wall -Wextra -o "$TOOLS/fork_rate" bench/fork_rate.c
 
 # ---- cleanup: a guard or a ps loop must not outlive us -----------------------------------
@@ -147,7 +152,7 @@ done
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- nproc: $(nproc), CPU: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
   echo "- kernel: $(uname -r) ($(uname -m)); load average before the runs: $LOAD0"
-  echo "- ci-janitor: $("$CIJ" --version) (static release build, commit $(git rev-parse --short HEAD))"
+  echo "- ci-janitor: $("$CIJ" --version) (${CIJ_BIN:-static release build, commit $(git rev-parse --short HEAD)})"
   echo "- ps: $(ps --version | head -1)"
   echo
   echo "| approach | command | CPU s | wall s | CPU, % of one core | peak RSS MiB | job births journaled / forks | events handled (whole machine) |"

@@ -10,6 +10,8 @@
 #   bash bench/sweep_ns.sh --cleaners floor,ci-janitor
 #   CIJ_BEFORE=<commit> bash bench/sweep_ns.sh --cleaners floor,ci-janitor,ci-janitor@before
 #                                                # also a build of an earlier commit
+#   CIJ_BEFORE_BIN=path/to/ci-janitor bash bench/sweep_ns.sh --cleaners ...,ci-janitor@before
+#                                                # that build, already made
 #
 # Needs root (unshare of the PID and network namespaces). Builds a static ci-janitor into
 # target/bench-sweep and the C helpers into target/bench-sweep/tools; results in
@@ -49,7 +51,9 @@ RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$OUT \
   cargo build --quiet --release --bin ci-janitor --target "$HOST"
 CIJ=$OUT/$HOST/release/ci-janitor
 before=()
-if [[ -n ${CIJ_BEFORE:-} ]]; then
+if [[ -n ${CIJ_BEFORE_BIN:-} ]]; then
+  before=(--cij-before "$CIJ_BEFORE_BIN")
+elif [[ -n ${CIJ_BEFORE:-} ]]; then
   src=$OUT/before-src
   rm -rf "$src"; mkdir -p "$src"
   git archive "$CIJ_BEFORE" | tar -x -C "$src"
@@ -69,5 +73,5 @@ log "load $(cut -d' ' -f1-3 /proc/loadavg)"
   --spawner "$TOOLS/spawn_groups" --environ-kill "$TOOLS/environ_kill" \
   --run-rusage "$TOOLS/run_rusage" --subreaper "$TOOLS/subreaper" --python "$PY" \
   --workdir "$OUT" --out-md "$OUT/results-ns.md" --out-json "$OUT/results-ns.json" \
-  --command-line "$(echo ${CIJ_BEFORE:+CIJ_BEFORE=$CIJ_BEFORE} bash bench/sweep_ns.sh "$@")" \
+  --command-line "$(echo ${CIJ_BEFORE:+CIJ_BEFORE=$CIJ_BEFORE} ${CIJ_BEFORE_BIN:+CIJ_BEFORE_BIN=$CIJ_BEFORE_BIN} bash bench/sweep_ns.sh "$@")" \
   "${before[@]}" "$@"

@@ -30,9 +30,9 @@ LAYERS: list[list[str]] = [
     ["main", "lib"],
     ["commands"],
     ["job", "errors"],
-    ["report", "guard", "sweep", "workflow", "diagnose"],
+    ["report", "gate", "github", "guard", "sweep", "workflow", "diagnose"],
     ["kill", "classify", "diff", "state", "settings"],
-    ["cli", "redact", "files"],
+    ["cli", "redact", "signature", "files"],
     ["platform"],
     ["model"],
 ]

@@ -163,6 +163,38 @@ Restart the runner service afterwards: it reads its .env at start.")]
   ci-janitor report \"$RUNNER_TEMP/ci-janitor/report.json\"   # the Action's report
   ci-janitor report leaks.json --format junit > leaks.xml")]
     Report(ReportArgs),
+    /// Write or refresh a known-leaks file from a JSON report: the leaks a job is known to
+    /// leave, tolerated (killed, reported as known) until fixed, so that `--fail-on new`
+    /// fails only on new ones.
+    #[command(
+        name = "known-leaks",
+        after_help = "The file (TOML, e.g. .github/ci-janitor-known-leaks.toml):
+  version = 1
+  [[leak]]
+  signature = \"python3 -m http.server <N> --bind 127.0.0.1\"  # a report's masked command
+  max = 1                          # at most this many processes tolerated
+  step = \"__run_2\"                 # optional glob on the step (id or name)
+  test = \"tests/test_api.py::*\"    # optional glob on PYTEST_CURRENT_TEST
+  reason = \"the api fixture leaks its server (#123)\"
+  owner = \"@team-api\"
+  expires = 2027-03-01             # optional: after this day its leaks are new
+
+Examples:
+  ci-janitor known-leaks write .github/ci-janitor-known-leaks.toml report.json --owner @me
+  ci-janitor known-leaks update .github/ci-janitor-known-leaks.toml report.json
+  ci-janitor sweep --known-leaks .github/ci-janitor-known-leaks.toml --fail-on new"
+    )]
+    KnownLeaks(KnownLeaksArgs),
+    /// Compare the failing leaks of two JSON reports: new, fixed and unchanged signatures
+    /// with their counts.
+    #[command(
+        name = "diff-reports",
+        after_help = "Examples:
+  ci-janitor diff-reports base/report.json head/report.json
+  ci-janitor diff-reports base.json head.json --format markdown >> \"$GITHUB_STEP_SUMMARY\"
+  ci-janitor diff-reports base.json head.json --format json --exit-code"
+    )]
+    DiffReports(DiffReportsArgs),
     /// The background tracker for the length of the job: it records every new process's
     /// lineage at birth (parent chain, first command line, step and test), so that a
     /// leak that was reparented or scrubbed its environment is still attributed; and it
@@ -392,9 +424,44 @@ pub struct SweepOpts {
     /// Report what would be killed; signal nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// When to exit 1: `leak` (any leaked job process) or `never` (report only).
+    /// When to exit 1: `leak` (any leaked job process), `new` (only leaks the known-leaks
+    /// file, or the base commit's run, does not tolerate) or `never` (report only).
     #[arg(long, value_enum, default_value_t = FailOn::Leak, value_name = "WHEN")]
     pub fail_on: FailOn,
+    /// Leaks tolerated until fixed (see `ci-janitor known-leaks --help`): a leak an entry
+    /// matches within its max is killed and reported as known; `--fail-on new` fails only
+    /// on the others.
+    #[arg(long, value_name = "FILE")]
+    #[serde(default)]
+    pub known_leaks: Option<PathBuf>,
+    /// Fail when an entry of --known-leaks matched nothing (by default a warning: the
+    /// entry can go).
+    #[arg(long)]
+    #[serde(default)]
+    pub strict_known_leaks: bool,
+    /// Under GitHub Actions: post a check run (and a pull-request comment) through the
+    /// API with this token [env: CI_JANITOR_GITHUB_TOKEN].
+    #[arg(
+        long,
+        env = "CI_JANITOR_GITHUB_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    #[serde(skip)]
+    pub github_token: Option<String>,
+    /// With a token: do not post the `ci-janitor` check run.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_check_run: bool,
+    /// With a token: do not comment on the pull request.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_pr_comment: bool,
+    /// The most the GitHub API may take, all requests together (each request gets at most
+    /// 5 s); never more than what --deadline leaves after the sweep, nor less than 2 s.
+    #[arg(long, value_name = "DUR", default_value = "10s")]
+    #[serde(default = "default_api_timeout")]
+    pub api_timeout: Dur,
     /// Leaks matching PATTERN are killed but do not fail the run. PATTERN is a glob on the
     /// command line (`'uvicorn *'`), or `comm:GLOB` / `exe:GLOB`. Repeatable.
     #[arg(long, value_name = "PATTERN")]
@@ -437,6 +504,10 @@ fn default_capture_bound() -> Dur {
     Dur(Duration::from_secs(5))
 }
 
+fn default_api_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
 impl Default for SweepOpts {
     /// The same values the command line defaults to, for the Action and the hooks, which
     /// build their options from inputs rather than flags.
@@ -446,6 +517,12 @@ impl Default for SweepOpts {
             deadline: Dur(Duration::from_secs(30)),
             dry_run: false,
             fail_on: FailOn::Leak,
+            known_leaks: None,
+            strict_known_leaks: false,
+            github_token: None,
+            no_check_run: false,
+            no_pr_comment: false,
+            api_timeout: default_api_timeout(),
             allow: Vec::new(),
             ignore: Vec::new(),
             protect: Vec::new(),
@@ -463,7 +540,12 @@ impl Default for SweepOpts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailOn {
+    /// Any leak of the job fails.
     Leak,
+    /// Only new leaks fail: those no entry of --known-leaks tolerates (under GitHub
+    /// Actions on a pull request without a file, those the base commit's run did not have).
+    New,
+    /// Nothing fails.
     Never,
 }
 
@@ -490,6 +572,86 @@ pub struct RunArgs {
     /// The command and its arguments (after `--`).
     #[arg(required = true, last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct KnownLeaksArgs {
+    #[command(subcommand)]
+    pub command: KnownLeaksCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KnownLeaksCommand {
+    /// Write a new file tolerating every failing leak of REPORT at its count (refuses to
+    /// replace an existing file without --force).
+    Write {
+        #[command(flatten)]
+        files: KnownLeaksFiles,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Refresh FILE against REPORT: lower each max to what was seen, drop entries that
+    /// matched nothing. A max is raised only with --raise; a new leak is added only with
+    /// --add-new.
+    Update {
+        #[command(flatten)]
+        files: KnownLeaksFiles,
+        /// Raise a max to the count REPORT saw.
+        #[arg(long)]
+        raise: bool,
+        /// Add entries for failing leaks no entry names.
+        #[arg(long)]
+        add_new: bool,
+        /// Keep entries that matched nothing.
+        #[arg(long)]
+        keep_unused: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KnownLeaksFiles {
+    /// The known-leaks file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The JSON report (--report-json) to take the leaks from.
+    #[arg(value_name = "REPORT")]
+    pub report: PathBuf,
+    /// The owner of entries this adds.
+    #[arg(long, default_value = "unassigned", value_name = "WHO")]
+    pub owner: String,
+    /// The reason of entries this adds.
+    #[arg(
+        long,
+        default_value = "known when this file was written: fix the leak, then remove the entry",
+        value_name = "TEXT"
+    )]
+    pub reason: String,
+    /// The last day the entries this adds are tolerated (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE")]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffReportsArgs {
+    /// The base run's JSON report.
+    #[arg(value_name = "BASE")]
+    pub base: PathBuf,
+    /// The head run's JSON report.
+    #[arg(value_name = "HEAD")]
+    pub head: PathBuf,
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    pub format: DiffFormat,
+    /// Exit 1 when HEAD has a new leak.
+    #[arg(long)]
+    pub exit_code: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
+    Markdown,
 }
 
 #[derive(Debug, Args)]

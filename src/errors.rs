@@ -196,6 +196,7 @@ mod tests {
                     source: io(),
                 },
                 ReadError::NoBootId(p()),
+                ReadError::ForeignProc(p(), 7, 1234),
             ]
         };
         let guard = vec![
@@ -235,7 +236,7 @@ mod tests {
         all.extend(
             [
                 ChildError::Subreaper(io()),
-                ChildError::Signals(nix::Error::EPERM),
+                ChildError::Signals(std::io::Error::from_raw_os_error(1)),
                 ChildError::Spawn {
                     command: "x".into(),
                     source: io(),

@@ -480,6 +480,21 @@ fn clear_nonblock(fd: &OwnedFd) {
     }
 }
 
+/// Refuses what `fd` (opened non-blocking, so a FIFO could not hang the open) names unless
+/// it is a regular file; then makes it blocking for the read or write to come.
+fn regular_blocking(path: &Path, fd: &OwnedFd) -> Result<(), FileError> {
+    clear_nonblock(fd);
+    let st = rustix::fs::fstat(fd).map_err(|e| FileError::io(path, e))?;
+    if file_type(&st) != FileType::RegularFile {
+        return Err(refused(
+            path,
+            format!("it is not a regular file ({:?})", file_type(&st)),
+            "pass the path of a regular file",
+        ));
+    }
+    Ok(())
+}
+
 /// Opens a file the user named, for reading: a regular file only (a FIFO does not hang us,
 /// a device is not read), at most `limit` bytes.
 pub fn read_input(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
@@ -489,15 +504,7 @@ pub fn read_input(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
         Mode::empty(),
     )
     .map_err(|e| FileError::io(path, e))?;
-    clear_nonblock(&fd);
-    let st = rustix::fs::fstat(&fd).map_err(|e| FileError::io(path, e))?;
-    if file_type(&st) != FileType::RegularFile {
-        return Err(refused(
-            path,
-            format!("it is not a regular file ({:?})", file_type(&st)),
-            "pass the path of a file",
-        ));
-    }
+    regular_blocking(path, &fd)?;
     read_bounded(path, fd, limit)
 }
 
@@ -574,15 +581,7 @@ pub fn append_output(path: &Path, text: &[u8]) -> Result<(), FileError> {
         }
         Err(e) => return Err(FileError::io(path, e)),
     };
-    clear_nonblock(&fd);
-    let st = rustix::fs::fstat(&fd).map_err(|e| FileError::io(path, e))?;
-    if file_type(&st) != FileType::RegularFile {
-        return Err(refused(
-            path,
-            format!("it is not a regular file ({:?})", file_type(&st)),
-            "pass the path of a regular file",
-        ));
-    }
+    regular_blocking(path, &fd)?;
     File::from(fd)
         .write_all(text)
         .map_err(|e| FileError::io(path, e))
@@ -631,9 +630,12 @@ mod tests {
         dir.replace("log", b"new", PRIVATE, Sync::Cached).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 
-        nix::unistd::mkfifo(
-            &dir.join("fifo"),
-            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
         )
         .unwrap();
         assert!(dir.read("fifo", 100).unwrap_err().is_refusal());

@@ -685,6 +685,14 @@ pub fn finish(
             .flat_map(|l| &l.warnings)
             .filter_map(pipe_holder),
     );
+    // Known leaks (a file, else the base commit's run): the verdict is on new leaks. The
+    // API phase (check run, PR comment) is bounded by what the deadline left; it never
+    // fails the run.
+    let left = settings.deadline.saturating_sub(swept.outcome.elapsed);
+    let mut api = crate::github::Api::open(settings.github_api.as_ref(), left);
+    let failed = crate::gate::run(&mut built.report, settings, |notes| {
+        api.as_mut()?.base_known(notes)
+    });
     let mut settings = settings.clone();
     if settings.report_json.is_none() {
         settings.report_json = extra_report.map(Path::to_path_buf);
@@ -718,6 +726,9 @@ pub fn finish(
                 "ci-janitor: warning: failed to {p} (the verdict stands)"
             );
         }
+    }
+    if let Some(notice) = api.and_then(|a| a.publish(&built.report)) {
+        let _ = writeln!(std::io::stdout().lock(), "{notice}");
     }
     Ok(verdict)
 }

@@ -1,11 +1,25 @@
 //! The kill: one round of stop, terminate, wait, kill over a set of processes, all of them at
 //! once so the whole round costs one grace period however many groups there are.
 //!
-//! Every process is signalled through its own pidfd, opened and checked against its start
-//! time first (see [`crate::platform::open`]). Processes are handled group by group (process
-//! group, then session, in that order) but never through `kill(-pgid)`: a group may also
-//! hold processes that are not ours (the shell that ran `sleep &` is in the sleep's group),
-//! and a group signal would reach them.
+//! Every process is signalled through its own pidfd, pinned to its identity: opened by the
+//! reader while it read the process (see [`crate::platform::read_snapshot_pinned`]), or
+//! opened here and checked against its start time (see [`crate::platform::open`]).
+//! Processes are handled group by group (process group, then session, in that order). A
+//! group gets one signal for all its members only when its whole *session* is verified:
+//! every process of the session in the reading this round comes from is a live target of
+//! the round holding a pinned pidfd, the session's id is visible in our pid namespace, and
+//! the reading is complete (see the sweep's `whole_groups`). The group is addressed through
+//! its leader's pidfd (`PIDFD_SIGNAL_PROCESS_GROUP`), never by number (see
+//! [`Target::whole_group`]). Any other group may also hold processes that are not ours (the
+//! shell that ran `sleep &` is in the sleep's group), so its members are signalled one by
+//! one.
+//!
+//! What the group signal can reach beyond the verified members: a process that entered the
+//! group between the reading and the signal. A process can join a group only from inside
+//! the group's session, and enter a session only by being forked in it, so that is a child
+//! a member forked meanwhile: the job's by descent (it dies unlisted, where a signal per
+//! process would have left it to the next round's reading and its own entry). A member
+//! that left the group meanwhile (`setsid`) gets its own SIGKILL after a moment.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Process, ProcessId};
-use crate::platform::{self, Handle, Sig, SignalResult};
+use crate::platform::{self, GroupSignal, Handle, Sig, SignalResult};
 
 /// How a process ended, as the report tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -113,16 +127,16 @@ fn wait_exits(
     };
     let mut exited: Vec<(usize, Instant)> = Vec::new();
     let mut pending: Vec<usize> = (0..handles.len()).collect();
+    let mut done = vec![false; handles.len()];
     loop {
         (on_wait.0)(pending.len(), since.elapsed());
         let step_end = (Instant::now() + PROGRESS_STEP).min(until);
         let batch: Vec<&Handle> = pending.iter().map(|&i| handles[i]).collect();
-        let done: Vec<(usize, Instant)> = platform::wait_exits(&batch, step_end)
-            .into_iter()
-            .map(|(k, when)| (pending[k], when))
-            .collect();
-        pending.retain(|i| !done.iter().any(|(d, _)| d == i));
-        exited.extend(done);
+        for (k, when) in platform::wait_exits(&batch, step_end) {
+            done[pending[k]] = true;
+            exited.push((pending[k], when));
+        }
+        pending.retain(|&i| !done[i]);
         if pending.is_empty() || Instant::now() >= until {
             break;
         }
@@ -133,6 +147,9 @@ fn wait_exits(
 
 /// How long to wait for a SIGKILLed process to disappear before calling it a survivor.
 const AFTER_KILL: Duration = Duration::from_secs(2);
+/// How long a group's SIGKILL is given before a member still alive gets its own (it left
+/// the group, or its leader moved, after the reading).
+const GROUP_SETTLE: Duration = Duration::from_millis(100);
 /// The wait after SIGKILL ends at the deadline, but lasts at least this long: the kernel
 /// needs a moment to run the exits of what was just killed, and without it every process
 /// killed at the deadline would be reported as a survivor. A process in D state or one
@@ -145,27 +162,95 @@ pub fn group_order(targets: &mut [&Process]) {
     targets.sort_by_key(|p| (p.sid, p.pgid, p.id.pid != p.pgid, p.id.pid));
 }
 
+/// One process to signal in a round.
+#[derive(Debug)]
+pub struct Target {
+    pub id: ProcessId,
+    /// Its process group.
+    pub pgid: i32,
+    /// A pidfd the reader pinned to `id` (see [`platform::read_snapshot_pinned`]); `None`:
+    /// the round opens one and checks it against the start time.
+    pub handle: Option<Handle>,
+    /// Whether its group may take one signal for all its members: in the reading this
+    /// round's targets come from, every live member of the group is a target of this round,
+    /// with a pinned pidfd and an owner we may signal. The round adds its own conditions
+    /// (see [`whole_groups`]).
+    pub whole_group: bool,
+}
+
 /// Runs one round over `targets` (already in [`group_order`]): SIGSTOP each (no more forks),
 /// SIGTERM, SIGCONT; wait up to the grace period for all of them at once; SIGKILL the
-/// survivors. Returns each target's fate, in the order given.
+/// survivors. With no grace period, SIGKILL at once: one signal per whole group (see
+/// [`Target::whole_group`]), one per process otherwise. Returns each target's fate, in the
+/// order given.
 pub fn terminate(
     proc_root: &Path,
-    targets: &[ProcessId],
+    targets: Vec<Target>,
     opts: &RoundOptions,
 ) -> Vec<(ProcessId, Fate)> {
     platform::raise_fd_limit();
     let start = Instant::now();
+    let ids: Vec<ProcessId> = targets.iter().map(|t| t.id).collect();
+    let pgids: Vec<i32> = targets.iter().map(|t| t.pgid).collect();
     let mut fates: Vec<Option<Fate>> = vec![None; targets.len()];
     let mut handles: Vec<(usize, Handle)> = Vec::with_capacity(targets.len());
-    for (i, &id) in targets.iter().enumerate() {
+    // Per target: whether it may be signalled with its whole group (marked so by the sweep,
+    // and its pidfd pinned by the reader).
+    let mut whole: Vec<bool> = vec![false; targets.len()];
+    for (i, t) in targets.into_iter().enumerate() {
         if Instant::now() >= opts.deadline {
             fates[i] = Some(Fate::DeadlinePassed);
             continue;
         }
-        match platform::open(proc_root, id) {
-            Ok(h) => handles.push((i, h)),
+        let pinned = t.handle.is_some();
+        let handle = match t.handle {
+            Some(h) => Ok(h),
+            None => platform::open(proc_root, t.id),
+        };
+        match handle {
+            Ok(h) => {
+                handles.push((i, h));
+                whole[i] = t.whole_group && pinned;
+            }
             Err(r) => fates[i] = Some(result_fate(r)),
         }
+    }
+    if opts.grace.is_zero() {
+        // No grace: nothing to stop or terminate first, SIGKILL is the one signal.
+        let kill_sent = Instant::now();
+        let groups = whole_groups(&ids, &pgids, &whole, &handles);
+        let by_group = kill_all(&handles, &groups, &mut fates);
+        let kill_time = kill_sent.elapsed().as_millis() as u64;
+        let mut pending: Vec<&(usize, Handle)> = handles
+            .iter()
+            .filter(|(i, _)| fates[*i].is_none())
+            .collect();
+        if by_group.iter().any(|&g| g) {
+            // A member that left its group (setsid) or a leader that moved to another one
+            // between the reading and the signal got nothing from the group's signal: what
+            // has not exited after a moment gets its own SIGKILL through its pidfd.
+            let settle = (Instant::now() + GROUP_SETTLE).min(opts.deadline);
+            let refs: Vec<&Handle> = pending.iter().map(|(_, h)| h).collect();
+            let mut exited = vec![false; pending.len()];
+            for (k, _) in platform::wait_exits(&refs, settle) {
+                exited[k] = true;
+            }
+            for ((i, h), gone) in pending.iter().map(|p| (p.0, &p.1)).zip(&exited) {
+                if *gone {
+                    fates[i] = Some(Fate::Killed {
+                        after_ms: kill_time,
+                    });
+                } else if by_group[i] {
+                    match h.signal(Sig::Kill) {
+                        SignalResult::Sent | SignalResult::Gone => {}
+                        other => fates[i] = Some(result_fate(other)),
+                    }
+                }
+            }
+            pending.retain(|(i, _)| fates[*i].is_none());
+        }
+        reap_after_kill(proc_root, &pending, kill_time, opts, &mut fates);
+        return collect(&ids, fates);
     }
     // Stop everything first, then terminate, then continue: a stopped group cannot fork
     // or respawn while we work through it, and TERM is delivered on CONT.
@@ -190,26 +275,24 @@ pub fn terminate(
         .collect();
     let grace_end = (start + opts.grace).min(opts.deadline);
     let term_sent = Instant::now();
-    let exited: Vec<usize> = wait_exits(
+    let mut exited = vec![false; live.len()];
+    for (k, when) in wait_exits(
         &live.iter().map(|(_, h)| h).collect::<Vec<_>>(),
         grace_end,
         term_sent,
         opts.on_wait.as_ref(),
-    )
-    .into_iter()
-    .map(|(k, when)| {
+    ) {
+        exited[k] = true;
         fates[live[k].0] = Some(Fate::Terminated {
             after_ms: when.saturating_duration_since(term_sent).as_millis() as u64,
         });
-        k
-    })
-    .collect();
+    }
     // Anything still alive gets SIGKILL; nothing ignores or blocks it.
     let survivors: Vec<&(usize, Handle)> = live
         .iter()
-        .enumerate()
-        .filter(|(k, _)| !exited.contains(k))
-        .map(|(_, h)| *h)
+        .zip(&exited)
+        .filter(|(_, &gone)| !gone)
+        .map(|(h, _)| *h)
         .collect();
     let kill_time = term_sent.elapsed().as_millis() as u64;
     for (i, h) in &survivors {
@@ -227,15 +310,114 @@ pub fn terminate(
         .into_iter()
         .filter(|(i, _)| fates[*i].is_none())
         .collect();
+    reap_after_kill(proc_root, &pending, kill_time, opts, &mut fates);
+    collect(&ids, fates)
+}
+
+/// The groups that take one SIGKILL for all their members, each as the indices (into
+/// `handles`) of its members, its leader's first: those whose every target (by `pgids`,
+/// in [`group_order`], so a group is one run) may be signalled whole (`whole`: marked by
+/// the sweep, its pidfd pinned, so none failed to open or was cut by the deadline) and
+/// whose leader (pid = pgid) is among them, since the group is addressed through the
+/// leader's pidfd.
+fn whole_groups(
+    ids: &[ProcessId],
+    pgids: &[i32],
+    whole: &[bool],
+    handles: &[(usize, Handle)],
+) -> Vec<Vec<usize>> {
+    let mut handle_of: Vec<Option<usize>> = vec![None; ids.len()];
+    for (k, (i, _)) in handles.iter().enumerate() {
+        handle_of[*i] = Some(k);
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < ids.len() {
+        let pgid = pgids[at];
+        let mut end = at;
+        while end + 1 < ids.len() && pgids[end + 1] == pgid {
+            end += 1;
+        }
+        let run = at..=end;
+        at = end + 1;
+        if pgid <= 1 || !whole[run.clone()].iter().all(|&w| w) {
+            continue;
+        }
+        let Some(leader) = run.clone().find(|&i| ids[i].pid == pgid) else {
+            continue;
+        };
+        let members: Option<Vec<usize>> = std::iter::once(leader)
+            .chain(run.filter(|&i| i != leader))
+            .map(|i| handle_of[i])
+            .collect();
+        if let Some(members) = members {
+            out.push(members);
+        }
+    }
+    out
+}
+
+/// SIGKILL to every target that has a handle: one signal through the leader's pidfd for
+/// each whole group (see [`whole_groups`]), one per process for the rest, and for a whole
+/// group whose signal the kernel could not send (before Linux 6.9, or the leader gone).
+/// Returns, per target (by its index in the round), whether only its group's signal was
+/// sent for it.
+fn kill_all(
+    handles: &[(usize, Handle)],
+    groups: &[Vec<usize>],
+    fates: &mut [Option<Fate>],
+) -> Vec<bool> {
+    let mut by_group = vec![false; fates.len()];
+    let mut done = vec![false; handles.len()];
+    let mut group_signals = true;
+    for members in groups {
+        if !group_signals {
+            break;
+        }
+        match handles[members[0]].1.signal_group(Sig::Kill) {
+            GroupSignal::Sent => {
+                for &k in members {
+                    done[k] = true;
+                    by_group[handles[k].0] = true;
+                }
+            }
+            // An older kernel: every group is signalled member by member.
+            GroupSignal::Unsupported => group_signals = false,
+            // No one left in the group, or a refusal: each member's own signal tells.
+            GroupSignal::Other(_) => {}
+        }
+    }
+    for ((i, h), done) in handles.iter().zip(done) {
+        if done || fates[*i].is_some() {
+            continue;
+        }
+        match h.signal(Sig::Kill) {
+            SignalResult::Sent => {}
+            // Gone before its SIGKILL: it exited on its own (`AlreadyGone`).
+            other => fates[*i] = Some(result_fate(other)),
+        }
+    }
+    by_group
+}
+
+/// Waits for the SIGKILLed `pending` to exit (at most [`AFTER_KILL`], and not past the
+/// deadline by more than [`AFTER_KILL_PAST_DEADLINE`]) and gives each its fate: `Killed`,
+/// or what its state says when it is still there.
+fn reap_after_kill(
+    proc_root: &Path,
+    pending: &[&(usize, Handle)],
+    kill_time: u64,
+    opts: &RoundOptions,
+    fates: &mut [Option<Fate>],
+) {
     let until = (Instant::now() + AFTER_KILL)
         .min(opts.deadline.max(Instant::now() + AFTER_KILL_PAST_DEADLINE));
-    let died: Vec<usize> =
-        platform::wait_exits(&pending.iter().map(|(_, h)| h).collect::<Vec<_>>(), until)
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-    for (k, (i, h)) in pending.iter().enumerate() {
-        fates[*i] = Some(if died.contains(&k) {
+    let mut died = vec![false; pending.len()];
+    for (k, _) in platform::wait_exits(&pending.iter().map(|(_, h)| h).collect::<Vec<_>>(), until) {
+        died[k] = true;
+    }
+    for ((i, h), died) in pending.iter().map(|p| (p.0, &p.1)).zip(died) {
+        fates[i] = Some(if died {
             Fate::Killed {
                 after_ms: kill_time,
             }
@@ -250,8 +432,12 @@ pub fn terminate(
             }
         });
     }
-    targets
-        .iter()
+}
+
+/// Each target's fate, in the order given; no fate means it was never signalled because it
+/// was gone.
+fn collect(ids: &[ProcessId], fates: Vec<Option<Fate>>) -> Vec<(ProcessId, Fate)> {
+    ids.iter()
         .zip(fates)
         .map(|(&id, f)| (id, f.unwrap_or(Fate::AlreadyGone)))
         .collect()

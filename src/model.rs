@@ -384,9 +384,16 @@ pub struct Process {
     pub unreadable: Vec<String>,
 }
 
+/// Whether a process in this `stat` state is dead: a zombie (`Z`), or being torn down
+/// (`X`; `x` on Linux 2.6.33 to 3.13). Every reader of `/proc` judges by this one rule.
+pub fn is_dead_state(state: char) -> bool {
+    matches!(state, 'Z' | 'X' | 'x')
+}
+
 impl Process {
+    /// Dead, not yet reaped (see [`is_dead_state`]).
     pub fn is_zombie(&self) -> bool {
-        self.state == 'Z' || self.state == 'X'
+        is_dead_state(self.state)
     }
 
     /// The command line for people: argv joined by spaces, or `[comm]` when argv is empty

@@ -72,6 +72,82 @@ pub struct SweepSettings {
     pub capture: Option<Capture>,
     /// The bound on that capture (`--capture-bound`).
     pub capture_bound: Duration,
+    /// `--known-leaks`: the known-leaks file, and whether an unused entry fails.
+    pub known_leaks: Option<PathBuf>,
+    pub strict_known_leaks: bool,
+    /// The GitHub API (check run, pull-request comment): under Actions with a token only.
+    pub github_api: Option<ApiSettings>,
+}
+
+/// What the GitHub API phase needs, read from the environment once (see `crate::github`).
+#[derive(Clone, Default)]
+pub struct ApiSettings {
+    pub token: String,
+    /// `$GITHUB_API_URL` (GitHub Enterprise Server: `https://HOST/api/v3`).
+    pub api_url: String,
+    /// `OWNER/REPO`.
+    pub repository: String,
+    pub sha: Option<String>,
+    pub event_name: Option<String>,
+    pub event_path: Option<PathBuf>,
+    pub workflow: String,
+    pub job: String,
+    pub run_id: Option<String>,
+    pub server_url: Option<String>,
+    pub workspace: Option<PathBuf>,
+    /// The workflow file, relative to the workspace (from `GITHUB_WORKFLOW_REF`).
+    pub workflow_file: Option<String>,
+    pub check_run: bool,
+    pub pr_comment: bool,
+    /// The whole API phase's bound (`--api-timeout`).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for ApiSettings {
+    /// Everything but the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("api_url", &self.api_url)
+            .field("repository", &self.repository)
+            .field("sha", &self.sha)
+            .field("event_name", &self.event_name)
+            .field("job", &self.job)
+            .field("check_run", &self.check_run)
+            .field("pr_comment", &self.pr_comment)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The API settings under GitHub Actions when a token is given (else `None`).
+pub fn api_settings(o: &SweepOpts, env: Env<'_>) -> Option<ApiSettings> {
+    let present = |k: &str| env(k).filter(|v| !v.is_empty());
+    let token = o.github_token.clone().filter(|t| !t.trim().is_empty())?;
+    if present("GITHUB_ACTIONS").as_deref() != Some("true") {
+        return None;
+    }
+    let workflow_file = present("GITHUB_WORKFLOW_REF").and_then(|r| {
+        let path = r.rsplit_once('@').map_or(r.as_str(), |(p, _)| p).to_owned();
+        path.find(".github/workflows/")
+            .map(|at| path[at..].to_owned())
+    });
+    Some(ApiSettings {
+        token: token.trim().to_owned(),
+        api_url: present("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into()),
+        repository: present("GITHUB_REPOSITORY").unwrap_or_default(),
+        sha: present("GITHUB_SHA"),
+        event_name: present("GITHUB_EVENT_NAME"),
+        event_path: present("GITHUB_EVENT_PATH").map(PathBuf::from),
+        workflow: present("GITHUB_WORKFLOW").unwrap_or_default(),
+        job: present("GITHUB_JOB").unwrap_or_default(),
+        run_id: present("GITHUB_RUN_ID"),
+        server_url: present("GITHUB_SERVER_URL"),
+        workspace: present("GITHUB_WORKSPACE").map(PathBuf::from),
+        workflow_file,
+        check_run: !o.no_check_run,
+        pr_comment: !o.no_pr_comment,
+        timeout: o.api_timeout.0,
+    })
 }
 
 /// Why a hang report is taken before a sweep, and where the guard's journal is.
@@ -130,6 +206,9 @@ pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, Stri
         step_names: std::collections::BTreeMap::new(),
         capture: None,
         capture_bound: o.capture_bound.0,
+        known_leaks: o.known_leaks.clone(),
+        strict_known_leaks: o.strict_known_leaks,
+        github_api: api_settings(o, env),
     })
 }
 

@@ -12,7 +12,7 @@ use crate::classify::{self, Class, Context, Decision, Hint, Plan, Policy, Rule};
 use crate::diff;
 use crate::kill::{self, Fate, RoundOptions};
 use crate::model::{Listener, Process, ProcessId, Snapshot};
-use crate::platform::{self, ReadError, ReadOptions};
+use crate::platform::{self, Pins, ReadError, ReadOptions};
 
 #[derive(Debug, Clone)]
 pub struct SweepOptions {
@@ -70,6 +70,8 @@ pub enum PortOutcome {
 pub struct SweepOutcome {
     pub baseline_taken_at_unix_ms: u64,
     /// The snapshot of the first round (with host facts): the report's picture of the leak.
+    /// Its processes that became entries are in `entries` (moved, not copied: one copy of
+    /// the process table); `processes` holds the rest of that reading.
     pub first: Snapshot,
     pub entries: Vec<Entry>,
     pub ports: Vec<PortCheck>,
@@ -104,16 +106,27 @@ pub fn sweep(
 ) -> Result<SweepOutcome, ReadError> {
     let started = Instant::now();
     let deadline = started + opts.deadline;
+    if !opts.dry_run {
+        platform::check_proc_is_ours(&opts.proc_root)?;
+    }
     let detail = platform::Detail::new_since(baseline);
-    let read_raw = |host_facts: bool| {
-        platform::read_snapshot(&ReadOptions {
+    // Pidfds pinned by the reader to the processes it read in detail, so that the kill
+    // needs no second identity check (none in a dry run: nothing is signalled).
+    let pin = !opts.dry_run;
+    let read_raw = |host_facts: bool, pin: bool| {
+        let read = ReadOptions {
             proc_root: opts.proc_root.clone(),
             sockets: true,
             host_facts,
             detail: detail.clone(),
-        })
+        };
+        if pin {
+            platform::read_snapshot_pinned(&read)
+        } else {
+            platform::read_snapshot(&read).map(|s| (s, Pins::new()))
+        }
     };
-    let mut first = read_raw(true)?;
+    let (mut now, mut pins) = read_raw(true, pin)?;
     // The guard's journal is a file: only what agrees with the live process tree is used
     // (see [`crate::guard::lineage::Lineage::verified`]); what is not is reported.
     let mut distrusted = Vec::new();
@@ -121,7 +134,7 @@ pub fn sweep(
     let mut lineage = opts.lineage.clone();
     let ctx = match &opts.lineage {
         Some(journal) => {
-            let l = journal.verified(&first, &ctx.markers);
+            let l = journal.verified(&now, &ctx.markers);
             distrusted = l.distrust_notes();
             verified_ctx = ctx.clone();
             verified_ctx.born_into_job = Some(std::sync::Arc::new(l.born_into_job()));
@@ -130,27 +143,44 @@ pub fn sweep(
         }
         None => ctx,
     };
-    let read = |host_facts: bool| {
-        let mut snap = read_raw(host_facts)?;
+    let read = |host_facts: bool, pin: bool| {
+        let (mut snap, pins) = read_raw(host_facts, pin)?;
         // Step and test markers a process's own environment lacks, from the guard.
         if let Some(lineage) = &lineage {
             lineage.fill_markers(&mut snap);
         }
-        Ok::<_, ReadError>(snap)
+        Ok::<_, ReadError>((snap, pins))
     };
     if let Some(lineage) = &lineage {
-        lineage.fill_markers(&mut first);
+        lineage.fill_markers(&mut now);
     }
+    // One copy of the process table: the processes of a reading move into the entries
+    // they become; `first` keeps the first reading's header and the processes of it that
+    // did not become entries.
+    let mut first = Snapshot {
+        schema_version: now.schema_version,
+        tool_version: now.tool_version.clone(),
+        taken_at_unix_ms: now.taken_at_unix_ms,
+        taken_at_boot_ticks: now.taken_at_boot_ticks,
+        duration_us: now.duration_us,
+        machine: now.machine.clone(),
+        processes: Vec::new(),
+        listeners: now.listeners.clone(),
+        unreadable: now.unreadable.clone(),
+        taken_by: now.taken_by,
+        job: now.job.clone(),
+        trust_notes: now.trust_notes.clone(),
+    };
     let mut entries: Vec<Entry> = Vec::new();
     let mut seen: HashSet<ProcessId> = HashSet::new();
     let mut held: HashMap<u64, (Listener, Vec<ProcessId>)> = HashMap::new();
     let mut rounds = 0;
     let mut zombies = 0;
-    let mut now = first.clone();
     loop {
         rounds += 1;
         let appeared = diff::appeared(baseline, &now);
         let plan: Plan = classify::classify(&now, &appeared, ctx, policy);
+        drop(appeared);
         if rounds == 1 {
             // Only the job's zombies: exited children of the job's processes, of its root
             // or of ours (under `run` we adopt its orphans). Other sessions' unreaped
@@ -168,15 +198,41 @@ pub fn sweep(
                 .filter(|z| parents.contains(&z.ppid))
                 .count();
         }
+        // The listeners of each process, from one pass over the list.
+        let mut listening_of: HashMap<ProcessId, Vec<usize>> = HashMap::new();
+        for (at, l) in now.listeners.iter().enumerate() {
+            for owner in &l.owners {
+                listening_of.entry(*owner).or_default().push(at);
+            }
+        }
         let fresh: Vec<&Decision> = plan
             .decisions
             .iter()
             .filter(|d| !seen.contains(&d.id))
             .collect();
-        let mut targets: Vec<&Process> = Vec::new();
+        let target_ids: HashSet<ProcessId> = fresh
+            .iter()
+            .filter(|d| d.class.is_target(policy))
+            .map(|d| d.id)
+            .collect();
+        let whole = whole_groups(&now, &target_ids, &pins);
+        // Each process of the reading, by identity, to be moved into its entry.
+        let mut slots: Vec<Option<Process>> = std::mem::take(&mut now.processes)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let at: HashMap<ProcessId, usize> = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((p.as_ref()?.id, i)))
+            .collect();
+        let mut targets: Vec<usize> = Vec::new();
+        entries.reserve_exact(fresh.len());
         for d in &fresh {
             seen.insert(d.id);
-            let Some(p) = now.process(d.id) else { continue };
+            let Some(p) = at.get(&d.id).and_then(|&i| slots[i].take()) else {
+                continue;
+            };
             tracing::debug!(
                 pid = d.id.pid,
                 start_ticks = d.id.start_ticks,
@@ -184,13 +240,15 @@ pub fn sweep(
                 evidence = ?d.evidence,
                 marker = d.marker,
                 target = d.class.is_target(policy),
-                command = %redacted_command(p),
+                command = %redacted_command(&p),
                 "classified"
             );
-            let listening: Vec<String> = now.listeners_of(d.id).map(Listener::label).collect();
+            let mine = listening_of.get(&d.id).map_or(&[][..], Vec::as_slice);
+            let listening: Vec<String> = mine.iter().map(|&l| now.listeners[l].label()).collect();
             if d.class.is_target(policy) {
-                targets.push(p);
-                for l in now.listeners_of(d.id) {
+                targets.push(entries.len());
+                for &l in mine {
+                    let l = &now.listeners[l];
                     held.entry(l.inode)
                         .or_insert_with(|| (l.clone(), Vec::new()))
                         .1
@@ -198,7 +256,7 @@ pub fn sweep(
                 }
             }
             entries.push(Entry {
-                process: p.clone(),
+                process: p,
                 class: d.class.clone(),
                 evidence: d.evidence.clone(),
                 marker: d.marker,
@@ -208,17 +266,35 @@ pub fn sweep(
                 listening,
             });
         }
+        if rounds == 1 {
+            // A new vector: collected in place, the rest would keep the whole reading's
+            // allocation.
+            let mut rest = Vec::with_capacity(slots.iter().flatten().count());
+            rest.extend(slots.into_iter().flatten());
+            first.processes = rest;
+        }
         if targets.is_empty() {
             break;
         }
-        kill::group_order(&mut targets);
-        let ids: Vec<ProcessId> = targets.iter().map(|p| p.id).collect();
+        let mut ordered: Vec<&Process> = targets.iter().map(|&e| &entries[e].process).collect();
+        kill::group_order(&mut ordered);
+        let round: Vec<kill::Target> = ordered
+            .iter()
+            .map(|p| kill::Target {
+                id: p.id,
+                pgid: p.pgid,
+                handle: pins.remove(&p.id),
+                whole_group: whole.contains(&p.pgid),
+            })
+            .collect();
+        // Pidfds of processes that are not targets are not needed.
+        pins.clear();
         let fates: HashMap<ProcessId, Fate> = if opts.dry_run {
-            ids.iter().map(|&id| (id, Fate::WouldKill)).collect()
+            round.iter().map(|t| (t.id, Fate::WouldKill)).collect()
         } else {
             kill::terminate(
                 &opts.proc_root,
-                &ids,
+                round,
                 &RoundOptions {
                     grace: opts.grace,
                     deadline,
@@ -228,7 +304,8 @@ pub fn sweep(
             .into_iter()
             .collect()
         };
-        for e in entries.iter_mut().filter(|e| e.fate.is_none()) {
+        for &e in &targets {
+            let e = &mut entries[e];
             if let Some(f) = fates.get(&e.process.id) {
                 e.fate = Some(*f);
             }
@@ -237,7 +314,7 @@ pub fn sweep(
             break;
         }
         // Children born while we worked, respawned replacements: look again.
-        now = read(false)?;
+        (now, pins) = read(false, pin)?;
     }
     let deadline_hit = Instant::now() >= deadline;
     let ports = if opts.dry_run {
@@ -258,7 +335,7 @@ pub fn sweep(
                 .any(|a| a.inode == l.inode || same_address(a, l))
         });
         if still_listed {
-            check_ports(held, &read(false)?.listeners)
+            check_ports(held, &read(false, false)?.0.listeners)
         } else {
             check_ports(held, &after)
         }
@@ -275,6 +352,43 @@ pub fn sweep(
         dry_run: opts.dry_run,
         distrusted,
     })
+}
+
+/// The process groups of this round's targets that may take one signal for all their
+/// members (see [`kill::Target::whole_group`]). The kernel signals whoever is in the group
+/// when the signal is sent, so the proof covers the group's whole *session*: a process can
+/// join a group only from inside its session, and enter a session only by being forked in
+/// it. So in `now`, every process of the session (zombies included: a process whose main
+/// thread exited shows as one while its other threads run) is a live target of the round,
+/// holds a pidfd the reader pinned to it, and is one we may signal (we are root, or it runs
+/// as our uid); the session's id is a pid of our namespace (0 means its leader, and so
+/// maybe members, are outside what `/proc` shows); and the reading is complete (a process
+/// that could not be read may be the one outsider). Anything less: one signal per process.
+fn whole_groups(now: &Snapshot, targets: &HashSet<ProcessId>, pins: &Pins) -> HashSet<i32> {
+    if !now.unreadable.is_empty() {
+        return HashSet::new();
+    }
+    let may_signal = |p: &Process| now.machine.is_root || p.uid == Some(now.machine.uid);
+    let mut sessions: HashMap<i32, bool> = HashMap::new();
+    for p in &now.processes {
+        if targets.contains(&p.id) {
+            sessions.entry(p.sid).or_insert(p.sid > 0);
+        }
+    }
+    for p in &now.processes {
+        if let Some(whole) = sessions.get_mut(&p.sid) {
+            *whole &= !p.is_zombie()
+                && !p.kernel_thread
+                && targets.contains(&p.id)
+                && pins.contains_key(&p.id)
+                && may_signal(p);
+        }
+    }
+    now.processes
+        .iter()
+        .filter(|p| targets.contains(&p.id) && sessions.get(&p.sid) == Some(&true))
+        .map(|p| p.pgid)
+        .collect()
 }
 
 fn same_address(a: &Listener, b: &Listener) -> bool {

@@ -2,6 +2,11 @@
 
 use crate::model::{Machine, Process, ProcessId, Snapshot, SCHEMA_VERSION};
 
+/// A process identity.
+pub fn id(pid: i32, start_ticks: u64) -> ProcessId {
+    ProcessId { pid, start_ticks }
+}
+
 pub fn proc_at(pid: i32, ppid: i32, start_ticks: u64) -> Process {
     Process {
         id: ProcessId { pid, start_ticks },

@@ -42,7 +42,8 @@ pub fn run(phase: ActionPhase, env: Env<'_>) -> Result<Exit, AppError> {
             }
             None => begin(&inputs, env),
         },
-        ActionPhase::Post | ActionPhase::Sweep => end(&inputs, env),
+        ActionPhase::Post => end(&inputs, env, true),
+        ActionPhase::Sweep => end(&inputs, env, false),
     }
 }
 
@@ -56,7 +57,15 @@ pub struct Inputs {
     pub ignore: Vec<String>,
     pub kill_unattributed: bool,
     pub dry_run: bool,
-    pub known_leaks: Option<String>,
+    pub known_leaks: Option<PathBuf>,
+    /// `fail-on`: leak, new or never; `None` derives it from `fail-on-leak` and
+    /// `known-leaks`.
+    pub fail_on: Option<FailOn>,
+    pub strict_known_leaks: bool,
+    pub github_token: Option<String>,
+    pub check_run: bool,
+    pub comment_on_pr: bool,
+    pub api_timeout: Dur,
     pub state: Option<PathBuf>,
     pub job_status: Option<String>,
     pub report_json: Option<PathBuf>,
@@ -127,7 +136,23 @@ impl Inputs {
             ignore: pattern_input(env, "ignore")?,
             kill_unattributed: bool_input(env, "kill-unattributed", false)?,
             dry_run: bool_input(env, "dry-run", false)?,
-            known_leaks: input(env, "known-leaks"),
+            known_leaks: input(env, "known-leaks").map(PathBuf::from),
+            fail_on: match input(env, "fail-on").as_deref() {
+                None => None,
+                Some("leak") => Some(FailOn::Leak),
+                Some("new") => Some(FailOn::New),
+                Some("never") => Some(FailOn::Never),
+                Some(v) => {
+                    return Err(format!(
+                        "read the input `fail-on`: it must be leak, new or never, not {v:?}"
+                    ))
+                }
+            },
+            strict_known_leaks: bool_input(env, "strict-known-leaks", false)?,
+            github_token: input(env, "github-token"),
+            check_run: bool_input(env, "check-run", true)?,
+            comment_on_pr: bool_input(env, "comment-on-pr", true)?,
+            api_timeout: duration_input(env, "api-timeout", "10s")?,
             state: input(env, "state").map(PathBuf::from),
             job_status: input(env, "job-status"),
             report_json: input(env, "report-json").map(PathBuf::from),
@@ -146,6 +171,7 @@ impl Inputs {
             ));
         }
         let mut settings = settings::sweep_settings(&self.sweep_opts(), env)?;
+        crate::gate::check(&settings).map_err(|e| format!("use the input `known-leaks`: {e}"))?;
         settings.ran_as = crate::report::json::RanAs::Action;
         settings.step_names = crate::workflow::step_names(env);
         Ok(settings)
@@ -158,11 +184,24 @@ impl Inputs {
             grace: self.grace,
             deadline: self.deadline,
             dry_run: self.dry_run,
-            fail_on: if self.fail_on_leak {
-                FailOn::Leak
-            } else {
-                FailOn::Never
+            // `fail-on` wins; else `fail-on-leak: false` is never, and with a known-leaks
+            // file only new leaks fail.
+            fail_on: match self.fail_on {
+                Some(f) => f,
+                None if !self.fail_on_leak => FailOn::Never,
+                None if self.known_leaks.is_some() => FailOn::New,
+                None => FailOn::Leak,
             },
+            // Absolute: the guard's dead man's sweep runs from another directory.
+            known_leaks: self
+                .known_leaks
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+            strict_known_leaks: self.strict_known_leaks,
+            github_token: self.github_token.clone(),
+            no_check_run: !self.check_run,
+            no_pr_comment: !self.comment_on_pr,
+            api_timeout: self.api_timeout,
             allow: self.allow.clone(),
             ignore: self.ignore.clone(),
             kill_unattributed: self.kill_unattributed,
@@ -253,12 +292,6 @@ fn begin(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
     }
     append_file_command(env, "GITHUB_ENV", "CI_JANITOR_RUN", &marker)?;
     put_on_path(env)?;
-    if inputs.known_leaks.is_some() {
-        println!(
-            "::warning title=ci-janitor::input `known-leaks` is not supported by this version yet \
-             and is ignored; use `allow` to accept known leaks"
-        );
-    }
     println!(
         "ci-janitor: baseline of {} processes and {} listening sockets in {:.1} ms; later steps \
          carry CI_JANITOR_RUN={marker}",
@@ -269,7 +302,9 @@ fn begin(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
     Ok(Exit::Clean)
 }
 
-fn end(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
+/// `post`: the one-line form's last step, whose `github-token` defaults to the job's token
+/// (an empty one is worth a notice; the sweep sub-action's is empty unless given).
+fn end(inputs: &Inputs, env: Env<'_>, post: bool) -> Result<Exit, AppError> {
     let settings = inputs.sweep_settings(env).map_err(|e| {
         println!("::error title=ci-janitor: bad input::{}", escape_data(&e));
         AppError::Input(e)
@@ -311,6 +346,11 @@ fn end(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
             journal: journal.exists().then_some(journal),
             py_spy: crate::diagnose::py_spy(env),
         });
+    }
+    if post && inputs.github_token.is_none() && (inputs.check_run || inputs.comment_on_pr) {
+        println!(
+            "::notice title=ci-janitor: GitHub API::no check run and no pull-request comment:              the input `github-token` is empty (it defaults to the job's token, which needs              `checks: write` and `pull-requests: write`); the annotations and the job summary              have the report"
+        );
     }
     let swept = job::sweep(&job, &baseline, &settings, GuardInput::Beside(&path))?;
     let report_path = path.with_file_name("report.json");
@@ -421,6 +461,38 @@ mod tests {
             .sweep_settings(&bad)
             .unwrap_err();
         assert!(e.contains("`deadline: 2s`"), "{e}");
+    }
+
+    #[test]
+    fn gating_and_api_inputs() {
+        let i = Inputs::read(&env_of(&[])).unwrap();
+        assert_eq!(i.sweep_opts().fail_on, FailOn::Leak);
+        assert!(i.check_run && i.comment_on_pr && i.github_token.is_none());
+        let i = Inputs::read(&env_of(&[("INPUT_KNOWN-LEAKS", "k.toml")])).unwrap();
+        assert_eq!(
+            i.sweep_opts().fail_on,
+            FailOn::New,
+            "a file gates on new leaks"
+        );
+        let i = Inputs::read(&env_of(&[
+            ("INPUT_KNOWN-LEAKS", "k.toml"),
+            ("INPUT_FAIL-ON", "leak"),
+            ("INPUT_GITHUB-TOKEN", "t"),
+            ("INPUT_COMMENT-ON-PR", "false"),
+        ]))
+        .unwrap();
+        let o = i.sweep_opts();
+        assert_eq!(o.fail_on, FailOn::Leak);
+        assert!(o.known_leaks.unwrap().is_absolute());
+        assert_eq!(o.github_token.as_deref(), Some("t"));
+        assert!(o.no_pr_comment && !o.no_check_run);
+        let i = Inputs::read(&env_of(&[("INPUT_FAIL-ON-LEAK", "false")])).unwrap();
+        assert_eq!(i.sweep_opts().fail_on, FailOn::Never);
+        let e = Inputs::read(&env_of(&[("INPUT_FAIL-ON", "sometimes")])).unwrap_err();
+        assert!(e.starts_with("read the input `fail-on`"), "{e}");
+        // The composite sub-action's spelling.
+        let i = Inputs::read(&env_of(&[("INPUT_FAIL_ON", "new")])).unwrap();
+        assert_eq!(i.fail_on, Some(FailOn::New));
     }
 
     #[test]

@@ -84,6 +84,7 @@ fn install(
     let exe = exe.to_string_lossy();
     let fail_on = match fail_on {
         FailOn::Leak => "leak",
+        FailOn::New => "new",
         FailOn::Never => "never",
     };
     private_dir(&state_dir)?;

@@ -8,8 +8,10 @@
 mod action;
 mod diagnose;
 mod diff;
+mod diff_reports;
 mod guard;
 mod hooks;
+mod known_leaks;
 mod report;
 mod run;
 mod snapshot;
@@ -104,5 +106,7 @@ pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
         Command::Report(args) => report::run(&args, env),
         Command::Guard(args) => guard::run(args, env),
         Command::Diagnose(args) => diagnose::run(args, env),
+        Command::KnownLeaks(args) => known_leaks::run(args.command),
+        Command::DiffReports(args) => diff_reports::run(&args),
     }
 }

@@ -28,6 +28,7 @@ fn signal_name(signal: i32) -> String {
 
 pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let mut settings = settings::sweep_settings(&args.opts, env).map_err(AppError::Input)?;
+    crate::gate::check(&settings).map_err(|e| AppError::Input(e.to_string()))?;
     settings.policy.only_attributed = true;
     let read = ReadOptions {
         host_facts: false,

@@ -9,6 +9,7 @@ use crate::state;
 
 pub fn run(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let settings = settings::sweep_settings(&args.opts, env).map_err(AppError::Input)?;
+    crate::gate::check(&settings).map_err(|e| AppError::Input(e.to_string()))?;
     let path = settings::state_path(&args.state, env);
     let proc_root = ReadOptions::default().proc_root;
     let baseline = state::load(&path, &platform::boot_id(&proc_root)?)?;

@@ -10,8 +10,6 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rustix::event::{PollFd, PollFlags};
 
 use crate::model::ProcessId;
@@ -19,9 +17,11 @@ use crate::platform;
 use crate::platform::proc_events::{self, Connector, ProcEvent, ProcFacts};
 use crate::settings::Env;
 
+use super::control::Readiness;
 use super::journal::{self, Degraded, Lost, Mode, Record, Start, Stop, Writer};
+use super::pidfile::{remove_pid_file, write_pid_file};
 use super::tracker::{FactSource, ScanKind, TickClock, Tracker, TrackerConfig};
-use super::{GuardError, GuardPaths, JobFacts, PidFile, Readiness};
+use super::{GuardError, GuardPaths, JobFacts, PidFile};
 
 /// Polling: the interval right after a change, and the most it backs off to when nothing
 /// changes.
@@ -123,13 +123,201 @@ fn say(out: &mut std::io::Stdout, r: &Readiness) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Why the guard stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    /// SIGTERM, SIGINT or SIGQUIT: `guard stop`, a sweep, the runner.
+    Stopped,
+    /// The watched process exited without a sweep: the dead man's switch.
+    WatchExited,
+}
+
+impl StopReason {
+    /// As the journal's stop record spells it.
+    fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Stopped => "stopped",
+            StopReason::WatchExited => "watch-exited",
+        }
+    }
+}
+
+/// What one wait woke up for.
+#[derive(Debug, Default)]
+struct Wake {
+    signalled: bool,
+    watch_exited: bool,
+    events_ready: bool,
+}
+
+/// The guard, ready: its event source and journal, between one wait and the next.
+struct Daemon<'a> {
+    opts: &'a RunOptions,
+    proc_root: PathBuf,
+    paths: GuardPaths,
+    me: ProcessId,
+    signals: platform::SignalQueue,
+    watch_fd: Option<std::os::fd::OwnedFd>,
+    source: Source,
+    tracker: Tracker,
+    facts: ProcSource,
+    pipes: super::pipes::PipeWatch,
+    journal: Writer,
+    records: Vec<Record>,
+    events: Vec<ProcEvent>,
+    started: Instant,
+    start_ns: u64,
+    last_flush: Instant,
+}
+
+fn setup(what: &str, e: &dyn std::fmt::Display) -> GuardError {
+    GuardError::Setup(format!("{what}: {e}"))
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn run_inner(
     opts: &RunOptions,
     env: Env<'_>,
     ready_pipe: &mut Option<std::io::Stdout>,
     dead_man: DeadMan<'_>,
 ) -> Result<(), GuardError> {
-    let setup = |what: &str, e: &dyn std::fmt::Display| GuardError::Setup(format!("{what}: {e}"));
+    let signals = detach()?;
+    let proc_root = PathBuf::from("/proc");
+    let paths = GuardPaths::for_state(&opts.state);
+    let boot_id = platform::boot_id(&proc_root)?;
+    let me = platform::self_id(&proc_root)
+        .ok_or_else(|| GuardError::Setup("read our own /proc entry".into()))?;
+    let started = Instant::now();
+    let start_ns = proc_events::monotonic_ns();
+    let placement = proc_events::placement(&proc_root, Path::new("/"), env);
+    let (source, mode, detail, degraded) = choose_source(opts, &placement);
+    let root = opts.root.or(opts.watch);
+
+    let journal = Writer::open(&paths.journal).map_err(|source| GuardError::File {
+        what: "open the journal",
+        path: paths.journal.clone(),
+        source,
+    })?;
+    let mut first = vec![Record::Start(Start {
+        schema_version: journal::JOURNAL_SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        boot_id: boot_id.clone(),
+        at_unix_ms: unix_ms(),
+        guard: me,
+        root,
+        mode,
+        detail: detail.clone(),
+        warn_over: opts.warn_over,
+    })];
+    for reason in &degraded {
+        tracing::warn!("degraded: {reason}");
+        first.push(Record::Degraded(Degraded {
+            reason: reason.clone(),
+        }));
+    }
+    if root.is_none() && !opts.job.markers.has_identity() {
+        tracing::warn!(
+            "no job root to watch and no job marker: nothing will be attributed by lineage"
+        );
+    }
+    let tracker = Tracker::new(TrackerConfig {
+        me,
+        root,
+        markers: opts.job.markers.identity(),
+        warn_over: opts.warn_over,
+        pid_ns: placement.pid_ns.clone(),
+        clock: Some(tick_clock()),
+    });
+    let mut d = Daemon {
+        opts,
+        facts: ProcSource {
+            root: proc_root.clone(),
+            stdio: Default::default(),
+        },
+        pipes: super::pipes::PipeWatch::new(proc_root.clone(), unix_ms()),
+        proc_root,
+        paths,
+        me,
+        signals,
+        watch_fd: None,
+        source,
+        tracker,
+        journal,
+        records: first,
+        events: Vec::with_capacity(BATCH),
+        started,
+        start_ns,
+        last_flush: Instant::now(),
+    };
+    d.write_records()?;
+    // After subscribing, so that a process born meanwhile is met by the scan or its event.
+    let seeded = d.scan(ScanKind::Seed, 0)?;
+    d.write_records()?;
+    d.flush()?;
+
+    if let Some(id) = opts.watch {
+        d.watch_fd = Some(proc_events::watch(&d.proc_root, id).map_err(|e| {
+            GuardError::Watch(format!(
+                "the process to watch (pid {}) is gone: {e}",
+                id.pid
+            ))
+        })?);
+    }
+    let pid_file = PidFile {
+        pid: me.pid,
+        start_ticks: me.start_ticks,
+        boot_id,
+        mode,
+        detail,
+        degraded,
+        root,
+        watch: opts.watch,
+        started_at_unix_ms: unix_ms(),
+        exe: super::exe_of(Path::new("/proc"), "self"),
+    };
+    write_pid_file(&d.paths, &pid_file)?;
+    tracing::info!(
+        "guard ready: pid {}, {}; {} job processes alive, watching {:?}",
+        me.pid,
+        mode.describe(),
+        seeded,
+        opts.watch.map(|w| w.pid)
+    );
+    if let Some(mut out) = ready_pipe.take() {
+        say(&mut out, &Readiness::Ready(pid_file)).map_err(|e| setup("report readiness", &e))?;
+        // The starter's pipe must not stay open: our stdout is /dev/null from now on.
+        if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
+            let _ = rustix::stdio::dup2_stdout(&null);
+        }
+    }
+
+    let reason = loop {
+        let wake = d.wait()?;
+        let stop = wake.signalled && d.take_signals();
+        d.read_source(wake.events_ready)?;
+        d.tracker.due(d.now_us(), &mut d.records);
+        d.write_records()?;
+        if stop || wake.watch_exited || d.last_flush.elapsed() >= FLUSH_EVERY {
+            d.flush()?;
+        }
+        if stop {
+            break StopReason::Stopped;
+        }
+        if wake.watch_exited {
+            break StopReason::WatchExited;
+        }
+    };
+    d.finish(reason, dead_man)
+}
+
+/// Leaves the starter's session and directory, raises our priority where allowed, and
+/// takes the stop signals as events.
+fn detach() -> Result<platform::SignalQueue, GuardError> {
     // A session of our own: the step's terminal, its process group and its session end
     // with the step; we must not.
     if let Err(e) = rustix::process::setsid() {
@@ -142,29 +330,23 @@ fn run_inner(
     if let Err(e) = rustix::process::setpriority_process(None, GUARD_NICE) {
         tracing::info!("cannot raise the guard's priority ({e}); it runs at the default");
     }
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        mask.add(s);
-    }
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-        .map_err(|e| setup("block signals", &e))?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| setup("create a signalfd", &e))?;
+    use platform::Caught;
+    platform::SignalQueue::block(&[
+        Caught::Terminate,
+        Caught::Interrupt,
+        Caught::HangUp,
+        Caught::Quit,
+    ])
+    .map_err(|e| setup("take signals on a signalfd", &e))
+}
 
-    let proc_root = PathBuf::from("/proc");
-    let paths = GuardPaths::for_state(&opts.state);
-    let boot_id = platform::boot_id(&proc_root)?;
-    let me = platform::self_id(&proc_root)
-        .ok_or_else(|| GuardError::Setup("read our own /proc entry".into()))?;
-    let started = Instant::now();
-    let start_ns = proc_events::monotonic_ns();
-    let placement = proc_events::placement(&proc_root, Path::new("/"), env);
-
+/// The proc connector, or polling where it cannot answer (a nested pid namespace), is
+/// refused (no privilege) or is turned off (`--poll`); with the mode, its detail and what
+/// that degrades.
+fn choose_source(
+    opts: &RunOptions,
+    placement: &proc_events::Placement,
+) -> (Source, Mode, String, Vec<String>) {
     let mut degraded = Vec::new();
     if placement.nested_pid_namespace {
         degraded.push(
@@ -181,7 +363,8 @@ fn run_inner(
             tracing::info!("container signs ({sign}), but in the host's pid namespace");
         }
     }
-    let (mut source, mode, detail) = if placement.nested_pid_namespace && !opts.force_poll {
+    let every = format!("every {POLL_MIN:?} to {POLL_MAX:?}");
+    if placement.nested_pid_namespace && !opts.force_poll {
         // The kernel sends process events only to listeners in the initial pid namespace:
         // asking from a nested one waits for an answer that never comes. Known up front.
         degraded.push(
@@ -189,167 +372,99 @@ fn run_inner(
              pid namespace"
                 .to_owned(),
         );
-        (
-            polling(),
-            Mode::Polling,
-            format!("every {POLL_MIN:?} to {POLL_MAX:?}"),
-        )
-    } else if opts.force_poll {
-        (
-            polling(),
-            Mode::Polling,
-            format!("forced (--poll); every {POLL_MIN:?} to {POLL_MAX:?}"),
-        )
-    } else {
-        match Connector::open(opts.rcvbuf.unwrap_or(proc_events::RCVBUF)) {
-            Ok(c) => {
-                let detail = format!(
-                    "receive buffer {} KiB{}{}",
-                    c.rcvbuf / 1024,
-                    if c.rcvbuf_forced { " (forced)" } else { "" },
-                    if c.filtered {
-                        ", filtered in the kernel to fork/exec/exit"
-                    } else {
-                        ""
-                    }
-                );
-                (Source::Connector(c), Mode::Connector, detail)
-            }
-            Err(e) => {
-                degraded.push(format!(
-                    "no proc connector, polling /proc instead: failed to {e}"
-                ));
-                (
-                    polling(),
-                    Mode::Polling,
-                    format!("every {POLL_MIN:?} to {POLL_MAX:?}"),
-                )
-            }
+        return (polling(), Mode::Polling, every, degraded);
+    }
+    if opts.force_poll {
+        let detail = format!("forced (--poll); {every}");
+        return (polling(), Mode::Polling, detail, degraded);
+    }
+    match Connector::open(opts.rcvbuf.unwrap_or(proc_events::RCVBUF)) {
+        Ok(c) => {
+            let detail = format!(
+                "receive buffer {} KiB{}{}",
+                c.rcvbuf / 1024,
+                if c.rcvbuf_forced { " (forced)" } else { "" },
+                if c.filtered {
+                    ", filtered in the kernel to fork/exec/exit"
+                } else {
+                    ""
+                }
+            );
+            (Source::Connector(c), Mode::Connector, detail, degraded)
         }
-    };
-    let mut journal = Writer::open(&paths.journal).map_err(|source| GuardError::File {
-        what: "open the journal",
-        path: paths.journal.clone(),
-        source,
-    })?;
-    let write_err = |source| GuardError::File {
-        what: "write the journal",
-        path: paths.journal.clone(),
-        source,
-    };
-    let unix_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    };
-    journal
-        .write(&Record::Start(Start {
-            schema_version: journal::JOURNAL_SCHEMA_VERSION,
-            tool_version: env!("CARGO_PKG_VERSION").into(),
-            boot_id: boot_id.clone(),
-            at_unix_ms: unix_ms(),
-            guard: me,
-            root: opts.root.or(opts.watch),
-            mode,
-            detail: detail.clone(),
-            warn_over: opts.warn_over,
-        }))
-        .map_err(write_err)?;
-    for reason in &degraded {
-        tracing::warn!("degraded: {reason}");
-        journal
-            .write(&Record::Degraded(Degraded {
-                reason: reason.clone(),
-            }))
-            .map_err(write_err)?;
+        Err(e) => {
+            degraded.push(format!(
+                "no proc connector, polling /proc instead: failed to {e}"
+            ));
+            (polling(), Mode::Polling, every, degraded)
+        }
     }
-    if opts.root.or(opts.watch).is_none() && !opts.job.markers.has_identity() {
-        tracing::warn!(
-            "no job root to watch and no job marker: nothing will be attributed by lineage"
-        );
+}
+
+impl Daemon<'_> {
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
     }
 
-    let mut tracker = Tracker::new(TrackerConfig {
-        me,
-        root: opts.root.or(opts.watch),
-        markers: opts.job.markers.identity(),
-        warn_over: opts.warn_over,
-        pid_ns: placement.pid_ns.clone(),
-        clock: Some(tick_clock()),
-    });
-    let mut src = ProcSource {
-        root: proc_root.clone(),
-        stdio: Default::default(),
-    };
-    let mut records = Vec::new();
-    let mut pipes = super::pipes::PipeWatch::new(proc_root.clone(), unix_ms());
-    // After subscribing, so that a process born meanwhile is met by the scan or its event.
-    let pids = proc_events::list_pids(&proc_root).map_err(|e| setup("list /proc", &e))?;
-    let seeded = tracker.scan(&pids, ScanKind::Seed, 0, &mut src, &mut records);
-    pipes.observe(&mut records, &mut src.stdio);
-    write_all(&mut journal, &mut records).map_err(write_err)?;
-    journal.flush().map_err(write_err)?;
-
-    let watch_fd = match opts.watch {
-        Some(id) => Some(proc_events::watch(&proc_root, id).map_err(|e| {
-            GuardError::Watch(format!(
-                "the process to watch (pid {}) is gone: {e}",
-                id.pid
-            ))
-        })?),
-        None => None,
-    };
-    let pid_file = PidFile {
-        pid: me.pid,
-        start_ticks: me.start_ticks,
-        boot_id,
-        mode,
-        detail,
-        degraded,
-        root: opts.root.or(opts.watch),
-        watch: opts.watch,
-        started_at_unix_ms: unix_ms(),
-        exe: super::exe_of(Path::new("/proc"), "self"),
-    };
-    super::write_pid_file(&paths, &pid_file)?;
-    tracing::info!(
-        "guard ready: pid {}, {}; {} job processes alive, watching {:?}",
-        me.pid,
-        mode.describe(),
-        seeded,
-        opts.watch.map(|w| w.pid)
-    );
-    if let Some(mut out) = ready_pipe.take() {
-        say(&mut out, &Readiness::Ready(pid_file)).map_err(|e| setup("report readiness", &e))?;
-        // The starter's pipe must not stay open: our stdout is /dev/null from now on.
-        if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
-            let _ = nix::unistd::dup2_stdout(&null);
+    fn write_err(&self, source: std::io::Error) -> GuardError {
+        GuardError::File {
+            what: "write the journal",
+            path: self.paths.journal.clone(),
+            source,
         }
     }
 
-    let t_us = |at_ns: u64| at_ns.saturating_sub(start_ns) / 1000;
-    let now_us = || started.elapsed().as_micros() as u64;
-    let mut events: Vec<ProcEvent> = Vec::with_capacity(BATCH);
-    let mut last_flush = Instant::now();
-    let reason = loop {
+    /// Sends the records made so far to the journal's buffer (warnings to the log too).
+    fn write_records(&mut self) -> Result<(), GuardError> {
+        self.pipes.observe(&mut self.records, &mut self.facts.stdio);
+        write_all(&mut self.journal, &mut self.records).map_err(|e| self.write_err(e))
+    }
+
+    /// Writes the journal's buffer out, if it holds anything.
+    fn flush(&mut self) -> Result<(), GuardError> {
+        if self.journal.pending() {
+            self.journal.flush().map_err(|e| self.write_err(e))?;
+        }
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// Reads every process alive and attributes what it has not met; the number found.
+    fn scan(&mut self, kind: ScanKind, t_us: u64) -> Result<usize, GuardError> {
+        let pids = proc_events::list_pids(&self.proc_root).map_err(|e| setup("list /proc", &e))?;
+        Ok(self
+            .tracker
+            .scan(&pids, kind, t_us, &mut self.facts, &mut self.records))
+    }
+
+    /// Waits for a signal, the watched process's exit, process events, or the next thing
+    /// due (a poll, a tracker deadline, a journal flush).
+    fn wait(&self) -> Result<Wake, GuardError> {
         let mut timeout = Duration::from_secs(3600);
-        if let Source::Polling { due, .. } = &source {
+        if let Source::Polling { due, .. } = &self.source {
             timeout = due.saturating_duration_since(Instant::now());
         }
-        if let Some(due) = tracker.next_due() {
-            timeout = timeout.min(Duration::from_micros(due.saturating_sub(now_us())));
+        if let Some(due) = self.tracker.next_due() {
+            timeout = timeout.min(Duration::from_micros(due.saturating_sub(self.now_us())));
         }
-        if journal.pending() {
-            timeout = timeout.min(FLUSH_EVERY.saturating_sub(last_flush.elapsed()));
+        if self.journal.pending() {
+            timeout = timeout.min(FLUSH_EVERY.saturating_sub(self.last_flush.elapsed()));
         }
-        let mut fds = Vec::with_capacity(3);
-        fds.push(PollFd::from_borrowed_fd(signals.as_fd(), PollFlags::IN));
-        if let Some(w) = &watch_fd {
+        let mut fds = vec![PollFd::from_borrowed_fd(
+            self.signals.as_fd(),
+            PollFlags::IN,
+        )];
+        let watch_at = self.watch_fd.as_ref().map(|w| {
             fds.push(PollFd::from_borrowed_fd(w.as_fd(), PollFlags::IN));
-        }
-        if let Source::Connector(c) = &source {
-            fds.push(PollFd::from_borrowed_fd(c.as_fd(), PollFlags::IN));
-        }
+            fds.len() - 1
+        });
+        let events_at = match &self.source {
+            Source::Connector(c) => {
+                fds.push(PollFd::from_borrowed_fd(c.as_fd(), PollFlags::IN));
+                Some(fds.len() - 1)
+            }
+            Source::Polling { .. } => None,
+        };
         let ts = crate::platform::proc_events::timespec(timeout);
         match rustix::event::poll(&mut fds, Some(&ts)) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
@@ -357,113 +472,110 @@ fn run_inner(
         }
         // Only what polled ready is read: at hundreds of events a second, every system
         // call per wake-up counts.
-        let ready = |i: usize| fds.get(i).is_some_and(|f| !f.revents().is_empty());
-        let signalled = ready(0);
-        let watch_exited = watch_fd.is_some() && ready(1);
-        let events_ready = match source {
-            Source::Connector(_) => ready(if watch_fd.is_some() { 2 } else { 1 }),
-            Source::Polling { .. } => false,
-        };
-        drop(fds);
+        let ready = |at: Option<usize>| at.is_some_and(|i| !fds[i].revents().is_empty());
+        Ok(Wake {
+            signalled: ready(Some(0)),
+            watch_exited: ready(watch_at),
+            events_ready: ready(events_at),
+        })
+    }
 
-        let mut stop_reason = None;
-        while let Some(info) = signalled
-            .then(|| signals.read_signal().ok().flatten())
-            .flatten()
-        {
-            let signo = info.ssi_signo as i32;
-            if signo == Signal::SIGHUP as i32 {
-                continue; // no terminal to lose: ignored
-            }
-            stop_reason = Some("stopped".to_owned());
+    /// Takes the pending signals; whether one asks the guard to stop (SIGHUP does not: the
+    /// guard has no terminal to lose).
+    fn take_signals(&mut self) -> bool {
+        let mut stop = false;
+        while let Some(d) = self.signals.next() {
+            stop |= d.signal != platform::Caught::HangUp;
         }
-        match &mut source {
+        stop
+    }
+
+    /// Reads the process events (or polls `/proc` when due) into records.
+    fn read_source(&mut self, events_ready: bool) -> Result<(), GuardError> {
+        let now_us = self.now_us();
+        match &mut self.source {
             Source::Connector(c) if !events_ready && !c.has_early_events() => {}
-            Source::Connector(c) => loop {
-                events.clear();
-                let drained = c
-                    .drain(&mut events, BATCH)
-                    .map_err(|e| setup("read process events", &e))?;
-                tracker.process(&events, &t_us, &mut src, &mut records);
-                pipes.observe(&mut records, &mut src.stdio);
-                if drained.overruns > 0 {
-                    tracker.add_overruns(drained.overruns);
-                    let pids =
-                        proc_events::list_pids(&proc_root).map_err(|e| setup("list /proc", &e))?;
-                    let found =
-                        tracker.scan(&pids, ScanKind::Scan, now_us(), &mut src, &mut records);
-                    tracing::warn!(
-                        "the kernel dropped process events ({} ENOBUFS); a rescan found {found} \
-                         job processes",
-                        drained.overruns
-                    );
-                    records.push(Record::Lost(Lost {
-                        overruns: drained.overruns,
-                        found_by_rescan: found,
-                        t_us: now_us(),
-                    }));
-                }
-                if drained.messages < BATCH {
-                    break;
-                }
-                write_all(&mut journal, &mut records).map_err(write_err)?;
-            },
+            Source::Connector(_) => self.drain_events()?,
             Source::Polling { interval, due } => {
-                if Instant::now() >= *due {
-                    let pids =
-                        proc_events::list_pids(&proc_root).map_err(|e| setup("list /proc", &e))?;
-                    let before = tracker.live_count();
-                    let n = records.len();
-                    tracker.scan(&pids, ScanKind::Scan, now_us(), &mut src, &mut records);
-                    pipes.observe(&mut records, &mut src.stdio);
-                    let changed = records.len() != n || tracker.live_count() != before;
-                    *interval = if changed {
-                        POLL_MIN
-                    } else {
-                        (*interval * 2).min(POLL_MAX)
-                    };
-                    *due = Instant::now() + *interval;
+                if Instant::now() < *due {
+                    return Ok(());
                 }
+                let interval = *interval;
+                let before = (self.tracker.live_count(), self.records.len());
+                self.scan(ScanKind::Scan, now_us)?;
+                let changed = before != (self.tracker.live_count(), self.records.len());
+                let interval = if changed {
+                    POLL_MIN
+                } else {
+                    (interval * 2).min(POLL_MAX)
+                };
+                self.source = Source::Polling {
+                    interval,
+                    due: Instant::now() + interval,
+                };
             }
         }
-        tracker.due(now_us(), &mut records);
-        write_all(&mut journal, &mut records).map_err(write_err)?;
-        if journal.pending()
-            && (last_flush.elapsed() >= FLUSH_EVERY || stop_reason.is_some() || watch_exited)
-        {
-            journal.flush().map_err(write_err)?;
-            last_flush = Instant::now();
-        }
+        Ok(())
+    }
 
-        if let Some(r) = stop_reason {
-            break r;
-        }
-        if watch_exited {
-            break "watch-exited".to_owned();
-        }
-    };
-
-    let mut stop_reason = reason.clone();
-    if reason == "watch-exited" {
-        tracing::warn!(
-            "the watched process ({:?}) exited without a sweep: sweeping",
-            opts.watch.map(|w| w.pid)
-        );
-        // What the events said up to now is in the journal; the sweep reads it there.
-        journal.flush().map_err(write_err)?;
-        match dead_man(opts, me, &paths) {
-            Ok(summary) => stop_reason = format!("watch-exited; {summary}"),
-            Err(e) => {
-                tracing::error!("the dead man's sweep failed: {e}");
-                stop_reason = format!("watch-exited; the sweep failed: {e}");
+    /// Drains the connector in batches, rescanning `/proc` when the kernel dropped events.
+    fn drain_events(&mut self) -> Result<(), GuardError> {
+        let start_ns = self.start_ns;
+        let t_us = |at_ns: u64| at_ns.saturating_sub(start_ns) / 1000;
+        loop {
+            let Source::Connector(c) = &mut self.source else {
+                return Ok(());
+            };
+            self.events.clear();
+            let drained = c
+                .drain(&mut self.events, BATCH)
+                .map_err(|e| setup("read process events", &e))?;
+            self.tracker
+                .process(&self.events, &t_us, &mut self.facts, &mut self.records);
+            if drained.overruns > 0 {
+                self.tracker.add_overruns(drained.overruns);
+                let now_us = self.now_us();
+                let found = self.scan(ScanKind::Scan, now_us)?;
+                tracing::warn!(
+                    "the kernel dropped process events ({} ENOBUFS); a rescan found {found} \
+                     job processes",
+                    drained.overruns
+                );
+                self.records.push(Record::Lost(Lost {
+                    overruns: drained.overruns,
+                    found_by_rescan: found,
+                    t_us: self.now_us(),
+                }));
             }
+            if drained.messages < BATCH {
+                return Ok(());
+            }
+            self.write_records()?;
         }
     }
-    let stats = tracker.stats();
-    journal
-        .write(&Record::Stop(Stop {
+
+    /// The dead man's sweep when the watched process died, then the stop record.
+    fn finish(mut self, reason: StopReason, dead_man: DeadMan<'_>) -> Result<(), GuardError> {
+        let mut said = reason.as_str().to_owned();
+        if reason == StopReason::WatchExited {
+            tracing::warn!(
+                "the watched process ({:?}) exited without a sweep: sweeping",
+                self.opts.watch.map(|w| w.pid)
+            );
+            // What the events said up to now is in the journal; the sweep reads it there.
+            self.flush()?;
+            match dead_man(self.opts, self.me, &self.paths) {
+                Ok(summary) => said = format!("{said}; {summary}"),
+                Err(e) => {
+                    tracing::error!("the dead man's sweep failed: {e}");
+                    said = format!("{said}; the sweep failed: {e}");
+                }
+            }
+        }
+        let stats = self.tracker.stats();
+        self.records.push(Record::Stop(Stop {
             at_unix_ms: unix_ms(),
-            reason: stop_reason.clone(),
+            reason: said.clone(),
             births: stats.births,
             execs: stats.execs,
             exits: stats.exits,
@@ -471,12 +583,13 @@ fn run_inner(
             overruns: stats.overruns,
             exec_misses: stats.exec_misses,
             events: stats.events,
-        }))
-        .map_err(write_err)?;
-    journal.flush().map_err(write_err)?;
-    super::remove_pid_file(&paths, me);
-    tracing::info!("guard stopped ({stop_reason}): {stats:?}");
-    Ok(())
+        }));
+        self.write_records()?;
+        self.flush()?;
+        remove_pid_file(&self.paths, self.me);
+        tracing::info!("guard stopped ({said}): {stats:?}");
+        Ok(())
+    }
 }
 
 /// The offset between the connector's clock and the start-time clock, measured now.

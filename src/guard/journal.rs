@@ -572,13 +572,7 @@ pub fn parse_until(bytes: &[u8], until: Option<std::time::Instant>) -> Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn id(pid: i32, t: u64) -> ProcessId {
-        ProcessId {
-            pid,
-            start_ticks: t,
-        }
-    }
+    use crate::test_support::id;
 
     fn start() -> Record {
         Record::Start(Start {

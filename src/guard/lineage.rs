@@ -516,14 +516,8 @@ fn check_birth<'a>(
 mod tests {
     use super::*;
     use crate::guard::journal::{parse, Birth, Exec, Parent, Seed, Start, Via};
+    use crate::test_support::id;
     use crate::test_support::{proc_at, snapshot_of};
-
-    fn id(pid: i32, t: u64) -> ProcessId {
-        ProcessId {
-            pid,
-            start_ticks: t,
-        }
-    }
 
     fn marked(step: &str, test: &str) -> Markers {
         Markers {

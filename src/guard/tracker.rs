@@ -19,7 +19,6 @@ use crate::model::{Markers, ProcessId};
 use crate::platform::proc_events::{ProcEvent, ProcFacts};
 
 use super::journal::{Birth, Example, Exec, Exit, Parent, Record, Seed, Via, Warning};
-use super::signature::signature;
 
 /// Reads facts about a process: `details` adds argv, markers and the pid namespace.
 pub trait FactSource {
@@ -700,7 +699,7 @@ impl Tracker {
         let argv = facts.argv.clone().unwrap_or_default();
         if !argv.is_empty() {
             let args: Vec<String> = argv.iter().map(|a| a.lossy().into_owned()).collect();
-            node.signature = Some(signature(&args));
+            node.signature = Some(crate::signature::live(&args));
             node.command = short(&args.join(" "));
         }
         // A new step starts where GITHUB_ACTION changes.
@@ -1473,7 +1472,7 @@ mod tests {
                 step,
                 ..
             }) => {
-                assert_eq!(signature, "uvicorn app:main --port N");
+                assert_eq!(signature, "uvicorn app:main --port <N>");
                 assert_eq!((*live, *over), (4, 3));
                 assert_eq!(step.as_deref(), Some("tests"));
             }

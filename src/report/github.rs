@@ -134,8 +134,14 @@ pub fn annotations(r: &Report, report_path: Option<&str>) -> String {
             MAX_ANNOTATIONS
         };
         for s in sigs.iter().take(room) {
+            // With a known-leaks gate, whether the leak is tolerated or new.
+            let gate = match s.gate {
+                Some(g) if g.new == 0 => " (known)",
+                Some(_) => " (new)",
+                None => "",
+            };
             let title = format!(
-                "ci-janitor: {}",
+                "ci-janitor: {}{gate}",
                 plural(
                     s.count,
                     &format!("{adjective} process"),

@@ -71,6 +71,96 @@ pub struct Report {
     /// still read it (the guard's live alarm, and `run`'s wait for its command's pipes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pipe_holders: Vec<PipeHolder>,
+    /// The known-leaks gate (`--known-leaks FILE`, or the base commit's check run): which
+    /// entries were used, how many leaks were known and how many new. Absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_leaks: Option<KnownLeaks>,
+}
+
+/// The known-leaks gate's result (see `crate::gate`): every entry with how many leaked
+/// processes it matched, and the totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnownLeaks {
+    /// Where the tolerated leaks come from: `file` (a known-leaks file) or `base` (the
+    /// digest in the base commit's check run).
+    pub source: KnownSource,
+    /// The file's path, or `OWNER/REPO@SHA` of the base commit.
+    pub origin: String,
+    /// Failing leaked processes an entry tolerates (within its max, not expired).
+    pub known: usize,
+    /// Failing leaked processes no entry tolerates: unmatched, above a max, or matched by
+    /// an expired entry. `--fail-on new` fails on these only.
+    pub new: usize,
+    /// Entries that matched no leaked process: the file can lose them.
+    pub removable: usize,
+    /// `--strict-known-leaks`: a removable entry fails the run too.
+    pub strict: bool,
+    pub entries: Vec<KnownEntryUse>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KnownSource {
+    File,
+    Base,
+}
+
+/// One entry of a known-leaks file, and what it matched in this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownEntryUse {
+    /// The masked command line (a signature's `command`) the entry tolerates; for an
+    /// entry from a base digest that did not carry it, the signature id.
+    pub signature: String,
+    /// The signature's id (`signature_id` of the command).
+    pub id: String,
+    /// The most processes it tolerates.
+    pub max: usize,
+    /// Leaked processes it matched (all of them, above `max` too).
+    pub seen: usize,
+    /// Of those, the ones it tolerated.
+    pub known: usize,
+    /// `used`, `over` (more than `max`), `expired` or `unused` (removable).
+    pub status: EntryStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The last day it is tolerated (`YYYY-MM-DD`, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryStatus {
+    Used,
+    Over,
+    Expired,
+    Unused,
+}
+
+impl EntryStatus {
+    pub fn describe(self) -> &'static str {
+        match self {
+            EntryStatus::Used => "used",
+            EntryStatus::Over => "over its max: the excess is new",
+            EntryStatus::Expired => "expired: its leaks are new",
+            EntryStatus::Unused => "matched nothing: remove it",
+        }
+    }
+}
+
+/// How a failing signature's processes fared against the known-leaks gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureGate {
+    /// Processes an entry tolerated.
+    pub known: usize,
+    /// Processes none did.
+    pub new: usize,
 }
 
 /// A process left holding the stdout or stderr pipe of a job process that exited, while
@@ -175,6 +265,9 @@ pub struct Signature {
     pub fates: Vec<FateTally>,
     /// A `--allow` pattern that accepts every one of them (and the same leak next run).
     pub allow_pattern: String,
+    /// (`job`, with a known-leaks gate) how many are known and how many new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<SignatureGate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,6 +422,7 @@ pub fn build(outcome: &SweepOutcome, failed: bool) -> Built {
         ran_as: RanAs::Cli,
         hang: None,
         pipe_holders: Vec::new(),
+        known_leaks: None,
     };
     redact_report(&mut report, &mut secrets);
     report.signatures = super::signature::compute(&report.processes);

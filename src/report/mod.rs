@@ -16,7 +16,7 @@ pub mod terminal;
 pub mod tree;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 use crate::cli::ReportFormat;
 

@@ -204,6 +204,50 @@ fn headline(r: &Report) -> String {
     out
 }
 
+/// The "known leaks used" table: each entry of the known leaks, what it matched, its max.
+fn known_leaks_section(r: &Report) -> String {
+    let Some(k) = &r.known_leaks else {
+        return String::new();
+    };
+    let from = match k.source {
+        super::json::KnownSource::File => format!("<code>{}</code>", md(&k.origin)),
+        super::json::KnownSource::Base => format!("the base commit's run ({})", md(&k.origin)),
+    };
+    let mut out = format!(
+        "### Known leaks used\n\nFrom {from}: **{} known**, **{} new**, {} that matched nothing.\n\n",
+        plural(k.known, "process", "processes"),
+        plural(k.new, "process", "processes"),
+        plural(k.removable, "entry", "entries"),
+    );
+    if k.entries.is_empty() {
+        return out;
+    }
+    out.push_str(
+        "| Entry | Seen | Max | Status | Owner | Expires |\n|---|---:|---:|---|---|---|\n",
+    );
+    for e in k.entries.iter().take(MAX_ROWS) {
+        let _ = writeln!(
+            out,
+            "| <code>{}</code> | {} | {} | {} | {} | {} |",
+            md(&truncate(e.signature.clone(), MAX_COMMAND)),
+            e.seen,
+            e.max,
+            e.status.describe(),
+            md(e.owner.as_deref().unwrap_or("")),
+            md(e.expires.as_deref().unwrap_or("")),
+        );
+    }
+    if k.entries.len() > MAX_ROWS {
+        let _ = writeln!(
+            out,
+            "\n… and {} more entries: all are in the JSON report.",
+            k.entries.len() - MAX_ROWS
+        );
+    }
+    out.push('\n');
+    out
+}
+
 fn table_row(r: &Report, s: &Signature) -> String {
     let ports = if s.ports.is_empty() {
         s.listening.join(", ")
@@ -228,9 +272,15 @@ fn table_row(r: &Report, s: &Signature) -> String {
     if !s.xdist_workers.is_empty() {
         tests = format!("{tests} (xdist {})", s.xdist_workers.join(", "));
     }
+    let kind = match s.gate {
+        Some(g) if g.new == 0 => format!("{}, known", kind(s)),
+        Some(g) if g.known == 0 => format!("{}, **new**", kind(s)),
+        Some(g) => format!("{}, {} known + **{} new**", kind(s), g.known, g.new),
+        None => kind(s).to_owned(),
+    };
     format!(
         "| {} | {} | <code>{}</code> | {} | {} | {} | {} |\n",
-        kind(s),
+        kind,
         s.count,
         md(&truncate(s.command.clone(), MAX_COMMAND)),
         md(&truncate(ports, MAX_COMMAND)),
@@ -547,6 +597,7 @@ pub fn render(r: &Report, report_path: Option<&str>, cap: usize) -> String {
             );
         }
         c.push("\n", "the table");
+        c.push(&known_leaks_section(r), "the known leaks used");
         c.push(&next_steps(r), "what to do next");
         forests(r, &mut c);
     }
@@ -820,6 +871,17 @@ mod tests {
             }
         }
         live
+    }
+
+    #[test]
+    fn known_leaks_used_section() {
+        let mut r = fixtures::prefect().report;
+        let text = "version = 1\n[[leak]]\nsignature = \"python -m uvicorn --app-dir /home/runner/work/app/app/.venv/lib/python3.12/site-packages --factory prefect.server.api.server:create_app --host 127.0.0.1 --port <N> --log-level error --lifespan on\"\nmax = 82\nreason = \"r\"\nowner = \"@team\"\n[[leak]]\nsignature = \"gone <N>\"\nmax = 1\nreason = \"r\"\nowner = \"@team\"\nexpires = 2099-01-01\n";
+        let f = crate::gate::file::parse(text, "k.toml").unwrap();
+        crate::gate::apply(&mut r, &crate::gate::Known::from_file(&f, "k.toml"), false);
+        let out = render(&r, PATH, SUMMARY_CAP);
+        assert!(out.contains("| leaked, known | 82 |"), "{out}");
+        insta::assert_snapshot!(section(&out, "### Known leaks used"));
     }
 
     #[test]

@@ -186,6 +186,9 @@ fn signature_block(
             )
         );
     }
+    if let Some(g) = s.gate {
+        let _ = writeln!(out, "      {}", describe_gate(g));
+    }
     let members: Vec<&ReportProcess> = s
         .pids
         .iter()
@@ -200,6 +203,84 @@ fn signature_block(
             "      … and {} more; all of them: {}",
             members.len() - MAX_LISTED,
             describe_fates(&s.fates)
+        );
+    }
+}
+
+/// A failing signature against the known leaks: `known (2)`, `NEW (1)`, or both.
+pub fn describe_gate(g: super::json::SignatureGate) -> String {
+    match (g.known, g.new) {
+        (k, 0) => format!(
+            "known: {} tolerated by the known leaks",
+            plural(k, "process", "processes")
+        ),
+        (0, n) => format!(
+            "NEW: {} no known leak tolerates",
+            plural(n, "process", "processes")
+        ),
+        (k, n) => format!("{k} known, NEW: {n} above what the known leaks tolerate"),
+    }
+}
+
+/// The "known leaks used" table: each entry, what it matched, its max, its status.
+pub fn known_leaks_table(out: &mut String, r: &Report) {
+    let Some(k) = &r.known_leaks else {
+        return;
+    };
+    let from = match k.source {
+        super::json::KnownSource::File => sanitize(&k.origin),
+        super::json::KnownSource::Base => format!("the base commit's run, {}", sanitize(&k.origin)),
+    };
+    let _ = writeln!(
+        out,
+        "\nKnown leaks used (from {from}): {} known, {} new, {} matched nothing",
+        k.known,
+        k.new,
+        plural(k.removable, "entry", "entries"),
+    );
+    if k.entries.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  {:>9}  {:<28}  entry", "seen/max", "status");
+    for e in k.entries.iter().take(MAX_SIGNATURES) {
+        let mut who = Vec::new();
+        if let Some(o) = &e.owner {
+            who.push(format!("owner {}", sanitize(o)));
+        }
+        if let Some(x) = &e.expires {
+            who.push(format!("expires {x}"));
+        }
+        let _ = writeln!(
+            out,
+            "  {:>9}  {:<28}  {}{}",
+            format!("{}/{}", e.seen, e.max),
+            e.status.describe(),
+            truncate(sanitize(&e.signature), MAX_COMMAND),
+            if who.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", who.join(", "))
+            }
+        );
+    }
+    if k.entries.len() > MAX_SIGNATURES {
+        let _ = writeln!(
+            out,
+            "  … and {} more, in the JSON report",
+            k.entries.len() - MAX_SIGNATURES
+        );
+    }
+    if k.removable > 0 {
+        let _ = writeln!(
+            out,
+            "  {} matched nothing: remove {} from the file{}",
+            plural(k.removable, "entry", "entries"),
+            if k.removable == 1 { "it" } else { "them" },
+            if k.strict {
+                " (strict: this fails the run)"
+            } else {
+                ""
+            }
         );
     }
 }
@@ -296,6 +377,7 @@ pub fn render(r: &Report, style: Style) -> String {
             );
         }
     }
+    known_leaks_table(&mut out, r);
     left_alone(&mut out, r);
     if !r.ports.is_empty() {
         let _ = writeln!(out, "\nPorts:");
@@ -483,6 +565,24 @@ mod tests {
             "{text}"
         );
         assert!(text.lines().count() < 400, "{} lines", text.lines().count());
+    }
+
+    #[test]
+    fn known_leaks_used_table() {
+        let mut r = fixtures::prefect().report;
+        let text = "version = 1\n[[leak]]\nsignature = \"python -m uvicorn --app-dir /home/runner/work/app/app/.venv/lib/python3.12/site-packages --factory prefect.server.api.server:create_app --host 127.0.0.1 --port <N> --log-level error --lifespan on\"\nmax = 80\nreason = \"r\"\nowner = \"@team\"\nexpires = 2099-01-01\n[[leak]]\nsignature = \"gone <N>\"\nmax = 1\nreason = \"r\"\nowner = \"@team\"\n";
+        let f = crate::gate::file::parse(text, "k.toml").unwrap();
+        crate::gate::apply(&mut r, &crate::gate::Known::from_file(&f, "k.toml"), false);
+        let out = render(&r, Style::default());
+        let k = r.known_leaks.as_ref().unwrap();
+        assert_eq!((k.known, k.new, k.removable), (80, 2, 1), "{out}");
+        assert!(
+            out.contains("80 known, NEW: 2 above what the known leaks tolerate"),
+            "{out}"
+        );
+        insta::assert_snapshot!(
+            &out[out.find("Known leaks used").unwrap()..out.find("\nPorts:").unwrap()]
+        );
     }
 
     #[test]

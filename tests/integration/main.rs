@@ -15,6 +15,8 @@ mod action;
 mod deployments;
 mod diagnose;
 mod fixture_selftest;
+mod gate;
+mod github_api;
 mod guard;
 mod hang;
 mod hooks;

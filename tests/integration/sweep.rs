@@ -424,3 +424,189 @@ fn diff_shows_the_leak_with_its_port() {
     assert_eq!(entry["listening"][0], format!("tcp 127.0.0.1:{port}"));
     assert!(alive(&leak.spawned().idents()[0]), "diff must not kill");
 }
+
+#[test]
+fn a_group_is_killed_whole_only_when_every_member_is_ours() {
+    // With no grace, a process group all of whose members are the job's takes one SIGKILL
+    // (through its leader's pidfd); a group that also holds a process that is not the
+    // job's (here another job's, forked by the job's leader) is killed member by member,
+    // and that process survives.
+    let _g = serial();
+    let dir = ScratchDir::new("sweep_whole_group");
+    let out = job_script(
+        dir.path(),
+        r#"set -e
+        eval "$("$JANITOR" snapshot --export --state state.json)"
+        setsid sh -c 'CI_JANITOR_RUN=another-job sleep 1000 & echo $! > outsider.pid; exec sleep 1000' \
+          < /dev/null > /dev/null 2>&1 &
+        echo $! > mixed.pid
+        setsid sh -c 'sleep 1000 & echo $! > member.pid; exec sleep 1000' < /dev/null > /dev/null 2>&1 &
+        echo $! > whole.pid
+        n=0
+        while [ ! -s outsider.pid ] || [ ! -s member.pid ]; do
+          n=$((n + 1)); [ $n -lt 400 ] || exit 3; sleep 0.05
+        done
+        for f in mixed outsider whole member; do
+          p=$(cat $f.pid); echo "$f $p $(cut -d' ' -f22 /proc/$p/stat)"
+        done > ids.txt
+        set +e
+        CI_JANITOR_LOG=debug "$JANITOR" sweep --state state.json --grace 0s --color never \
+          --report-json report.json 2> log.txt
+        echo "sweep=$?"
+        "#,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ids: std::collections::HashMap<String, crate::support::Ident> =
+        std::fs::read_to_string(dir.path().join("ids.txt"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let name = f.next()?.to_owned();
+                let pid = f.next()?.parse().ok()?;
+                let start_ticks = f.next()?.parse().ok()?;
+                Some((name, crate::support::Ident { pid, start_ticks }))
+            })
+            .collect();
+    let cleanup = || {
+        for id in ids.values() {
+            if alive(id) {
+                crate::support::kill_ident(id, crate::support::Signal::KILL);
+            }
+        }
+    };
+    if !text.contains("sweep=1") || ids.len() != 4 {
+        cleanup();
+        panic!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let log = std::fs::read_to_string(dir.path().join("log.txt")).unwrap_or_default();
+    let dead = wait_dead(
+        &[ids["mixed"], ids["whole"], ids["member"]],
+        Duration::from_secs(5),
+    );
+    let outsider_alive = alive(&ids["outsider"]);
+    cleanup();
+    assert!(dead, "the job's processes were killed");
+    assert!(
+        outsider_alive,
+        "another job's process in a job's group survived"
+    );
+    let r = Report::read(&dir.path().join("report.json"));
+    assert_eq!(r.entry(ids["outsider"]).class, "other-job");
+    let group_signal = |pgid: i32| {
+        log.lines()
+            .any(|l| l.contains("to the process group") && l.contains(&format!("pgid={pgid}")))
+    };
+    assert!(
+        !group_signal(ids["mixed"].pid),
+        "a mixed group was signalled whole:\n{log}"
+    );
+    assert!(group_signal(ids["whole"].pid), "no group signal:\n{log}");
+    assert!(
+        log.lines().any(|l| l.contains("pidfd_send_signal")
+            && l.contains(&format!("pid={}", ids["mixed"].pid))
+            && l.contains("Kill")),
+        "the mixed group's leader was signalled alone:\n{log}"
+    );
+}
+
+#[test]
+fn a_group_is_not_killed_whole_while_its_session_holds_another_jobs_process() {
+    // The kernel signals whoever is in a group when the signal is sent, and any process of
+    // the group's session may join it. So a group of the job's processes takes one signal
+    // only when its whole session is the job's: here the session also holds another job's
+    // process (in a group of its own), so the job's group is killed member by member, and
+    // the other job's process survives.
+    let _g = serial();
+    let dir = ScratchDir::new("sweep_session_group");
+    let out = job_script(
+        dir.path(),
+        r#"set -e
+        eval "$("$JANITOR" snapshot --export --state state.json)"
+        setsid sh -c '
+          CI_JANITOR_RUN=another-job python3 -c "import os; os.setpgid(0, 0); os.execvp(\"sleep\", [\"sleep\", \"1000\"])" &
+          echo $! > outsider.pid
+          sleep 1000 & echo $! > member.pid
+          exec sleep 1000' < /dev/null > /dev/null 2>&1 &
+        echo $! > leader.pid
+        n=0
+        while [ ! -s outsider.pid ] || [ ! -s member.pid ] \
+          || [ "$(cut -d' ' -f5 /proc/$(cat outsider.pid)/stat 2>/dev/null)" != "$(cat outsider.pid)" ]; do
+          n=$((n + 1)); [ $n -lt 400 ] || exit 3; sleep 0.05
+        done
+        for f in leader outsider member; do
+          p=$(cat $f.pid); echo "$f $p $(cut -d' ' -f22 /proc/$p/stat)"
+        done > ids.txt
+        set +e
+        CI_JANITOR_LOG=debug "$JANITOR" sweep --state state.json --grace 0s --color never \
+          --report-json report.json 2> log.txt
+        echo "sweep=$?"
+        "#,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ids = read_ids(&dir.path().join("ids.txt"));
+    let cleanup = || {
+        for id in ids.values() {
+            if alive(id) {
+                crate::support::kill_ident(id, crate::support::Signal::KILL);
+            }
+        }
+    };
+    if !text.contains("sweep=1") || ids.len() != 3 {
+        cleanup();
+        panic!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let log = std::fs::read_to_string(dir.path().join("log.txt")).unwrap_or_default();
+    let dead = wait_dead(&[ids["leader"], ids["member"]], Duration::from_secs(5));
+    let outsider_alive = alive(&ids["outsider"]);
+    cleanup();
+    assert!(dead, "the job's processes were killed:\n{log}");
+    assert!(
+        outsider_alive,
+        "another job's process in the job's session survived"
+    );
+    let r = Report::read(&dir.path().join("report.json"));
+    assert_eq!(r.entry(ids["outsider"]).class, "other-job");
+    assert!(
+        !log.lines().any(|l| l.contains("to the process group")),
+        "a group was signalled whole though its session holds another job's process:\n{log}"
+    );
+}
+
+#[test]
+fn a_proc_of_another_pid_namespace_is_refused_before_any_signal() {
+    // `unshare --pid --fork` without `--mount-proc`: /proc still shows the outer namespace,
+    // whose pids name other processes than the ones a signal inside would reach. The sweep
+    // refuses before it reads or signals anything, and says why.
+    let _g = serial();
+    let dir = ScratchDir::new("sweep_foreign_proc");
+    let state = snapshot(dir.path());
+    let mut c = Command::new("unshare");
+    c.args(["--pid", "--fork"])
+        .arg(janitor_exe())
+        .args(["sweep", "--state"])
+        .arg(&state)
+        .args(["--grace", "0s", "--color", "never", "--report-json"])
+        .arg(dir.path().join("report.json"));
+    let out = output_of(c);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // 3: the sweep could not run (the machine's fault, not the job's leaks: not 1).
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("another pid namespace"), "{err}");
+    assert!(!dir.path().join("report.json").exists(), "{err}");
+}
+
+/// `NAME PID START_TICKS` lines, as the job scripts write them.
+fn read_ids(path: &Path) -> std::collections::HashMap<String, crate::support::Ident> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?.to_owned();
+            let pid = f.next()?.parse().ok()?;
+            let start_ticks = f.next()?.parse().ok()?;
+            Some((name, crate::support::Ident { pid, start_ticks }))
+        })
+        .collect()
+}

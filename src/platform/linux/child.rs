@@ -6,11 +6,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use rustix::event::{PollFd, PollFlags};
+
+use super::sigqueue::{Caught, SignalQueue};
 
 /// What happened while the command ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +59,7 @@ pub enum ChildError {
     #[error("become a child subreaper: {0}")]
     Subreaper(std::io::Error),
     #[error("set up signal handling: {0}")]
-    Signals(nix::Error),
+    Signals(std::io::Error),
     #[error("start `{command}`: {source}")]
     Spawn {
         command: String,
@@ -71,11 +69,13 @@ pub enum ChildError {
     Watch(std::io::Error),
 }
 
-const FORWARDED: [Signal; 4] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
+/// What `run` handles: the first four are passed on to the command.
+const HANDLED: [Caught; 5] = [
+    Caught::Interrupt,
+    Caught::Terminate,
+    Caught::HangUp,
+    Caught::Quit,
+    Caught::Child,
 ];
 
 /// Marks this process a child subreaper: descendants orphaned later are reparented to us.
@@ -89,7 +89,7 @@ pub fn become_subreaper() -> Result<(), ChildError> {
 pub struct Supervised {
     child: Child,
     pidfd: OwnedFd,
-    signals: SignalFd,
+    signals: SignalQueue,
     pub received: Vec<Received>,
     /// When the first SIGINT/SIGTERM arrived: the deadline runs from then.
     pub cancelled_at: Option<std::time::Instant>,
@@ -97,7 +97,7 @@ pub struct Supervised {
     /// Hold the first SIGINT/SIGTERM back instead of passing it on at once, so the caller
     /// can look at the command's processes before they are told to stop.
     pub hold_stop: bool,
-    held: Option<i32>,
+    held: Option<Caught>,
     /// The held signal came from the terminal (the command has it already).
     held_from_terminal: bool,
     /// When the grace period runs from: the first stop signal passed on.
@@ -112,21 +112,9 @@ pub fn spawn(mut cmd: Command, display: &str) -> Result<Supervised, ChildError> 
     // SAFETY: the closure runs in the child between fork and exec and only calls
     // pthread_sigmask, which is async-signal-safe; it allocates nothing and takes no locks.
     unsafe {
-        cmd.pre_exec(|| {
-            let empty = SigSet::empty();
-            nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&empty), None)
-                .map_err(std::io::Error::from)
-        });
+        cmd.pre_exec(super::sigqueue::unblock_all);
     }
-    let mut mask = SigSet::empty();
-    for s in FORWARDED {
-        mask.add(s);
-    }
-    mask.add(Signal::SIGCHLD);
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-        .map_err(ChildError::Signals)?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(ChildError::Signals)?;
+    let signals = SignalQueue::block(&HANDLED).map_err(ChildError::Signals)?;
     let child = cmd.spawn().map_err(|source| ChildError::Spawn {
         command: display.to_owned(),
         source,
@@ -149,10 +137,6 @@ pub fn spawn(mut cmd: Command, display: &str) -> Result<Supervised, ChildError> 
         grace_from: None,
     })
 }
-
-/// `si_code` of a signal sent by the kernel: for SIGINT/SIGQUIT, the terminal's Ctrl-C or
-/// Ctrl-\, which the command (in our foreground process group) received too.
-const SI_KERNEL: i32 = 0x80;
 
 impl Supervised {
     pub fn pid(&self) -> i32 {
@@ -178,8 +162,10 @@ impl Supervised {
             if let Some(exit) = self.exit {
                 return Ok(Waited::Exited(exit));
             }
-            if let Some(signal) = self.held.filter(|_| self.grace_from.is_none()) {
-                return Ok(Waited::Cancelled { signal });
+            if let Some(sig) = self.held.filter(|_| self.grace_from.is_none()) {
+                return Ok(Waited::Cancelled {
+                    signal: sig.number(),
+                });
             }
             if until.is_some_and(|u| std::time::Instant::now() >= u) && self.grace_from.is_none() {
                 return Ok(Waited::TimedOut);
@@ -187,7 +173,9 @@ impl Supervised {
             let stops = self
                 .received
                 .iter()
-                .filter(|r| r.signal == Signal::SIGINT as i32 || r.signal == Signal::SIGTERM as i32)
+                .filter(|r| {
+                    r.signal == Caught::Interrupt.number() || r.signal == Caught::Terminate.number()
+                })
                 .count();
             if stops >= 2 {
                 return Ok(Waited::Outlived {
@@ -232,34 +220,35 @@ impl Supervised {
     }
 
     fn drain_signals(&mut self) {
-        while let Ok(Some(info)) = self.signals.read_signal() {
-            let signo = info.ssi_signo as i32;
-            if signo == Signal::SIGCHLD as i32 {
+        while let Some(d) = self.signals.next() {
+            let sig = d.signal;
+            if sig == Caught::Child {
                 continue;
             }
-            let from_terminal = info.ssi_code == SI_KERNEL
-                && (signo == Signal::SIGINT as i32 || signo == Signal::SIGQUIT as i32);
-            let stop = signo == Signal::SIGINT as i32 || signo == Signal::SIGTERM as i32;
+            // The terminal's Ctrl-C or Ctrl-\ reached the command (in our foreground
+            // process group) too.
+            let from_terminal = d.from_kernel && matches!(sig, Caught::Interrupt | Caught::Quit);
+            let stop = matches!(sig, Caught::Interrupt | Caught::Terminate);
             if stop && self.hold_stop && self.held.is_none() && self.exit.is_none() {
                 // Held back: the caller looks first, then releases it.
-                self.held = Some(signo);
+                self.held = Some(sig);
                 self.held_from_terminal = from_terminal;
                 self.cancelled_at
                     .get_or_insert_with(std::time::Instant::now);
                 self.received.push(Received {
-                    signal: signo,
+                    signal: sig.number(),
                     forwarded: false,
                 });
                 continue;
             }
-            let forwarded = !from_terminal && self.exit.is_none() && self.forward(signo);
+            let forwarded = !from_terminal && self.exit.is_none() && self.forward(sig);
             if stop {
                 self.cancelled_at
                     .get_or_insert_with(std::time::Instant::now);
                 self.grace_from.get_or_insert_with(std::time::Instant::now);
             }
             self.received.push(Received {
-                signal: signo,
+                signal: sig.number(),
                 forwarded,
             });
         }
@@ -267,8 +256,8 @@ impl Supervised {
 
     /// Passes the held stop signal on to the command; the grace period runs from now.
     pub fn release(&mut self) {
-        if let Some(signo) = self.held.filter(|_| !self.held_from_terminal) {
-            self.forward(signo);
+        if let Some(sig) = self.held.filter(|_| !self.held_from_terminal) {
+            self.forward(sig);
         }
         self.grace_from = Some(std::time::Instant::now());
         self.cancelled_at
@@ -278,17 +267,14 @@ impl Supervised {
     /// Sends the command SIGTERM (its own `--timeout` ran out); the grace period runs from
     /// now.
     pub fn terminate(&mut self) {
-        self.forward(Signal::SIGTERM as i32);
+        self.forward(Caught::Terminate);
         self.grace_from = Some(std::time::Instant::now());
         self.cancelled_at
             .get_or_insert_with(std::time::Instant::now);
     }
 
-    fn forward(&self, signo: i32) -> bool {
-        let Ok(sig) = Signal::try_from(signo) else {
-            return false;
-        };
-        let Some(sig) = rustix::process::Signal::from_named_raw(sig as i32) else {
+    fn forward(&self, sig: Caught) -> bool {
+        let Some(sig) = rustix::process::Signal::from_named_raw(sig.number()) else {
             return false;
         };
         rustix::process::pidfd_send_signal(&self.pidfd, sig).is_ok()
@@ -297,20 +283,15 @@ impl Supervised {
     /// Reaps every exited child: the command (recording its status) and adopted orphans.
     pub fn reap(&mut self) {
         let me = self.pid();
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    if pid.as_raw() == me {
-                        self.exit = Some(ChildExit::Code(code));
-                    }
-                }
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    if pid.as_raw() == me {
-                        self.exit = Some(ChildExit::Signal(sig as i32));
-                    }
-                }
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => {}
+        use rustix::process::{waitpid, WaitOptions};
+        while let Ok(Some((pid, status))) = waitpid(None, WaitOptions::NOHANG) {
+            if pid.as_raw_nonzero().get() != me {
+                continue;
+            }
+            if let Some(code) = status.exit_status() {
+                self.exit = Some(ChildExit::Code(code));
+            } else if let Some(sig) = status.terminating_signal() {
+                self.exit = Some(ChildExit::Signal(sig));
             }
         }
     }

@@ -11,13 +11,17 @@ pub mod conns;
 pub mod inspect;
 pub mod ne_bytes;
 pub mod net;
+pub mod netlink;
 pub mod parse;
 pub mod proc_events;
+pub mod procfs;
 pub mod signal;
+pub mod sigqueue;
 pub mod sock_diag;
 
 pub use child::{become_subreaper, spawn, ChildError, ChildExit, Waited};
-pub use signal::{open, raise_fd_limit, wait_exits, Handle, Sig, SignalResult};
+pub use signal::{open, raise_fd_limit, wait_exits, GroupSignal, Handle, Sig, SignalResult};
+pub use sigqueue::{Caught, SignalQueue};
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -32,6 +36,7 @@ use crate::model::{
 };
 
 use parse::{parse_cgroup, parse_cmdline, parse_stat, parse_status_uid, scan_environ_markers};
+use procfs::{errno_text, is_gone};
 
 /// Where to read from and what to read.
 #[derive(Debug, Clone)]
@@ -110,17 +115,67 @@ pub enum ReadError {
          readable (is procfs mounted?)"
     )]
     NoBootId(PathBuf),
+    #[error(
+        "use {0}: it shows this process as pid {1}, but the kernel calls it pid {2}, so it \
+         belongs to another pid namespace and its pids would name other processes; mount a \
+         procfs of this namespace (`unshare --pid --fork --mount-proc`, or `mount -t proc \
+         proc /proc` in the container) before sweeping"
+    )]
+    ForeignProc(PathBuf, i32, i32),
+}
+
+/// Refuses a `/proc` of another pid namespace than ours (`unshare --pid --fork` without
+/// `--mount-proc`): there the pids read name other processes than the pids a signal takes,
+/// and a pidfd opened by number would not be the process read.
+pub fn check_proc_is_ours(proc_root: &Path) -> Result<(), ReadError> {
+    let seen = std::fs::read_link(proc_root.join("self"))
+        .ok()
+        .and_then(|t| t.to_str().and_then(|s| s.parse::<i32>().ok()));
+    let real = rustix::process::getpid().as_raw_nonzero().get();
+    match seen {
+        Some(pid) if pid != real => Err(ReadError::ForeignProc(proc_root.to_owned(), pid, real)),
+        // Unreadable: the reads that follow fail on their own.
+        _ => Ok(()),
+    }
 }
 
 /// Takes a snapshot of every process and (with `opts.sockets`) every listening socket.
 pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
+    read(opts, false).map(|(snap, _)| snap)
+}
+
+/// Pidfds pinned to processes of a snapshot, by identity (see [`read_snapshot_pinned`]).
+pub type Pins = HashMap<ProcessId, Handle>;
+
+/// [`read_snapshot`] for a sweep. Sockets are tied to the processes read in detail only
+/// (a sweep acts on those and reports no other's descriptors: the baseline's are not
+/// walked), and each of them (kernel threads and zombies aside) gets a pidfd pinned to it
+/// while it was read: the pidfd is opened after `/proc/PID` and `stat` and before the next
+/// file, whose successful read through the same
+/// directory proves that process still held the pid when the pidfd was opened, so the pidfd
+/// is that process's. A signal through it needs no second identity check. A process whose
+/// pidfd could not be opened or proved (it exited, no descriptor left) has none: the kill
+/// opens and checks one itself. The reading does not wait for the start of a clock tick
+/// (see [`read_snapshot`]): a sweep's reading is no baseline.
+pub fn read_snapshot_pinned(opts: &ReadOptions) -> Result<(Snapshot, Pins), ReadError> {
+    raise_fd_limit();
+    read(opts, true)
+}
+
+fn read(opts: &ReadOptions, pin: bool) -> Result<(Snapshot, Pins), ReadError> {
     let started = Instant::now();
     let taken_at_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let root = opts.proc_root.as_path();
     let machine = read_machine(root, opts.host_facts)?;
-    let taken_at_boot_ticks = begin_on_a_tick(machine.clock_ticks_per_second);
+    // A baseline's reading starts on a tick (see `begin_on_a_tick`); a sweep's is never
+    // the baseline of anything, and would wait up to a tick (10 ms) for nothing.
+    let taken_at_boot_ticks = if pin {
+        boot_ticks_now(machine.clock_ticks_per_second)
+    } else {
+        begin_on_a_tick(machine.clock_ticks_per_second)
+    };
     let mut unreadable = Vec::new();
 
     let mut listeners = if opts.sockets {
@@ -134,25 +189,30 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
         .map(|(i, l)| (l.inode, i))
         .collect();
 
-    let entries = std::fs::read_dir(root).map_err(|source| ReadError::Io {
+    let pids = procfs::list_pids(root).map_err(|source| ReadError::Io {
         path: root.to_owned(),
         source,
     })?;
-    let mut pids: Vec<i32> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
 
     let mut processes = Vec::with_capacity(pids.len());
+    let mut pins = Pins::new();
     read_processes(
         root,
         &pids,
         &by_inode,
         &opts.detail,
+        pin,
         |pid, read| match read {
-            Ok((process, sockets)) => {
+            Ok(ReadProcess {
+                process,
+                sockets,
+                pidfd,
+            }) => {
                 for idx in sockets {
                     listeners[idx].owners.push(process.id);
+                }
+                if let Some(fd) = pidfd {
+                    pins.insert(process.id, Handle::pinned(process.id, fd));
                 }
                 processes.push(process);
             }
@@ -169,7 +229,7 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
     let me = std::process::id() as i32;
     let taken_by = processes.iter().find(|p| p.id.pid == me).map(|p| p.id);
 
-    Ok(Snapshot {
+    let snap = Snapshot {
         schema_version: SCHEMA_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
         taken_at_unix_ms,
@@ -182,7 +242,8 @@ pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
         taken_by,
         job: None,
         trust_notes: Vec::new(),
-    })
+    };
+    Ok((snap, pins))
 }
 
 /// Fewer processes than this are read by one thread: a second one costs more to start than
@@ -191,7 +252,15 @@ const PARALLEL_FROM: usize = 256;
 /// At most this many reading threads: procfs scales with cores, the gain flattens out.
 const MAX_READERS: usize = 4;
 
-type ProcessRead = Result<(Process, Vec<usize>), ProcessGone>;
+/// One process as read: the indices (into the listener list) of the listening sockets it
+/// holds, and the pidfd pinned to it when one was asked for.
+struct ReadProcess {
+    process: Process,
+    sockets: Vec<usize>,
+    pidfd: Option<OwnedFd>,
+}
+
+type ProcessRead = Result<ReadProcess, ProcessGone>;
 
 /// Reads every process in `pids` (ascending) and hands each pid with what was read to
 /// `each`, in the same order. With many processes and more than one core, several threads
@@ -206,6 +275,7 @@ fn read_processes(
     pids: &[i32],
     sockets: &HashMap<u64, usize>,
     detail: &Detail,
+    pin: bool,
     mut each: impl FnMut(i32, ProcessRead),
 ) {
     let readers = if pids.len() >= PARALLEL_FROM {
@@ -215,16 +285,18 @@ fn read_processes(
     };
     if readers == 1 {
         let mut reader = ProcReader::at(root);
+        reader.pin = pin;
         for &pid in pids {
-            each(pid, reader.read_process(root, pid, sockets, detail));
+            each(pid, reader.read_entry(root, pid, sockets, detail));
         }
         return;
     }
     let share = |k: usize| -> Vec<ProcessRead> {
         let mut reader = ProcReader::at(root);
+        reader.pin = pin;
         let mut out = Vec::with_capacity(pids.len() / readers + 1);
         for &pid in pids.iter().skip(k).step_by(readers) {
-            out.push(reader.read_process(root, pid, sockets, detail));
+            out.push(reader.read_entry(root, pid, sockets, detail));
         }
         out
     };
@@ -268,7 +340,7 @@ pub fn read_listeners_only(proc_root: &Path) -> (Vec<Listener>, Vec<Unreadable>)
 /// Reads just one process by pid, for the re-checks before a signal and for finding our own
 /// identity. `None` when it is gone (or is not a readable process).
 pub fn read_one(proc_root: &Path, pid: i32) -> Option<Process> {
-    ProcReader::default()
+    ProcReader::by_path(proc_root)
         .read_process(proc_root, pid, &HashMap::new(), &Detail::All)
         .ok()
         .map(|(p, _)| p)
@@ -276,35 +348,13 @@ pub fn read_one(proc_root: &Path, pid: i32) -> Option<Process> {
 
 /// The start time (clock ticks since boot) of `pid` now, or `None` when it is gone.
 ///
-/// Called once per process a sweep signals (the identity check after `pidfd_open`), so it
-/// costs three system calls: open, one read (a `stat` line is far shorter than the
-/// buffer), close; no size query, no second read for end of file.
+/// The identity check after a `pidfd_open` the reader did not pin (see
+/// [`read_snapshot_pinned`]): three system calls, open, one read (a `stat` line is far
+/// shorter than the buffer), close; no size query, no second read for end of file.
 pub fn start_ticks(proc_root: &Path, pid: i32) -> Option<u64> {
-    let mut path = proc_root.as_os_str().to_owned();
-    path.push(format!("/{pid}/stat"));
-    let fd = rustix::fs::open(
-        path.as_os_str(),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let mut buf = [0u8; 2048];
-    let mut filled = 0;
-    while filled < buf.len() {
-        match rustix::io::read(&fd, &mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                filled += n;
-                // procfs hands out a whole `stat` line in one read: a short read is its end.
-                if filled < buf.len() {
-                    break;
-                }
-            }
-            Err(Errno::INTR) => continue,
-            Err(_) => return None,
-        }
-    }
-    parse_stat(&buf[..filled]).ok().map(|s| s.start_ticks)
+    procfs::Reader::by_path(proc_root)
+        .stat(pid)
+        .map(|s| s.start_ticks)
 }
 
 /// Our own identity.
@@ -407,11 +457,7 @@ pub fn boot_ticks_now(ticks_per_second: u64) -> u64 {
 
 pub fn clock_ticks_per_second() -> u64 {
     // sysconf(_SC_CLK_TCK) is 100 on every Linux ABI in use; ask anyway.
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .and_then(|v| u64::try_from(v).ok())
-        .unwrap_or(100)
+    rustix::param::clock_ticks_per_second()
 }
 
 fn read_listeners(root: &Path, unreadable: &mut Vec<Unreadable>) -> Vec<Listener> {
@@ -447,6 +493,17 @@ fn read_listeners(root: &Path, unreadable: &mut Vec<Unreadable>) -> Vec<Listener
     out
 }
 
+impl ReadProcess {
+    /// A process with nothing more read: a kernel thread or a zombie.
+    fn bare(process: Process) -> ReadProcess {
+        ReadProcess {
+            process,
+            sockets: Vec::new(),
+            pidfd: None,
+        }
+    }
+}
+
 /// The process exited (or its pid was reused) while we read it.
 #[derive(Debug)]
 struct ProcessGone;
@@ -454,22 +511,13 @@ struct ProcessGone;
 /// Reusable buffers for reading many processes.
 #[derive(Default)]
 struct ProcReader {
-    buf: Vec<u8>,
+    /// The procfs root (opened once for a whole snapshot) and the file buffer.
+    files: procfs::Reader,
     link: Vec<u8>,
-    /// The procfs root, opened once for a whole snapshot.
-    root: Option<OwnedFd>,
-}
-
-fn errno_text(e: Errno) -> &'static str {
-    match e {
-        Errno::ACCESS | Errno::PERM => "permission denied",
-        Errno::NOENT => "not present",
-        _ => "unreadable",
-    }
-}
-
-fn is_gone(e: Errno) -> bool {
-    e == Errno::SRCH
+    /// Open a pidfd for each process whose details are read (see [`read_snapshot_pinned`]).
+    pin: bool,
+    /// Our own pid, whose descriptors are not walked.
+    me: i32,
 }
 
 impl ProcReader {
@@ -477,43 +525,25 @@ impl ProcReader {
     /// cannot).
     fn at(root: &Path) -> ProcReader {
         ProcReader {
-            root: rustix::fs::open(
-                root,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .ok(),
+            files: procfs::Reader::at(root),
+            me: std::process::id() as i32,
             ..ProcReader::default()
         }
     }
 
-    /// Reads a whole file under a process directory with plain `read(2)` calls (procfs
-    /// files report size 0, so the size hint `read_to_end` asks for is a wasted syscall).
-    /// A short read is the end: procfs fills the whole buffer unless the file ends first
-    /// (`stat`, `status`, `cgroup` are one seq_file record; `cmdline` and `environ` copy
-    /// page after page within one call), so the read that would return 0 is not made.
-    /// The buffer stays initialised and only grows, so no `unsafe` is needed.
-    fn read_file(&mut self, dir: &OwnedFd, name: &str) -> Result<&[u8], Errno> {
-        let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-        let mut filled = 0;
-        loop {
-            if self.buf.len() - filled < 4096 {
-                self.buf.resize((self.buf.len() * 2).max(16 * 1024), 0);
-            }
-            let room = self.buf.len() - filled;
-            match rustix::io::read(&fd, &mut self.buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => {
-                    filled += n;
-                    if n < room {
-                        break;
-                    }
-                }
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(e),
-            }
+    /// A reader that walks paths from `root` (one process, read once).
+    fn by_path(root: &Path) -> ProcReader {
+        ProcReader {
+            files: procfs::Reader::by_path(root),
+            me: std::process::id() as i32,
+            ..ProcReader::default()
         }
-        Ok(&self.buf[..filled])
+    }
+
+    /// Reads a whole file under a process directory (see [`procfs`] for the end-of-file
+    /// rule).
+    fn read_file(&mut self, dir: &OwnedFd, name: &str) -> Result<&[u8], Errno> {
+        self.files.read(dir, name)
     }
 
     /// Reads one process; returns it and the indices (into the listener list) of the
@@ -525,13 +555,21 @@ impl ProcReader {
         sockets: &HashMap<u64, usize>,
         detail: &Detail,
     ) -> Result<(Process, Vec<usize>), ProcessGone> {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        self.read_entry(root, pid, sockets, detail)
+            .map(|r| (r.process, r.sockets))
+    }
+
+    /// [`ProcReader::read_process`], with the pidfd pinned to the process when `pin` is set
+    /// and its details are read.
+    fn read_entry(
+        &mut self,
+        _root: &Path,
+        pid: i32,
+        sockets: &HashMap<u64, usize>,
+        detail: &Detail,
+    ) -> Result<ReadProcess, ProcessGone> {
         // Relative to the procfs root when it is open: no walk from `/` for each process.
-        let dir = match &self.root {
-            Some(root_fd) => rustix::fs::openat(root_fd, pid.to_string(), flags, Mode::empty()),
-            None => rustix::fs::open(root.join(pid.to_string()), flags, Mode::empty()),
-        }
-        .map_err(|_| ProcessGone)?;
+        let dir = self.files.dir(pid).map_err(|_| ProcessGone)?;
         let stat = match self.read_file(&dir, "stat") {
             Ok(buf) => parse_stat(buf).map_err(|_| ProcessGone)?,
             Err(_) => return Err(ProcessGone),
@@ -561,19 +599,42 @@ impl ProcReader {
             // A zombie has exited: no memory, files, cwd or environment left, and it is
             // never classified. Reading more of it is what made re-scans after a kill slow
             // (hundreds of unreaped orphans, three files each).
-            return Ok((p, Vec::new()));
+            return Ok(ReadProcess::bare(p));
         }
         if !detail.wants(&p.id) {
             // The owner of /proc/PID: the effective uid (root for a non-dumpable process).
             p.uid = rustix::fs::fstat(&dir).ok().map(|st| st.st_uid);
-            let held = self.held(&dir, sockets, &mut p)?;
-            return Ok((p, held));
+            // A sweep's reading ties sockets to the processes it may act on only: the rest
+            // are the baseline's, whose descriptors it never reports.
+            let held = if self.pin {
+                Vec::new()
+            } else {
+                self.held(&dir, sockets, &mut p)?
+            };
+            return Ok(ReadProcess {
+                process: p,
+                sockets: held,
+                pidfd: None,
+            });
         }
         p.details = true;
+        // Opened before `status` is read through the directory: that read succeeding
+        // proves the directory's process still held the pid at the open, so the pidfd is
+        // its own (a pid is not reused while its process, or its zombie, holds it).
+        let mut pidfd = if self.pin {
+            rustix::process::Pid::from_raw(pid).and_then(|raw| {
+                rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).ok()
+            })
+        } else {
+            None
+        };
         match self.read_file(&dir, "status") {
             Ok(buf) => p.uid = parse_status_uid(buf),
             Err(e) if is_gone(e) => return Err(ProcessGone),
-            Err(e) => p.unreadable.push(format!("status: {}", errno_text(e))),
+            Err(e) => {
+                pidfd = None;
+                p.unreadable.push(format!("status: {}", errno_text(e)));
+            }
         }
         match self.read_file(&dir, "cgroup") {
             Ok(buf) => p.cgroup = parse_cgroup(buf),
@@ -582,7 +643,7 @@ impl ProcReader {
         }
         if p.is_zombie() {
             // A zombie has no memory, files or cwd left: nothing more to read.
-            return Ok((p, Vec::new()));
+            return Ok(ReadProcess::bare(p));
         }
         match self.read_file(&dir, "cmdline") {
             Ok(buf) => p.argv = parse_cmdline(buf),
@@ -610,7 +671,11 @@ impl ProcReader {
         let held = self.held(&dir, sockets, &mut p)?;
         // If the process died after we opened its directory, reads above answer ESRCH, which
         // we already turned into ProcessGone; a zombie by now is still this process.
-        Ok((p, held))
+        Ok(ReadProcess {
+            process: p,
+            sockets: held,
+            pidfd,
+        })
     }
 
     /// The listening sockets among the process's descriptors (none asked: none read).
@@ -620,7 +685,9 @@ impl ProcReader {
         sockets: &HashMap<u64, usize>,
         p: &mut Process,
     ) -> Result<Vec<usize>, ProcessGone> {
-        if sockets.is_empty() {
+        // Our own descriptors are no listening sockets, and a sweep holds a pidfd on every
+        // process it is about to kill: thousands of descriptors to walk for nothing.
+        if sockets.is_empty() || p.id.pid == self.me {
             return Ok(Vec::new());
         }
         match held_sockets(dir, sockets) {

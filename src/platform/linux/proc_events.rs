@@ -2,8 +2,8 @@
 //! (`NETLINK_CONNECTOR`, group `CN_IDX_PROC`), and the `/proc` reads that turn an event into
 //! facts about one process (its identity, parent, command line and job markers).
 //!
-//! Messages are built and parsed as plain bytes in native byte order, as in
-//! [`super::sock_diag`], so there is no `unsafe` here.
+//! Messages are built and parsed as plain bytes in native byte order, framed by
+//! [`super::netlink`] as sock_diag's are, so there is no `unsafe` here.
 //!
 //! Subscribing is checked, never assumed: the kernel answers `PROC_CN_MCAST_LISTEN` with a
 //! `PROC_EVENT_NONE` message carrying an errno (`EPERM` for an unprivileged caller before
@@ -15,26 +15,30 @@
 //! next `recv` with `ENOBUFS`. The buffer is made large (`SO_RCVBUFFORCE` when privileged)
 //! and every `ENOBUFS` is counted and returned, never swallowed.
 
-use super::ne_bytes::{i32_at, u16_at, u32_at, u64_at};
+#[cfg(test)]
+use super::ne_bytes::u16_at;
+use super::ne_bytes::{i32_at, u32_at, u64_at};
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
-use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::net::netlink::SocketAddrNetlink;
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use rustix::net::RecvFlags;
+
+#[cfg(test)]
+use super::netlink::NLMSG_HDRLEN;
+use super::netlink::{self, NLMSG_DONE};
 
 use crate::model::{Bytes, Markers, ProcessId};
 
-use super::parse::{parse_cmdline, parse_stat, scan_environ_markers};
+use super::parse::{parse_cmdline, parse_stat, scan_environ_markers, Stat};
+use super::procfs::{self, errno_text};
 
-// <linux/netlink.h>
-const NLMSG_HDRLEN: usize = 16;
-/// The connector sends (and expects) every message as NLMSG_DONE.
-const NLMSG_DONE: u16 = 3;
+// The connector sends (and expects) every message as NLMSG_DONE.
 // <linux/connector.h>: cn_msg is idx, val, seq, ack (u32 each), len, flags (u16 each).
 const CN_MSG_LEN: usize = 20;
 const CN_IDX_PROC: u32 = 1;
@@ -47,6 +51,7 @@ const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 /// Where `struct proc_event` starts in a datagram, and its fields within it: `what` (u32),
 /// `cpu` (u32), `timestamp_ns` (u64), then the `event_data` union.
+#[cfg(test)]
 const EVENT_AT: usize = NLMSG_HDRLEN + CN_MSG_LEN;
 const EVENT_DATA: usize = 16;
 
@@ -122,13 +127,8 @@ impl Connector {
     /// Opens the socket with a receive buffer of `rcvbuf` bytes ([`RCVBUF`] unless testing
     /// overflows), subscribes, and waits for the kernel to confirm.
     pub fn open(rcvbuf: usize) -> Result<Connector, ConnectorError> {
-        let fd = rustix::net::socket_with(
-            AddressFamily::NETLINK,
-            SocketType::DGRAM,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            Some(rustix::net::netlink::CONNECTOR),
-        )
-        .map_err(|e| ConnectorError::Socket(e.into()))?;
+        let fd = netlink::socket(rustix::net::netlink::CONNECTOR, true)
+            .map_err(ConnectorError::Socket)?;
         let rcvbuf_forced =
             rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, rcvbuf).is_ok();
         if !rcvbuf_forced {
@@ -159,17 +159,7 @@ impl Connector {
     }
 
     fn send(&self, msg: &[u8]) -> Result<(), ConnectorError> {
-        let sent = rustix::net::sendto(
-            &self.fd,
-            msg,
-            SendFlags::empty(),
-            &SocketAddrNetlink::new(0, 0),
-        )
-        .map_err(|e| ConnectorError::Send(e.into()))?;
-        if sent != msg.len() {
-            return Err(ConnectorError::Send(io::Error::other("short send")));
-        }
-        Ok(())
+        netlink::send(&self.fd, msg).map_err(ConnectorError::Send)
     }
 
     fn wait_for_answer(&mut self, nonce: u32) -> Result<(), ConnectorError> {
@@ -261,21 +251,16 @@ fn subscription(seq: u32, ack: u32, filter: bool) -> Vec<u8> {
             &(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT).to_ne_bytes(),
         );
     }
-    let len = NLMSG_HDRLEN + CN_MSG_LEN + data.len();
-    let mut msg = Vec::with_capacity(len);
-    msg.extend_from_slice(&(len as u32).to_ne_bytes());
-    msg.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
-    msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
-    msg.extend_from_slice(&seq.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: the kernel fills it in
-    msg.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
-    msg.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
-    msg.extend_from_slice(&seq.to_ne_bytes());
-    msg.extend_from_slice(&ack.to_ne_bytes());
-    msg.extend_from_slice(&(data.len() as u16).to_ne_bytes());
-    msg.extend_from_slice(&0u16.to_ne_bytes()); // cn_msg flags
-    msg.extend_from_slice(&data);
-    msg
+    // struct cn_msg, then the data.
+    let mut cn = Vec::with_capacity(CN_MSG_LEN + data.len());
+    cn.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
+    cn.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
+    cn.extend_from_slice(&seq.to_ne_bytes());
+    cn.extend_from_slice(&ack.to_ne_bytes());
+    cn.extend_from_slice(&(data.len() as u16).to_ne_bytes());
+    cn.extend_from_slice(&0u16.to_ne_bytes()); // cn_msg flags
+    cn.extend_from_slice(&data);
+    netlink::message(NLMSG_DONE, 0, seq, &cn)
 }
 
 /// A connector datagram, decoded.
@@ -292,15 +277,17 @@ enum Message {
 }
 
 fn parse_datagram(buf: &[u8]) -> Option<Message> {
-    let nl_len = u32_at(buf, 0)? as usize;
-    if nl_len < EVENT_AT || nl_len > buf.len() || u16_at(buf, 4)? != NLMSG_DONE {
+    // One message per datagram, of type NLMSG_DONE: a cn_msg and a proc_event.
+    let msg = netlink::messages(buf).next()?.ok()?;
+    if msg.kind != NLMSG_DONE || msg.payload.len() < CN_MSG_LEN {
         return None;
     }
-    if u32_at(buf, NLMSG_HDRLEN)? != CN_IDX_PROC || u32_at(buf, NLMSG_HDRLEN + 4)? != CN_VAL_PROC {
+    let cn = msg.payload;
+    if u32_at(cn, 0)? != CN_IDX_PROC || u32_at(cn, 4)? != CN_VAL_PROC {
         return Some(Message::Other);
     }
-    let ack = u32_at(buf, NLMSG_HDRLEN + 12)?;
-    let ev = buf.get(EVENT_AT..nl_len)?;
+    let ack = u32_at(cn, 12)?;
+    let ev = &cn[CN_MSG_LEN..];
     let what = u32_at(ev, 0)?;
     let at_ns = u64_at(ev, 8)?;
     let field = |i: usize| i32_at(ev, EVENT_DATA + 4 * i);
@@ -375,76 +362,82 @@ pub struct ProcFacts {
 }
 
 impl ProcFacts {
+    /// A zombie (or a process being torn down): dead, whatever is left to read.
     pub fn is_dead(&self) -> bool {
-        matches!(self.state, 'Z' | 'X' | 'x')
+        crate::model::is_dead_state(self.state)
     }
+}
+
+/// Runs `f` with this thread's [`procfs::Reader`] for `proc_root`: the root stays open and
+/// the buffer allocated from one event to the next (the guard reads at thousands of events
+/// a second, each read relative to the open root instead of a path walked from `/`).
+fn with_reader<T>(proc_root: &Path, f: impl FnOnce(&mut procfs::Reader) -> T) -> T {
+    thread_local! {
+        static READER: RefCell<Option<procfs::Reader>> = const { RefCell::new(None) };
+    }
+    READER.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let reader = match cell.as_mut() {
+            Some(r) if r.root() == proc_root => r,
+            _ => cell.insert(procfs::Reader::at(proc_root)),
+        };
+        f(reader)
+    })
 }
 
 /// Reads `pid`'s stat (and with `details`, its cmdline, environ markers and pid namespace)
 /// through one directory descriptor, so every field belongs to the same process. `None`
 /// when the process is gone.
 pub fn read_facts(proc_root: &Path, pid: i32, details: bool) -> Option<ProcFacts> {
-    let mut buf = Vec::with_capacity(1024);
-    // The stat alone is one file: opened by path, it costs no directory descriptor (this is
-    // every job fork's read).
-    let path = |name: &str| {
-        let mut p = proc_root.to_path_buf();
-        p.push(pid.to_string());
-        p.push(name);
-        p
-    };
-    let dir = if details {
-        let dir = rustix::fs::open(
-            path(""),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()?;
-        read_at(&dir, "stat", &mut buf).ok()?;
-        Some(dir)
-    } else {
-        let fd = rustix::fs::open(
-            path("stat"),
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()?;
-        read_all(&fd, &mut buf).ok()?;
-        None
-    };
-    let stat = parse_stat(&buf).ok()?;
-    let kernel_thread = stat.is_kernel_thread();
-    let mut facts = ProcFacts {
+    with_reader(proc_root, |r| {
+        // The stat alone is one file: opened without a directory descriptor (this is every
+        // job fork's read).
+        if !details {
+            return r.stat(pid).map(|stat| facts_of(pid, stat));
+        }
+        let dir = r.dir(pid).ok()?;
+        let stat = parse_stat(r.read(&dir, "stat").ok()?).ok()?;
+        let mut facts = facts_of(pid, stat);
+        if facts.kernel_thread || facts.is_dead() {
+            return Some(facts);
+        }
+        match r.read(&dir, "cmdline") {
+            Ok(buf) => facts.argv = Some(parse_cmdline(buf)),
+            Err(Errno::SRCH) => return Some(facts),
+            Err(e) => facts.unreadable.push(format!("cmdline: {}", errno_text(e))),
+        }
+        match r.read(&dir, "environ") {
+            Ok(buf) => facts.markers = Some(scan_environ_markers(buf)),
+            Err(Errno::SRCH) => return Some(facts),
+            Err(e) => facts.unreadable.push(format!("environ: {}", errno_text(e))),
+        }
+        facts.pid_ns = pid_ns(&dir);
+        Some(facts)
+    })
+}
+
+/// The facts a `stat` line gives, nothing more read yet.
+fn facts_of(pid: i32, stat: Stat) -> ProcFacts {
+    ProcFacts {
         id: ProcessId {
             pid,
             start_ticks: stat.start_ticks,
         },
         ppid: stat.ppid,
         state: stat.state,
+        kernel_thread: stat.is_kernel_thread(),
         comm: Bytes(stat.comm),
-        kernel_thread,
         argv: None,
         markers: None,
         pid_ns: None,
         unreadable: Vec::new(),
-    };
-    let Some(dir) = dir.filter(|_| !kernel_thread && !facts.is_dead()) else {
-        return Some(facts);
-    };
-    match read_at(&dir, "cmdline", &mut buf) {
-        Ok(()) => facts.argv = Some(parse_cmdline(&buf)),
-        Err(Errno::SRCH) => return Some(facts),
-        Err(e) => facts.unreadable.push(format!("cmdline: {}", errno_text(e))),
     }
-    match read_at(&dir, "environ", &mut buf) {
-        Ok(()) => facts.markers = Some(scan_environ_markers(&buf)),
-        Err(Errno::SRCH) => return Some(facts),
-        Err(e) => facts.unreadable.push(format!("environ: {}", errno_text(e))),
-    }
-    facts.pid_ns = rustix::fs::readlinkat(&dir, "ns/pid", Vec::new())
+}
+
+fn pid_ns(dir: &OwnedFd) -> Option<String> {
+    rustix::fs::readlinkat(dir, "ns/pid", Vec::new())
         .ok()
-        .map(|l| l.to_string_lossy().into_owned());
-    Some(facts)
+        .map(|l| l.to_string_lossy().into_owned())
 }
 
 /// The details of `id` after an exec, without its stat: the identity is known from its
@@ -452,98 +445,46 @@ pub fn read_facts(proc_root: &Path, pid: i32, details: bool) -> Option<ProcFacts
 /// reused in between would take the pid space wrapping within milliseconds). `None` when
 /// it is gone or a zombie (whose command line and environment read empty).
 pub fn read_exec_facts(proc_root: &Path, id: ProcessId) -> Option<ProcFacts> {
-    let mut dir_path = proc_root.to_path_buf();
-    dir_path.push(id.pid.to_string());
-    let dir = rustix::fs::open(
-        dir_path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let mut buf = Vec::with_capacity(1024);
-    let mut facts = ProcFacts {
-        id,
-        ppid: 0,
-        state: 'R',
-        comm: Bytes::default(),
-        kernel_thread: false,
-        argv: None,
-        markers: None,
-        pid_ns: None,
-        unreadable: Vec::new(),
-    };
-    match read_at(&dir, "cmdline", &mut buf) {
-        Ok(()) if buf.is_empty() => return None,
-        Ok(()) => facts.argv = Some(parse_cmdline(&buf)),
-        Err(Errno::SRCH | Errno::NOENT) => return None,
-        Err(e) => facts.unreadable.push(format!("cmdline: {}", errno_text(e))),
-    }
-    match read_at(&dir, "environ", &mut buf) {
-        Ok(()) => facts.markers = Some(scan_environ_markers(&buf)),
-        Err(Errno::SRCH) => return None,
-        Err(e) => facts.unreadable.push(format!("environ: {}", errno_text(e))),
-    }
-    facts.pid_ns = rustix::fs::readlinkat(&dir, "ns/pid", Vec::new())
-        .ok()
-        .map(|l| l.to_string_lossy().into_owned());
-    Some(facts)
+    with_reader(proc_root, |r| {
+        let dir = r.dir(id.pid).ok()?;
+        let mut facts = ProcFacts {
+            id,
+            ppid: 0,
+            state: 'R',
+            comm: Bytes::default(),
+            kernel_thread: false,
+            argv: None,
+            markers: None,
+            pid_ns: None,
+            unreadable: Vec::new(),
+        };
+        match r.read(&dir, "cmdline") {
+            Ok([]) => return None,
+            Ok(buf) => facts.argv = Some(parse_cmdline(buf)),
+            Err(Errno::SRCH | Errno::NOENT) => return None,
+            Err(e) => facts.unreadable.push(format!("cmdline: {}", errno_text(e))),
+        }
+        match r.read(&dir, "environ") {
+            Ok(buf) => facts.markers = Some(scan_environ_markers(buf)),
+            Err(Errno::SRCH) => return None,
+            Err(e) => facts.unreadable.push(format!("environ: {}", errno_text(e))),
+        }
+        facts.pid_ns = pid_ns(&dir);
+        Some(facts)
+    })
 }
 
 /// The job markers in `pid`'s environment, and nothing else: one file, read when a
 /// process that is not (yet) the job's execs, to see whether it carries the job's marker.
 /// `None` when it is gone or unreadable.
 pub fn read_markers(proc_root: &Path, pid: i32) -> Option<Markers> {
-    let mut path = proc_root.to_path_buf();
-    path.push(pid.to_string());
-    path.push("environ");
-    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
-    let mut buf = Vec::with_capacity(4096);
-    read_all(&fd, &mut buf).ok()?;
-    Some(scan_environ_markers(&buf))
-}
-
-fn errno_text(e: Errno) -> &'static str {
-    match e {
-        Errno::ACCESS | Errno::PERM => "permission denied",
-        Errno::NOENT => "not present",
-        _ => "unreadable",
-    }
-}
-
-fn read_at(dir: &OwnedFd, name: &str, buf: &mut Vec<u8>) -> Result<(), Errno> {
-    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-    read_all(&fd, buf)
-}
-
-/// Reads a whole `/proc` file. These files hand over everything that fits in one `read`
-/// (stat and status are formatted whole; cmdline and environ are copied out up to the
-/// size asked), so a read that does not fill the buffer is the end, and the usual
-/// extra read for end-of-file — a system call per file, thousands a second under a fork
-/// storm — is skipped.
-fn read_all(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<(), Errno> {
-    buf.clear();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        match rustix::io::read(fd, &mut chunk) {
-            Ok(n) if n < chunk.len() => {
-                buf.extend_from_slice(&chunk[..n]);
-                return Ok(());
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    with_reader(proc_root, |r| {
+        r.read_one(pid, "environ").ok().map(scan_environ_markers)
+    })
 }
 
 /// Every pid listed in `proc_root`, ascending.
-pub fn list_pids(proc_root: &Path) -> io::Result<Vec<i32>> {
-    let mut pids: Vec<i32> = std::fs::read_dir(proc_root)?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    Ok(pids)
-}
+pub use super::procfs::list_pids;
 
 /// A pidfd on the process `id`, checked against its start time after opening (see
 /// [`super::signal::open`]): it becomes readable when that process exits.

@@ -85,7 +85,71 @@ pub fn open(proc_root: &Path, id: ProcessId) -> Result<Handle, SignalResult> {
     }
 }
 
+/// `PIDFD_SIGNAL_PROCESS_GROUP` (`<linux/pidfd.h>`, Linux 6.9): the signal goes to the
+/// process group whose id is the pid of the pidfd's process.
+const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 4;
+
+/// The result of [`Handle::signal_group`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSignal {
+    /// The kernel took it: every process in the group at that moment, in every pid
+    /// namespace, was sent the signal; at least one accepted it (a refusal by another
+    /// member is not reported here: the caller checks each member's exit).
+    Sent,
+    /// The kernel cannot address a group through a pidfd (before Linux 6.9).
+    Unsupported,
+    /// The kernel's answer otherwise (`Gone`: no process is left in the group).
+    Other(SignalResult),
+}
+
 impl Handle {
+    /// A pidfd the reader opened while it read `id` and proved to be `id`'s (see
+    /// [`super::read_snapshot_pinned`]).
+    pub(super) fn pinned(id: ProcessId, fd: OwnedFd) -> Handle {
+        Handle { id, fd }
+    }
+
+    /// Sends `sig` to the process group this process leads, in one system call, through
+    /// its pidfd (`PIDFD_SIGNAL_PROCESS_GROUP`): the group is the one whose id is this
+    /// process's pid, addressed by the kernel's own reference, so a group id reused by
+    /// another group after this one ended can never be reached (`kill(-pgid)` could). The
+    /// caller has verified that every member of the group is its target.
+    pub fn signal_group(&self, sig: Sig) -> GroupSignal {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal takes a pidfd we own and keep open for the call, a
+        // signal number, a null siginfo (the kernel fills in a SI_USER one) and flags; it
+        // reads and writes no memory of ours.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                sig.raw().as_raw(),
+                std::ptr::null::<libc::siginfo_t>(),
+                PIDFD_SIGNAL_PROCESS_GROUP,
+            )
+        };
+        let result = if rc == 0 {
+            GroupSignal::Sent
+        } else {
+            match Errno::from_raw_os_error(
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ) {
+                Errno::INVAL | Errno::NOSYS => GroupSignal::Unsupported,
+                Errno::SRCH => GroupSignal::Other(SignalResult::Gone),
+                Errno::PERM => GroupSignal::Other(SignalResult::NotPermitted),
+                e => GroupSignal::Other(SignalResult::Failed(e.raw_os_error())),
+            }
+        };
+        tracing::debug!(
+            pgid = self.id.pid,
+            leader_start_ticks = self.id.start_ticks,
+            signal = ?sig,
+            result = ?result,
+            "pidfd_send_signal to the process group"
+        );
+        result
+    }
+
     pub fn signal(&self, sig: Sig) -> SignalResult {
         let result = match rustix::process::pidfd_send_signal(&self.fd, sig.raw()) {
             Ok(()) => SignalResult::Sent,

@@ -18,24 +18,22 @@
 //! the text parser cuts such a path short; here it comes back whole.
 
 use super::ne_bytes::{i32_at, u16_at, u32_at};
+#[cfg(test)]
+use super::netlink::NLMSG_HDRLEN;
+use super::netlink::{
+    self, align4, messages, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_DUMP_INTR,
+};
+#[cfg(test)]
+use rustix::net::SocketType;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use rustix::net::netlink::SocketAddrNetlink;
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, RecvFlags};
 
 use crate::model::{Bytes, Listener, Protocol, SocketKind};
 
-// <linux/netlink.h>
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x01;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-/// NLM_F_ROOT | NLM_F_MATCH.
-const NLM_F_DUMP: u16 = 0x100 | 0x200;
 // <linux/sock_diag.h>
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 // <linux/tcp_states.h>
@@ -92,12 +90,7 @@ struct DiagSocket {
 
 impl DiagSocket {
     fn open() -> io::Result<Self> {
-        let fd = rustix::net::socket_with(
-            AddressFamily::NETLINK,
-            SocketType::DGRAM,
-            SocketFlags::CLOEXEC,
-            Some(rustix::net::netlink::SOCK_DIAG),
-        )?;
+        let fd = netlink::socket(rustix::net::netlink::SOCK_DIAG, false)?;
         rustix::net::sockopt::set_socket_timeout(
             &fd,
             rustix::net::sockopt::Timeout::Recv,
@@ -135,16 +128,7 @@ impl DiagSocket {
     fn dump_once(&mut self, body: &[u8], each: &mut dyn FnMut(&[u8])) -> io::Result<bool> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        let req = nl_request(seq, body);
-        let sent = rustix::net::sendto(
-            &self.fd,
-            &req,
-            SendFlags::empty(),
-            &SocketAddrNetlink::new(0, 0),
-        )?;
-        if sent != req.len() {
-            return Err(bad_reply("short send of the sock_diag request"));
-        }
+        netlink::send(&self.fd, &nl_request(seq, body))?;
         let mut interrupted = false;
         loop {
             let (_, len) = rustix::net::recv(&self.fd, &mut self.buf[..], RecvFlags::TRUNC)?;
@@ -206,63 +190,14 @@ fn bad_reply(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
 }
 
-/// A netlink message: its header fields and payload.
-#[derive(Debug)]
-struct NlMsg<'a> {
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    payload: &'a [u8],
-}
-
-/// The netlink messages in one datagram; a malformed header ends the iteration with an
-/// error.
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = io::Result<NlMsg<'_>>> {
-    std::iter::from_fn(move || {
-        if buf.is_empty() {
-            return None;
-        }
-        let parsed = (|| {
-            let len = u32_at(buf, 0)? as usize;
-            if len < NLMSG_HDRLEN || len > buf.len() {
-                return None;
-            }
-            let msg = NlMsg {
-                kind: u16_at(buf, 4)?,
-                flags: u16_at(buf, 6)?,
-                seq: u32_at(buf, 8)?,
-                payload: buf.get(NLMSG_HDRLEN..len)?,
-            };
-            Some((msg, align4(len).min(buf.len())))
-        })();
-        match parsed {
-            Some((msg, next)) => {
-                buf = &buf[next..];
-                Some(Ok(msg))
-            }
-            None => {
-                buf = &[];
-                Some(Err(bad_reply("malformed netlink message header")))
-            }
-        }
-    })
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
 /// A SOCK_DIAG_BY_FAMILY dump request: netlink header, then `body`.
 fn nl_request(seq: u32, body: &[u8]) -> Vec<u8> {
-    let len = NLMSG_HDRLEN + body.len();
-    let mut req = Vec::with_capacity(len);
-    req.extend_from_slice(&(len as u32).to_ne_bytes());
-    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend_from_slice(&seq.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: the kernel fills it in
-    req.extend_from_slice(body);
-    req
+    netlink::message(
+        SOCK_DIAG_BY_FAMILY,
+        netlink::NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        body,
+    )
 }
 
 /// `inet_diag_req_v2` for every socket of `family`/`protocol` in `state`.
