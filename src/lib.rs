@@ -5,8 +5,8 @@
 //! (`python3 scripts/check-layers.py` checks it, and that there is no cycle):
 //!
 //! ```text
-//! commands ─> job, errors ─> report, gate, github, guard, sweep, workflow ─> kill, classify,
-//! diff, state, settings ─> cli, redact, signature, files ─> platform ─> model
+//! commands ─> job, errors ─> report, gate, github, guard, sweep, workflow, diagnose ─> kill,
+//! classify, diff, state, settings ─> cli, redact, signature, files ─> platform ─> model
 //! ```
 //!
 //! - [`commands`]: the entry points, one file per command; `main`'s body and the one map
