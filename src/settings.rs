@@ -67,6 +67,11 @@ pub struct SweepSettings {
     pub ran_as: RanAs,
     /// Step names by `GITHUB_ACTION` id, for the reports ([`crate::workflow`]).
     pub step_names: std::collections::BTreeMap<String, String>,
+    /// Capture why the job is stuck before the kill (the job was cancelled or timed out):
+    /// set by the caller that knows it was; `None` for an ordinary sweep.
+    pub capture: Option<Capture>,
+    /// The bound on that capture (`--capture-bound`).
+    pub capture_bound: Duration,
     /// `--known-leaks`: the known-leaks file, and whether an unused entry fails.
     pub known_leaks: Option<PathBuf>,
     pub strict_known_leaks: bool,
@@ -145,6 +150,14 @@ pub fn api_settings(o: &SweepOpts, env: Env<'_>) -> Option<ApiSettings> {
     })
 }
 
+/// Why a hang report is taken before a sweep, and where the guard's journal is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    pub reason: String,
+    pub journal: Option<PathBuf>,
+    pub py_spy: crate::platform::inspect::PySpy,
+}
+
 pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, String> {
     let (grace, deadline) = (o.grace.0, o.deadline.0);
     if deadline < grace {
@@ -191,6 +204,8 @@ pub fn sweep_settings(o: &SweepOpts, env: Env<'_>) -> Result<SweepSettings, Stri
         progress: true,
         ran_as: RanAs::Cli,
         step_names: std::collections::BTreeMap::new(),
+        capture: None,
+        capture_bound: o.capture_bound.0,
         known_leaks: o.known_leaks.clone(),
         strict_known_leaks: o.strict_known_leaks,
         github_api: api_settings(o, env),

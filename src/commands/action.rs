@@ -337,6 +337,16 @@ fn end(inputs: &Inputs, env: Env<'_>, post: bool) -> Result<Exit, AppError> {
     if let Some(status) = &inputs.job_status {
         println!("ci-janitor: job status {status}; sweeping");
     }
+    let mut settings = settings;
+    if inputs.job_status.as_deref() == Some("cancelled") {
+        // Why it was stuck, before the sweep kills the evidence.
+        let journal = crate::guard::GuardPaths::for_state(&path).journal;
+        settings.capture = Some(crate::settings::Capture {
+            reason: "job-status cancelled".into(),
+            journal: journal.exists().then_some(journal),
+            py_spy: crate::diagnose::py_spy(env),
+        });
+    }
     if post && inputs.github_token.is_none() && (inputs.check_run || inputs.comment_on_pr) {
         println!(
             "::notice title=ci-janitor: GitHub API::no check run and no pull-request comment:              the input `github-token` is empty (it defaults to the job's token, which needs              `checks: write` and `pull-requests: write`); the annotations and the job summary              have the report"
@@ -344,6 +354,20 @@ fn end(inputs: &Inputs, env: Env<'_>, post: bool) -> Result<Exit, AppError> {
     }
     let swept = job::sweep(&job, &baseline, &settings, GuardInput::Beside(&path))?;
     let report_path = path.with_file_name("report.json");
+    // A process left holding a step's output: a warning on the run, naming the step.
+    for w in swept
+        .guard
+        .lineage
+        .iter()
+        .flat_map(|l| &l.warnings)
+        .filter(|w| matches!(w, crate::guard::journal::Warning::PipeHolder { .. }))
+        .take(5)
+    {
+        println!(
+            "::warning title=ci-janitor: a process held a step's output open::{}",
+            escape_data(&w.describe())
+        );
+    }
     let exit = job::finish(&swept, &settings, Some(&report_path));
     job::end_of_job(&path);
     exit

@@ -161,6 +161,12 @@ fn dead_man_sweep(
         crate::settings::sweep_settings(&sweep_opts, env).map_err(GuardError::Options)?;
     settings.progress = false;
     settings.color = false;
+    // The job's root died without a sweep (cancelled, killed): why it was stuck first.
+    settings.capture = Some(crate::settings::Capture {
+        reason: "dead man's switch (the job's root exited without a sweep)".into(),
+        journal: Some(paths.journal.clone()),
+        py_spy: crate::diagnose::py_spy(env),
+    });
     let mut at = crate::guard::AtSweep::default();
     // Our own records only, read within the sweep's deadline.
     let vouched = crate::guard::lineage::Vouched {

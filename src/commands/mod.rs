@@ -6,6 +6,7 @@
 //! error becomes an exit code.
 
 mod action;
+mod diagnose;
 mod diff;
 mod diff_reports;
 mod guard;
@@ -104,6 +105,7 @@ pub fn run(cli: Cli, env: Env<'_>) -> Result<Exit, AppError> {
         Command::Hooks(args) => hooks::run(args.command, env),
         Command::Report(args) => report::run(&args, env),
         Command::Guard(args) => guard::run(args, env),
+        Command::Diagnose(args) => diagnose::run(args, env),
         Command::KnownLeaks(args) => known_leaks::run(args.command),
         Command::DiffReports(args) => diff_reports::run(&args),
     }

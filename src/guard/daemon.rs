@@ -64,6 +64,8 @@ pub fn parse_identity(text: &str) -> Result<ProcessId, String> {
 
 struct ProcSource {
     root: PathBuf,
+    /// Stdout and stderr pipes read at each exec, for the pipe-holder alarm.
+    stdio: super::pipes::StdioSeen,
 }
 
 impl FactSource for ProcSource {
@@ -72,6 +74,7 @@ impl FactSource for ProcSource {
     }
 
     fn exec_facts(&mut self, pid: i32, known: Option<ProcessId>) -> Option<ProcFacts> {
+        self.stdio.note(&self.root, pid);
         match known {
             Some(id) => proc_events::read_exec_facts(&self.root, id),
             None => proc_events::read_facts(&self.root, pid, true),
@@ -158,6 +161,7 @@ struct Daemon<'a> {
     source: Source,
     tracker: Tracker,
     facts: ProcSource,
+    pipes: super::pipes::PipeWatch,
     journal: Writer,
     records: Vec<Record>,
     events: Vec<ProcEvent>,
@@ -233,7 +237,9 @@ fn run_inner(
         opts,
         facts: ProcSource {
             root: proc_root.clone(),
+            stdio: Default::default(),
         },
+        pipes: super::pipes::PipeWatch::new(proc_root.clone(), unix_ms()),
         proc_root,
         paths,
         me,
@@ -410,6 +416,7 @@ impl Daemon<'_> {
 
     /// Sends the records made so far to the journal's buffer (warnings to the log too).
     fn write_records(&mut self) -> Result<(), GuardError> {
+        self.pipes.observe(&mut self.records, &mut self.facts.stdio);
         write_all(&mut self.journal, &mut self.records).map_err(|e| self.write_err(e))
     }
 

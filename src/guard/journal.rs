@@ -218,6 +218,25 @@ pub enum Warning {
         examples: Vec<Example>,
         t_us: u64,
     },
+    /// A job process exited while a process it started still holds the pipe that was its
+    /// stdout or stderr, and that pipe still has a reader (see [`super::pipes`]).
+    PipeHolder {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        process: ProcessId,
+        command: String,
+        /// `stdout`, `stderr`, or `stdout and stderr`.
+        stream: String,
+        pipe: u64,
+        holder: Example,
+        /// The holder's parent at birth.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_by: Option<Example>,
+        /// When the holder was born (ms since the epoch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_unix_ms: Option<u64>,
+        t_us: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +298,42 @@ impl Warning {
                 s.push_str(&format!(": {}", examples(ex)));
                 s
             }
+            Warning::PipeHolder {
+                step,
+                process,
+                command,
+                stream,
+                pipe,
+                holder,
+                started_by,
+                since_unix_ms,
+                ..
+            } => format!(
+                "{} (pid {}{}) exited while pid {} `{}`, started by {}{}, still holds \
+                 its {stream} (pipe:[{pipe}]), which is still read: its reader waits for \
+                 end-of-file until pid {} exits",
+                match step {
+                    Some(s) => format!("step `{s}`"),
+                    None => "a job process".into(),
+                },
+                process.pid,
+                if command.is_empty() {
+                    String::new()
+                } else {
+                    format!(", `{command}`")
+                },
+                holder.pid,
+                holder.command,
+                match started_by {
+                    Some(p) if p.command.is_empty() => format!("pid {}", p.pid),
+                    Some(p) => format!("pid {} `{}`", p.pid, p.command),
+                    None => "an unknown parent".into(),
+                },
+                since_unix_ms
+                    .map(|ms| format!(" at {}", crate::guard::pipes::clock_time(ms)))
+                    .unwrap_or_default(),
+                holder.pid
+            ),
         }
     }
 }
@@ -366,6 +421,18 @@ pub fn redacted(record: &Record) -> Option<Record> {
                 } => {
                     text(signature);
                     examples.iter_mut().for_each(|e| text(&mut e.command));
+                }
+                Warning::PipeHolder {
+                    command,
+                    holder,
+                    started_by,
+                    ..
+                } => {
+                    text(command);
+                    text(&mut holder.command);
+                    if let Some(p) = started_by {
+                        text(&mut p.command);
+                    }
                 }
             }
             Record::Warning(w)

@@ -238,7 +238,13 @@ impl Lineage {
             return l;
         };
         let by_pid: HashMap<i32, &Process> = now.processes.iter().map(|p| (p.id.pid, p)).collect();
-        let live = |id: ProcessId| by_pid.get(&id.pid).copied().filter(|p| p.id == id);
+        // A zombie has exited (its children were reparented already): not alive.
+        let live = |id: ProcessId| {
+            by_pid
+                .get(&id.pid)
+                .copied()
+                .filter(|p| p.id == id && !p.is_zombie())
+        };
         let root = start.root.and_then(|r| live(r).map(|p| p.id));
         // Where an orphan of the job can be reparented: the root's live ancestors
         // (subreapers such as `systemd --user`, init).

@@ -8,6 +8,7 @@
 //! - [`journal`]: the on-disk JSON-lines format, beside the state file.
 //! - [`tracker`]: events into records and warnings (pure).
 //! - [`lineage`]: the journal digested for a sweep (pure).
+//! - [`pipes`]: the pipe-holder alarm (a process left holding an exited step's output).
 //! - [`daemon`]: `guard run`, the event loop and the dead man's switch.
 //! - [`control`]: `guard start|stop|status`, and what `sweep` asks of the guard.
 //! - [`pidfile`]: the guard's files, and who the pid file names (checked, never trusted).
@@ -26,6 +27,7 @@ pub mod daemon;
 pub mod journal;
 pub mod lineage;
 pub mod pidfile;
+pub mod pipes;
 mod render;
 pub mod tracker;
 

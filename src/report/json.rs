@@ -63,6 +63,14 @@ pub struct Report {
     /// or the command line's flags.
     #[serde(default, skip_serializing_if = "RanAs::is_cli")]
     pub ran_as: RanAs,
+    /// Why the job was stuck, captured before the kill when it was cancelled or timed out
+    /// (see `docs/report-schema.md`, "hang").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hang: Option<crate::diagnose::Hang>,
+    /// Processes that held an exited job process's stdout or stderr pipe while something
+    /// still read it (the guard's live alarm, and `run`'s wait for its command's pipes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pipe_holders: Vec<PipeHolder>,
     /// The known-leaks gate (`--known-leaks FILE`, or the base commit's check run): which
     /// entries were used, how many leaks were known and how many new. Absent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,6 +161,34 @@ pub struct SignatureGate {
     pub known: usize,
     /// Processes none did.
     pub new: usize,
+}
+
+/// A process left holding the stdout or stderr pipe of a job process that exited, while
+/// the pipe still had a reader: that reader waits for end-of-file until the holder exits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipeHolder {
+    /// `guard` (its live alarm) or `run` (its bounded wait for the command's pipes).
+    pub seen_by: String,
+    /// The step (`GITHUB_ACTION`) of the process that exited, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The process that exited, and its command line (redacted).
+    pub pid: i32,
+    pub command: String,
+    /// `stdout`, `stderr`, or `stdout and stderr`.
+    pub stream: String,
+    pub holder_pid: i32,
+    pub holder_command: String,
+    /// Who started the holder (its parent at birth), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by_pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by_command: Option<String>,
+    /// When the holder started (ms since the epoch), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_unix_ms: Option<u64>,
+    /// The same, in one sentence.
+    pub sentence: String,
 }
 
 /// The classes a signature groups: the reported ones, in their rank order.
@@ -384,6 +420,8 @@ pub fn build(outcome: &SweepOutcome, failed: bool) -> Built {
         samples: None,
         notes: Vec::new(),
         ran_as: RanAs::Cli,
+        hang: None,
+        pipe_holders: Vec::new(),
         known_leaks: None,
     };
     redact_report(&mut report, &mut secrets);

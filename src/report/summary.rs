@@ -527,6 +527,31 @@ fn chart(samples: &[Sample], baseline_ms: u64) -> String {
 
 /// Renders the summary, at most `cap` bytes. `report_path` is where the JSON report was
 /// written, if it was.
+/// Why the job was stuck (captured before the kill): the verdicts, then the facts folded.
+fn hang_section(h: &crate::diagnose::Hang) -> String {
+    let mut s = format!("### Why the job was stuck ({})\n\n", md(&h.reason));
+    if h.verdicts.is_empty() {
+        s.push_str("No verdict: the facts do not show what anything waited on.\n");
+    }
+    for v in &h.verdicts {
+        let _ = writeln!(s, "- {}", md(&v.sentence));
+    }
+    for m in &h.missing {
+        let _ = writeln!(s, "- _missing: {}_", md(m));
+    }
+    let _ = write!(
+        s,
+        "\n<details><summary>{} at the capture: states, connections, pipes, stacks</summary>\n\n<pre>{}</pre>\n</details>\n\n",
+        plural(h.processes.len(), "job process", "job processes"),
+        truncate(h.render_text(), 20_000)
+            .lines()
+            .map(html)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    s
+}
+
 pub fn render(r: &Report, report_path: Option<&str>, cap: usize) -> String {
     let mut c = Capped {
         out: String::new(),
@@ -534,6 +559,17 @@ pub fn render(r: &Report, report_path: Option<&str>, cap: usize) -> String {
         dropped: Vec::new(),
     };
     c.push(&headline(r), "the headline");
+    if let Some(h) = &r.hang {
+        c.push(&hang_section(h), "the hang report");
+    }
+    if !r.pipe_holders.is_empty() {
+        let mut s = String::from("### A process held a step's output open\n\n");
+        for p in r.pipe_holders.iter().take(MAX_ROWS) {
+            let _ = writeln!(s, "- {}", md(&p.sentence));
+        }
+        s.push('\n');
+        c.push(&s, "the pipe holders");
+    }
     if !r.signatures.is_empty() {
         c.push(
             "| Kind | Processes | Command | Ports | Step | Tests | How they ended |\n\
@@ -624,6 +660,48 @@ mod tests {
     #[test]
     fn mcp_summary() {
         insta::assert_snapshot!(render(&fixtures::mcp().report, None, SUMMARY_CAP));
+    }
+
+    #[test]
+    fn hang_summary() {
+        let mut built = fixtures::clean();
+        built.report.hang = Some(crate::diagnose::Hang {
+            reason: "signal SIGTERM".into(),
+            at_unix_ms: 1_000_000,
+            elapsed_ms: 1200,
+            bound_ms: 5000,
+            sample_ms: 1000,
+            complete: true,
+            processes: vec![crate::diagnose::HangProcess {
+                pid: 42,
+                comm: "python3".into(),
+                command: "python3 -m pytest -k <test>".into(),
+                state: 'S',
+                wchan: Some("wait_woken".into()),
+                syscall: Some("recvfrom(fd 5)".into()),
+                cpu_ms: 300,
+                cpu_delta_ms: Some(0),
+                age_s: 291,
+                threads: 2,
+                python: true,
+                ..Default::default()
+            }],
+            verdicts: vec![crate::diagnose::Verdict {
+                pids: vec![42],
+                kind: "waits-on-closed-port".into(),
+                sentence: "pytest pid 42 has waited 290 s on 127.0.0.1:4200 (CLOSE-WAIT, in \
+                           recvfrom(fd 5)); nothing listens there."
+                    .into(),
+            }],
+            missing: vec!["py-spy is not installed".into()],
+            ..Default::default()
+        });
+        let text = render(&built.report, PATH, SUMMARY_CAP);
+        assert!(
+            text.contains("### Why the job was stuck (signal SIGTERM)"),
+            "{text}"
+        );
+        insta::assert_snapshot!(text);
     }
 
     #[test]

@@ -13,12 +13,15 @@ mod support;
 
 mod action;
 mod deployments;
+mod diagnose;
 mod fixture_selftest;
 mod gate;
 mod github_api;
 mod guard;
+mod hang;
 mod hooks;
 mod janitor;
+mod pipes;
 mod release;
 mod reports;
 mod run;

@@ -789,7 +789,10 @@ def main() -> int:
     args = ap.parse_args()
     # A cancelled run (SIGTERM) still runs every case's cleanup on its way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    scenarios = args.scenarios or list(SCENARIOS_RUN)
+    scenarios = args.scenarios or [*SCENARIOS_RUN, "hang"]
+    # `hang` (hang.py): a test waiting on a dead uvicorn server, the job cancelled.
+    with_hang = "hang" in scenarios
+    scenarios = [s for s in scenarios if s != "hang"]
     for s in scenarios:
         if s not in SCENARIOS_RUN:
             ap.error(f"unknown scenario {s}; known: {', '.join(SCENARIOS_RUN)}")
@@ -854,6 +857,11 @@ def main() -> int:
                 passed += 1
                 print(f"ok   {case.name} ({took:.1f} s)")
             sys.stdout.flush()
+
+    if with_hang:
+        import hang
+        p, f = hang.run_all(args.janitor, run_root)
+        passed, failed = passed + p, failed + f
 
     left = leftovers(scratch)
     print(f"== leftovers after the suite: {len(left)}")

@@ -36,6 +36,14 @@ pub enum Waited {
     Outlived {
         second_signal: bool,
     },
+    /// The first SIGINT/SIGTERM came and was held back (see [`Supervised::hold_stop`]): the
+    /// command has not been told yet. [`Supervised::release`] passes it on.
+    Cancelled {
+        signal: i32,
+    },
+    /// The time given to [`Supervised::wait_until`] passed; the command still runs and
+    /// was not signalled ([`Supervised::terminate`] does that).
+    TimedOut,
 }
 
 /// A signal we received while the command ran.
@@ -86,6 +94,14 @@ pub struct Supervised {
     /// When the first SIGINT/SIGTERM arrived: the deadline runs from then.
     pub cancelled_at: Option<std::time::Instant>,
     exit: Option<ChildExit>,
+    /// Hold the first SIGINT/SIGTERM back instead of passing it on at once, so the caller
+    /// can look at the command's processes before they are told to stop.
+    pub hold_stop: bool,
+    held: Option<Caught>,
+    /// The held signal came from the terminal (the command has it already).
+    held_from_terminal: bool,
+    /// When the grace period runs from: the first stop signal passed on.
+    grace_from: Option<std::time::Instant>,
 }
 
 /// Blocks the signals we handle (they arrive on a signalfd instead) and starts `cmd` with
@@ -115,6 +131,10 @@ pub fn spawn(mut cmd: Command, display: &str) -> Result<Supervised, ChildError> 
         received: Vec::new(),
         cancelled_at: None,
         exit: None,
+        hold_stop: false,
+        held: None,
+        held_from_terminal: false,
+        grace_from: None,
     })
 }
 
@@ -128,9 +148,27 @@ impl Supervised {
     /// second SIGINT/SIGTERM, or `grace` after the first, it returns
     /// [`Waited::Outlived`] with the command still running.
     pub fn wait(&mut self, grace: Duration) -> Result<Waited, ChildError> {
+        self.wait_until(grace, None)
+    }
+
+    /// [`Supervised::wait`], also returning [`Waited::Cancelled`] for a held stop signal
+    /// and [`Waited::TimedOut`] at `until`.
+    pub fn wait_until(
+        &mut self,
+        grace: Duration,
+        until: Option<std::time::Instant>,
+    ) -> Result<Waited, ChildError> {
         loop {
             if let Some(exit) = self.exit {
                 return Ok(Waited::Exited(exit));
+            }
+            if let Some(sig) = self.held.filter(|_| self.grace_from.is_none()) {
+                return Ok(Waited::Cancelled {
+                    signal: sig.number(),
+                });
+            }
+            if until.is_some_and(|u| std::time::Instant::now() >= u) && self.grace_from.is_none() {
+                return Ok(Waited::TimedOut);
             }
             let stops = self
                 .received
@@ -144,7 +182,10 @@ impl Supervised {
                     second_signal: true,
                 });
             }
-            let timeout = match self.cancelled_at {
+            let timeout = match self
+                .grace_from
+                .or(self.cancelled_at.filter(|_| !self.hold_stop))
+            {
                 Some(at) => {
                     let left = (at + grace).saturating_duration_since(std::time::Instant::now());
                     if left.is_zero() {
@@ -154,7 +195,11 @@ impl Supervised {
                     }
                     Some(super::proc_events::timespec(left))
                 }
-                None => None,
+                None => until.map(|u| {
+                    super::proc_events::timespec(
+                        u.saturating_duration_since(std::time::Instant::now()),
+                    )
+                }),
             };
             let mut fds = [
                 PollFd::from_borrowed_fd(self.signals.as_fd(), PollFlags::IN),
@@ -183,16 +228,49 @@ impl Supervised {
             // The terminal's Ctrl-C or Ctrl-\ reached the command (in our foreground
             // process group) too.
             let from_terminal = d.from_kernel && matches!(sig, Caught::Interrupt | Caught::Quit);
-            let forwarded = !from_terminal && self.exit.is_none() && self.forward(sig);
-            if matches!(sig, Caught::Interrupt | Caught::Terminate) {
+            let stop = matches!(sig, Caught::Interrupt | Caught::Terminate);
+            if stop && self.hold_stop && self.held.is_none() && self.exit.is_none() {
+                // Held back: the caller looks first, then releases it.
+                self.held = Some(sig);
+                self.held_from_terminal = from_terminal;
                 self.cancelled_at
                     .get_or_insert_with(std::time::Instant::now);
+                self.received.push(Received {
+                    signal: sig.number(),
+                    forwarded: false,
+                });
+                continue;
+            }
+            let forwarded = !from_terminal && self.exit.is_none() && self.forward(sig);
+            if stop {
+                self.cancelled_at
+                    .get_or_insert_with(std::time::Instant::now);
+                self.grace_from.get_or_insert_with(std::time::Instant::now);
             }
             self.received.push(Received {
                 signal: sig.number(),
                 forwarded,
             });
         }
+    }
+
+    /// Passes the held stop signal on to the command; the grace period runs from now.
+    pub fn release(&mut self) {
+        if let Some(sig) = self.held.filter(|_| !self.held_from_terminal) {
+            self.forward(sig);
+        }
+        self.grace_from = Some(std::time::Instant::now());
+        self.cancelled_at
+            .get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// Sends the command SIGTERM (its own `--timeout` ran out); the grace period runs from
+    /// now.
+    pub fn terminate(&mut self) {
+        self.forward(Caught::Terminate);
+        self.grace_from = Some(std::time::Instant::now());
+        self.cancelled_at
+            .get_or_insert_with(std::time::Instant::now);
     }
 
     fn forward(&self, sig: Caught) -> bool {

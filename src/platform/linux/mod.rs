@@ -7,6 +7,8 @@
 //! The `/proc` root is a parameter, so the whole reader runs on fixture trees in tests.
 
 pub mod child;
+pub mod conns;
+pub mod inspect;
 pub mod ne_bytes;
 pub mod net;
 pub mod netlink;
