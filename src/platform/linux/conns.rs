@@ -11,8 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use rustix::net::netlink::SocketAddrNetlink;
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, RecvFlags};
 
 use super::ne_bytes::{i32_at, u16_at, u32_at};
 
@@ -77,11 +76,6 @@ pub fn tcp_sockets(proc_root: &Path) -> io::Result<Vec<TcpSocket>> {
     Ok(out)
 }
 
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x01;
-const NLM_F_DUMP: u16 = 0x100 | 0x200;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const INET_DIAG_INFO: u16 = 2;
 const INET_DIAG_MSG_LEN: usize = 72;
@@ -89,13 +83,11 @@ const INET_DIAG_MSG_LEN: usize = 72;
 const TCPI_LAST_DATA_SENT: usize = 44;
 const TCPI_LAST_DATA_RECV: usize = 52;
 
+/// Every TCP socket with its `tcp_info`, by one `sock_diag` dump per address family,
+/// framed by [`super::netlink`].
 fn diag_dump() -> io::Result<Vec<TcpSocket>> {
-    let fd = rustix::net::socket_with(
-        AddressFamily::NETLINK,
-        SocketType::DGRAM,
-        SocketFlags::CLOEXEC,
-        Some(rustix::net::netlink::SOCK_DIAG),
-    )?;
+    use super::netlink::{self, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST};
+    let fd = netlink::socket(rustix::net::netlink::SOCK_DIAG, false)?;
     rustix::net::sockopt::set_socket_timeout(
         &fd,
         rustix::net::sockopt::Timeout::Recv,
@@ -104,45 +96,33 @@ fn diag_dump() -> io::Result<Vec<TcpSocket>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     for (seq, family) in [(1u32, AddressFamily::INET), (2, AddressFamily::INET6)] {
-        let mut req = Vec::with_capacity(NLMSG_HDRLEN + 56);
-        req.extend_from_slice(&((NLMSG_HDRLEN + 56) as u32).to_ne_bytes());
-        req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-        req.extend_from_slice(&seq.to_ne_bytes());
-        req.extend_from_slice(&0u32.to_ne_bytes());
         let mut body = [0u8; 56];
         body[0] = family.as_raw() as u8;
         body[1] = libc::IPPROTO_TCP as u8;
         body[2] = 1 << (INET_DIAG_INFO - 1); // idiag_ext: tcp_info
         body[4..8].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
-        req.extend_from_slice(&body);
-        rustix::net::sendto(&fd, &req, SendFlags::empty(), &SocketAddrNetlink::new(0, 0))?;
+        let req = netlink::message(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, &body);
+        netlink::send(&fd, &req)?;
         'recv: loop {
             let (_, len) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty())?;
-            let mut msgs = &buf[..len.min(buf.len())];
-            if msgs.is_empty() {
+            let datagram = &buf[..len.min(buf.len())];
+            if datagram.is_empty() {
                 return Err(io::Error::other("empty sock_diag reply"));
             }
-            while msgs.len() >= NLMSG_HDRLEN {
-                let mlen = u32_at(msgs, 0).unwrap_or(0) as usize;
-                if mlen < NLMSG_HDRLEN || mlen > msgs.len() {
-                    return Err(io::Error::other("malformed netlink message"));
+            for msg in netlink::messages(datagram) {
+                let msg = msg?;
+                if msg.seq != seq {
+                    continue;
                 }
-                let kind = u16_at(msgs, 4).unwrap_or(0);
-                let mseq = u32_at(msgs, 8).unwrap_or(0);
-                let payload = &msgs[NLMSG_HDRLEN..mlen];
-                if mseq == seq {
-                    match kind {
-                        NLMSG_DONE => break 'recv,
-                        NLMSG_ERROR => {
-                            let errno = i32_at(payload, 0).unwrap_or(-libc::EIO);
-                            return Err(io::Error::from_raw_os_error(-errno));
-                        }
-                        SOCK_DIAG_BY_FAMILY => out.extend(parse_diag_msg(payload)),
-                        _ => {}
+                match msg.kind {
+                    NLMSG_DONE => break 'recv,
+                    NLMSG_ERROR => {
+                        let errno = i32_at(msg.payload, 0).unwrap_or(-libc::EIO);
+                        return Err(io::Error::from_raw_os_error(-errno));
                     }
+                    SOCK_DIAG_BY_FAMILY => out.extend(parse_diag_msg(msg.payload)),
+                    _ => {}
                 }
-                msgs = &msgs[((mlen + 3) & !3).min(msgs.len())..];
             }
         }
     }
