@@ -37,8 +37,11 @@ function locate() {
 function run(args) {
   const found = locate();
   if (!found.bin) process.exit(found.code);
-  const child = spawn(found.bin, args, { stdio: 'inherit' });
-  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
+  // The handlers first: a signal that comes while the child starts is still passed on
+  // (a handler runs only after this function returns, when `child` is set).
+  let child = null;
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child && child.kill(sig));
+  child = spawn(found.bin, args, { stdio: 'inherit' });
   child.on('error', (e) => {
     process.stdout.write(`::error title=ci-janitor::cannot start ${found.bin}: ${e.message}\n`);
     process.exit(1);
