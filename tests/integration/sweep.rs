@@ -456,18 +456,7 @@ fn a_group_is_killed_whole_only_when_every_member_is_ours() {
         "#,
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    let ids: std::collections::HashMap<String, crate::support::Ident> =
-        std::fs::read_to_string(dir.path().join("ids.txt"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let name = f.next()?.to_owned();
-                let pid = f.next()?.parse().ok()?;
-                let start_ticks = f.next()?.parse().ok()?;
-                Some((name, crate::support::Ident { pid, start_ticks }))
-            })
-            .collect();
+    let ids = read_ids(&dir.path().join("ids.txt"));
     let cleanup = || {
         for id in ids.values() {
             if alive(id) {
