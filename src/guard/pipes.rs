@@ -251,12 +251,13 @@ impl PipeWatch {
             let now = crate::platform::read_one(&self.proc_root, pid)
                 .filter(|p| !p.argv.is_empty())
                 .map(|p| (command(&p.argv), p.markers.get("GITHUB_ACTION").cloned()));
+            let settled = std::time::Instant::now() >= until;
             match now {
-                Some((c, step)) if c != parents || std::time::Instant::now() >= until => {
-                    return (c, step)
-                }
-                None => return (recorded.to_owned(), None),
-                Some(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                Some((c, step)) if c != parents || settled => return (c, step),
+                // Unreadable for now (its command line is empty while it execs): ask again
+                // until the time is up, then say what the records say.
+                None if settled => return (recorded.to_owned(), None),
+                _ => std::thread::sleep(std::time::Duration::from_millis(5)),
             }
         }
     }
