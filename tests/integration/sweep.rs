@@ -433,11 +433,9 @@ fn a_group_is_killed_whole_only_when_every_member_is_ours() {
     // and that process survives.
     let _g = serial();
     let dir = ScratchDir::new("sweep_whole_group");
-    let out = job_script(
+    let run = group_sweep(
         dir.path(),
-        r#"set -e
-        eval "$("$JANITOR" snapshot --export --state state.json)"
-        setsid sh -c 'CI_JANITOR_RUN=another-job sleep 1000 & echo $! > outsider.pid; exec sleep 1000' \
+        r#"setsid sh -c 'CI_JANITOR_RUN=another-job sleep 1000 & echo $! > outsider.pid; exec sleep 1000' \
           < /dev/null > /dev/null 2>&1 &
         echo $! > mixed.pid
         setsid sh -c 'sleep 1000 & echo $! > member.pid; exec sleep 1000' < /dev/null > /dev/null 2>&1 &
@@ -445,36 +443,15 @@ fn a_group_is_killed_whole_only_when_every_member_is_ours() {
         n=0
         while [ ! -s outsider.pid ] || [ ! -s member.pid ]; do
           n=$((n + 1)); [ $n -lt 400 ] || exit 3; sleep 0.05
-        done
-        for f in mixed outsider whole member; do
-          p=$(cat $f.pid); echo "$f $p $(cut -d' ' -f22 /proc/$p/stat)"
-        done > ids.txt
-        set +e
-        CI_JANITOR_LOG=debug "$JANITOR" sweep --state state.json --grace 0s --color never \
-          --report-json report.json 2> log.txt
-        echo "sweep=$?"
-        "#,
+        done"#,
+        &["mixed", "outsider", "whole", "member"],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let ids = read_ids(&dir.path().join("ids.txt"));
-    let cleanup = || {
-        for id in ids.values() {
-            if alive(id) {
-                crate::support::kill_ident(id, crate::support::Signal::KILL);
-            }
-        }
-    };
-    if !text.contains("sweep=1") || ids.len() != 4 {
-        cleanup();
-        panic!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    }
-    let log = std::fs::read_to_string(dir.path().join("log.txt")).unwrap_or_default();
+    let (ids, log) = (&run.ids, &run.log);
     let dead = wait_dead(
         &[ids["mixed"], ids["whole"], ids["member"]],
         Duration::from_secs(5),
     );
     let outsider_alive = alive(&ids["outsider"]);
-    cleanup();
     assert!(dead, "the job's processes were killed");
     assert!(
         outsider_alive,
@@ -508,11 +485,9 @@ fn a_group_is_not_killed_whole_while_its_session_holds_another_jobs_process() {
     // the other job's process survives.
     let _g = serial();
     let dir = ScratchDir::new("sweep_session_group");
-    let out = job_script(
+    let run = group_sweep(
         dir.path(),
-        r#"set -e
-        eval "$("$JANITOR" snapshot --export --state state.json)"
-        setsid sh -c '
+        r#"setsid sh -c '
           CI_JANITOR_RUN=another-job python3 -c "import os; os.setpgid(0, 0); os.execvp(\"sleep\", [\"sleep\", \"1000\"])" &
           echo $! > outsider.pid
           sleep 1000 & echo $! > member.pid
@@ -522,33 +497,12 @@ fn a_group_is_not_killed_whole_while_its_session_holds_another_jobs_process() {
         while [ ! -s outsider.pid ] || [ ! -s member.pid ] \
           || [ "$(cut -d' ' -f5 /proc/$(cat outsider.pid)/stat 2>/dev/null)" != "$(cat outsider.pid)" ]; do
           n=$((n + 1)); [ $n -lt 400 ] || exit 3; sleep 0.05
-        done
-        for f in leader outsider member; do
-          p=$(cat $f.pid); echo "$f $p $(cut -d' ' -f22 /proc/$p/stat)"
-        done > ids.txt
-        set +e
-        CI_JANITOR_LOG=debug "$JANITOR" sweep --state state.json --grace 0s --color never \
-          --report-json report.json 2> log.txt
-        echo "sweep=$?"
-        "#,
+        done"#,
+        &["leader", "outsider", "member"],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let ids = read_ids(&dir.path().join("ids.txt"));
-    let cleanup = || {
-        for id in ids.values() {
-            if alive(id) {
-                crate::support::kill_ident(id, crate::support::Signal::KILL);
-            }
-        }
-    };
-    if !text.contains("sweep=1") || ids.len() != 3 {
-        cleanup();
-        panic!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    }
-    let log = std::fs::read_to_string(dir.path().join("log.txt")).unwrap_or_default();
+    let (ids, log) = (&run.ids, &run.log);
     let dead = wait_dead(&[ids["leader"], ids["member"]], Duration::from_secs(5));
     let outsider_alive = alive(&ids["outsider"]);
-    cleanup();
     assert!(dead, "the job's processes were killed:\n{log}");
     assert!(
         outsider_alive,
@@ -583,6 +537,53 @@ fn a_proc_of_another_pid_namespace_is_refused_before_any_signal() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("another pid namespace"), "{err}");
     assert!(!dir.path().join("report.json").exists(), "{err}");
+}
+
+/// A job (see [`job_script`]) that runs `setup` (which starts processes, writes each one's
+/// pid to NAME.pid and waits for them), records the `names`' identities, then sweeps at
+/// grace 0 with every signal in the debug log. Dropping it kills what is left of them.
+fn group_sweep(dir: &Path, setup: &str, names: &[&str]) -> GroupSweep {
+    let body = format!(
+        r#"set -e
+        eval "$("$JANITOR" snapshot --export --state state.json)"
+        {setup}
+        for f in {names}; do
+          p=$(cat $f.pid); echo "$f $p $(cut -d' ' -f22 /proc/$p/stat)"
+        done > ids.txt
+        set +e
+        CI_JANITOR_LOG=debug "$JANITOR" sweep --state state.json --grace 0s --color never \
+          --report-json report.json 2> log.txt
+        echo "sweep=$?"
+        "#,
+        names = names.join(" ")
+    );
+    let out = job_script(dir, &body);
+    let run = GroupSweep {
+        ids: read_ids(&dir.join("ids.txt")),
+        log: std::fs::read_to_string(dir.join("log.txt")).unwrap_or_default(),
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("sweep=1") && run.ids.len() == names.len(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run
+}
+
+struct GroupSweep {
+    ids: std::collections::HashMap<String, crate::support::Ident>,
+    log: String,
+}
+
+impl Drop for GroupSweep {
+    fn drop(&mut self) {
+        for id in self.ids.values() {
+            if alive(id) {
+                crate::support::kill_ident(id, crate::support::Signal::KILL);
+            }
+        }
+    }
 }
 
 /// `NAME PID START_TICKS` lines, as the job scripts write them.
