@@ -778,12 +778,7 @@ fn a_resealed_state_cannot_make_an_old_process_new() {
         .env("RUNNER_TRACKING_ID", MARKER)
         .spawn();
     let old_proc = old.proc("sleeper").ident();
-    let state = scratch.path().join("state.json");
-    let mut c = janitor();
-    c.env("RUNNER_TRACKING_ID", MARKER)
-        .args(["snapshot", "--state"])
-        .arg(&state);
-    assert!(output_of(c).status.success());
+    let state = marked_snapshot(scratch.path(), MARKER);
     // The bound is the file's change time less at most 3 s (a believed reading plus the
     // write): the edit must come more than that after the old process started. This waits
     // on the clock the check reads, not for something to die.
@@ -841,12 +836,7 @@ fn a_state_older_than_the_job_is_reported_stale_and_narrows() {
     const MARKER: &str = "github_cij_stale_state";
     let _serial = serial();
     let scratch = ScratchDir::new("trust_stale_state");
-    let state = scratch.path().join("state.json");
-    let mut c = janitor();
-    c.env("RUNNER_TRACKING_ID", MARKER)
-        .args(["snapshot", "--state"])
-        .arg(&state);
-    assert!(output_of(c).status.success());
+    let state = marked_snapshot(scratch.path(), MARKER);
     // Started after the old snapshot, before the job: it would look new.
     let between = Fixture::builder("sleep")
         .env("RUNNER_TRACKING_ID", MARKER)
@@ -890,12 +880,7 @@ fn a_stopped_leak_does_not_hold_the_sweep_past_its_deadline() {
     const MARKER: &str = "github_cij_stopped_leak";
     let _serial = serial();
     let scratch = ScratchDir::new("trust_stopped_leak");
-    let state = scratch.path().join("state.json");
-    let mut c = janitor();
-    c.env("RUNNER_TRACKING_ID", MARKER)
-        .args(["snapshot", "--state"])
-        .arg(&state);
-    assert!(output_of(c).status.success());
+    let state = marked_snapshot(scratch.path(), MARKER);
     let fx = Fixture::builder("ignore-term")
         .env("RUNNER_TRACKING_ID", MARKER)
         .spawn();
@@ -1004,4 +989,15 @@ fn a_two_million_line_journal_is_read_within_the_deadline() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("at its end were not read"), "{text}");
+}
+
+/// The baseline of a job named by `RUNNER_TRACKING_ID=marker`, at `dir/state.json`.
+fn marked_snapshot(dir: &std::path::Path, marker: &str) -> std::path::PathBuf {
+    let state = dir.join("state.json");
+    let mut c = janitor();
+    c.env("RUNNER_TRACKING_ID", marker)
+        .args(["snapshot", "--state"])
+        .arg(&state);
+    assert!(output_of(c).status.success());
+    state
 }
