@@ -256,11 +256,12 @@ fn client_holding_a_connection_to_a_killed_server_names_it_from_the_journal() {
     assert_eq!(port, want);
     let (mut client, _) = start_py(dir.path(), "client.py", HOLDING_CLIENT, &[&port], &m);
     let server_id = Ident::of(server.id() as i32).unwrap();
-    // The server accepted (it holds a second socket); now it dies.
-    assert!(wait_until(
-        Instant::now() + Duration::from_secs(10),
-        || sockets_of(server_id.pid) >= 2
-    ));
+    // The server accepted (it holds a second socket) and read the request (it waits in
+    // accept again); now it dies. Killed with the request unread, its end would reset the
+    // connection, and the client would hold no connection at all.
+    assert!(wait_until(Instant::now() + Duration::from_secs(10), || {
+        sockets_of(server_id.pid) >= 2 && in_accept(server_id.pid)
+    }));
     assert!(kill_ident(&server_id, Signal::KILL));
     let _ = server.wait();
     // The guard writes its journal at most 20 ms after an event: the server's exit may not
@@ -426,4 +427,12 @@ fn a_hung_pytest_gets_its_python_stack_from_py_spy() {
         let _ = c.kill();
         let _ = c.wait();
     }
+}
+
+/// Whether `pid` waits in accept(2) or accept4(2) (x86_64 numbers 43 and 288).
+fn in_accept(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .is_some_and(|n| n == "43" || n == "288")
 }
