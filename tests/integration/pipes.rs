@@ -90,9 +90,11 @@ fn the_guard_names_the_server_holding_an_exited_steps_stdout() {
     job.ok("$JANITOR snapshot --state state.json");
     job.ok("$JANITOR guard start --state state.json");
     // The step: starts a server in the background (it inherits the step's stdout, which
-    // `cat` reads, as the runner reads a step's output), then ends.
+    // `cat` reads, as the runner reads a step's output), does a little more, then ends.
+    // (A holder that has not exec'd 200 ms after the step ended is named by the command
+    // line it still shares with the step: a known limit, not what this test is about.)
     job.ok(&format!(
-        "GITHUB_ACTION=start-server PY=\"{}\" sh -c '\"$PY\" server.py 0 & echo started' | cat > out.txt &",
+        "GITHUB_ACTION=start-server PY=\"{}\" sh -c '\"$PY\" server.py 0 & sleep 0.5; echo started' | cat > out.txt &",
         python3().display()
     ));
     let mut warnings = Vec::new();
