@@ -35,7 +35,10 @@ use crate::model::{
     Bytes, Listener, Machine, Process, ProcessId, Protocol, Snapshot, Unreadable, SCHEMA_VERSION,
 };
 
-use parse::{parse_cgroup, parse_cmdline, parse_stat, parse_status_uid, scan_environ_markers};
+use parse::{
+    parse_cgroup, parse_cmdline, parse_stat, parse_status_state, parse_status_uid,
+    scan_environ_markers,
+};
 use procfs::{errno_text, is_gone};
 
 /// Where to read from and what to read.
@@ -141,28 +144,200 @@ pub fn check_proc_is_ours(proc_root: &Path) -> Result<(), ReadError> {
 
 /// Takes a snapshot of every process and (with `opts.sockets`) every listening socket.
 pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
-    read(opts, false).map(|(snap, _)| snap)
+    read(opts, false, None).map(|r| r.snapshot)
 }
 
-/// Pidfds pinned to processes of a snapshot, by identity (see [`read_snapshot_pinned`]).
+/// Pidfds pinned to processes of a snapshot, by identity (see [`read_snapshot_light`]).
 pub type Pins = HashMap<ProcessId, Handle>;
 
-/// [`read_snapshot`] for a sweep. Sockets are tied to the processes read in detail only
-/// (a sweep acts on those and reports no other's descriptors: the baseline's are not
-/// walked), and each of them (kernel threads and zombies aside) gets a pidfd pinned to it
-/// while it was read: the pidfd is opened after `/proc/PID` and `stat` and before the next
-/// file, whose successful read through the same
-/// directory proves that process still held the pid when the pidfd was opened, so the pidfd
-/// is that process's. A signal through it needs no second identity check. A process whose
-/// pidfd could not be opened or proved (it exited, no descriptor left) has none: the kill
-/// opens and checks one itself. The reading does not wait for the start of a clock tick
-/// (see [`read_snapshot`]): a sweep's reading is no baseline.
-pub fn read_snapshot_pinned(opts: &ReadOptions) -> Result<(Snapshot, Pins), ReadError> {
-    raise_fd_limit();
-    read(opts, true)
+/// What a sweep's light reading reads of each process new since the baseline, beyond its
+/// `stat`: what classification needs (`cmdline`, `environ`, `exe`) and, when asked, the
+/// real uid (`status`, which the whole-group proof needs when we are not root) and the
+/// cgroup (which the guard's journal is checked against). The rest of a process's details
+/// are read later, by a [`RestReader`], just before the process is signalled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Light {
+    pub status: bool,
+    pub cgroup: bool,
 }
 
-fn read(opts: &ReadOptions, pin: bool) -> Result<(Snapshot, Pins), ReadError> {
+/// A process's `/proc/PID` directory, kept open by a light reading: what is read through
+/// it later is that process's, even if its pid is reused meanwhile (see the module notes).
+#[derive(Debug)]
+pub struct ProcDir(OwnedFd);
+
+/// A light reading (see [`read_snapshot_light`]).
+pub struct LightReading {
+    pub snapshot: Snapshot,
+    /// Pidfds pinned to the new processes: each opened after `/proc/PID` and `stat` and
+    /// before `cmdline`, whose successful read through the same directory proves that
+    /// process still held the pid when the pidfd was opened, so the pidfd is that
+    /// process's. A signal through it needs no second identity check. A process whose pidfd
+    /// could not be opened or proved (it exited, no descriptor left) has none: the kill
+    /// opens and checks one itself.
+    pub pins: Pins,
+    /// The directories of the new processes, kept open for the rest of their details
+    /// (none when the limit on open files leaves no room for them: then the rest reopens
+    /// each directory and checks it against the pinned pidfd).
+    pub dirs: HashMap<ProcessId, ProcDir>,
+}
+
+/// A sweep's reading in two steps: this reads every process's `stat` and, for those that
+/// are new since the baseline (`opts.detail`), what classification needs (see [`Light`]),
+/// pinning a pidfd to each when `pin` is set (the proof: `cmdline`, read through the same
+/// directory after the pidfd was opened). Sockets are listed but not tied to owners:
+/// [`RestReader::read`] walks a process's descriptors with the rest of its details.
+pub fn read_snapshot_light(
+    opts: &ReadOptions,
+    light: Light,
+    pin: bool,
+) -> Result<LightReading, ReadError> {
+    if pin {
+        raise_fd_limit();
+    }
+    read(opts, pin, Some(light))
+}
+
+/// Whether we run as root (every process may be signalled).
+pub fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Reads the rest of the details of processes a light reading left out: the real uid
+/// (`status`, unless the light reading read it), `cwd`, the cgroup when asked, and the
+/// listening sockets among the process's descriptors.
+pub struct RestReader {
+    files: procfs::Reader,
+    link: Vec<u8>,
+    me: i32,
+    by_inode: HashMap<u64, usize>,
+}
+
+/// What [`RestReader::read`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rest {
+    /// Read (some files may have failed: the process's `unreadable` says which); the
+    /// indices, in the listener list given to [`RestReader::new`], of the sockets it holds.
+    Read(Vec<usize>),
+    /// It has exited (reaped, or a zombie now): nothing more to read, nothing to signal.
+    Gone,
+}
+
+impl RestReader {
+    /// A reader for the procfs at `proc_root`, tying descriptors to `listeners`.
+    pub fn new(proc_root: &Path, listeners: &[Listener]) -> RestReader {
+        RestReader {
+            files: procfs::Reader::at(proc_root),
+            link: Vec::new(),
+            me: std::process::id() as i32,
+            by_inode: listeners
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.inode, i))
+                .collect(),
+        }
+    }
+
+    /// `p`'s directory: `dir` when the light reading kept it; else opened again and proved
+    /// to be `p`'s — by the pinned pidfd (`pin`) not having exited after the open (a pid is
+    /// not reused while its process holds it), or without one by its start time.
+    fn open(
+        &mut self,
+        p: &Process,
+        dir: Option<ProcDir>,
+        pin: Option<&Handle>,
+    ) -> Result<OwnedFd, bool> {
+        if let Some(d) = dir {
+            return Ok(d.0);
+        }
+        let fd = self.files.dir(p.id.pid).map_err(|_| true)?;
+        let same = match pin {
+            Some(h) => !h.has_exited(),
+            None => self
+                .files
+                .read(&fd, "stat")
+                .ok()
+                .and_then(|b| parse_stat(b).ok())
+                .is_some_and(|s| {
+                    s.start_ticks == p.id.start_ticks && !crate::model::is_dead_state(s.state)
+                }),
+        };
+        if same {
+            Ok(fd)
+        } else {
+            Err(true)
+        }
+    }
+
+    /// The cgroup of `p` alone (for the hints of a process without evidence).
+    pub fn read_cgroup(&mut self, p: &mut Process, dir: Option<&ProcDir>, pin: Option<&Handle>) {
+        let reopened;
+        let fd = match dir {
+            Some(d) => &d.0,
+            None => match self.open(p, None, pin) {
+                Ok(fd) => {
+                    reopened = fd;
+                    &reopened
+                }
+                Err(_) => return,
+            },
+        };
+        match self.files.read(fd, "cgroup") {
+            Ok(buf) => p.cgroup = parse_cgroup(buf),
+            Err(e) if is_gone(e) => {}
+            Err(e) => p.unreadable.push(format!("cgroup: {}", errno_text(e))),
+        }
+    }
+
+    /// Reads the rest of `p`'s details (see [`RestReader`]); `status`: whether the real uid
+    /// is still to be read. Sets `p.details`.
+    pub fn read(
+        &mut self,
+        p: &mut Process,
+        dir: Option<ProcDir>,
+        pin: Option<&Handle>,
+        status: bool,
+    ) -> Rest {
+        let Ok(dir) = self.open(p, dir, pin) else {
+            return Rest::Gone;
+        };
+        p.details = true;
+        if status {
+            match self.files.read(&dir, "status") {
+                Ok(buf) => {
+                    if parse_status_state(buf).is_some_and(crate::model::is_dead_state) {
+                        return Rest::Gone;
+                    }
+                    p.uid = parse_status_uid(buf);
+                }
+                Err(e) if is_gone(e) => return Rest::Gone,
+                Err(e) => p.unreadable.push(format!("status: {}", errno_text(e))),
+            }
+        }
+        match rustix::fs::readlinkat(&dir, "cwd", std::mem::take(&mut self.link)) {
+            Ok(target) => {
+                let target = target.into_bytes();
+                p.cwd = Some(Bytes(target.as_slice().to_vec()));
+                self.link = target;
+            }
+            Err(e) if is_gone(e) => return Rest::Gone,
+            Err(e) => p.unreadable.push(format!("cwd: {}", errno_text(e))),
+        }
+        if self.by_inode.is_empty() || p.id.pid == self.me {
+            return Rest::Read(Vec::new());
+        }
+        match held_sockets(&dir, &self.by_inode) {
+            Ok(held) => Rest::Read(held),
+            Err(e) if is_gone(e) => Rest::Gone,
+            Err(e) => {
+                p.unreadable.push(format!("fd: {}", errno_text(e)));
+                Rest::Read(Vec::new())
+            }
+        }
+    }
+}
+
+fn read(opts: &ReadOptions, pin: bool, light: Option<Light>) -> Result<LightReading, ReadError> {
     let started = Instant::now();
     let taken_at_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -196,23 +371,42 @@ fn read(opts: &ReadOptions, pin: bool) -> Result<(Snapshot, Pins), ReadError> {
 
     let mut processes = Vec::with_capacity(pids.len());
     let mut pins = Pins::new();
+    let mut dirs = HashMap::new();
+    // A light reading keeps the directory of each new process open for the rest of its
+    // details, beside its pidfd: when the limit on open files has room for both per
+    // process (it is raised to the hard limit first), with some to spare.
+    let keep_dirs = light.is_some() && {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        limit
+            .current
+            .is_none_or(|n| n >= 3 * pids.len() as u64 + 1024)
+    };
+    let how = How {
+        pin,
+        light,
+        keep_dirs,
+    };
     read_processes(
         root,
         &pids,
         &by_inode,
         &opts.detail,
-        pin,
+        how,
         |pid, read| match read {
             Ok(ReadProcess {
                 process,
                 sockets,
                 pidfd,
+                dir,
             }) => {
                 for idx in sockets {
                     listeners[idx].owners.push(process.id);
                 }
                 if let Some(fd) = pidfd {
                     pins.insert(process.id, Handle::pinned(process.id, fd));
+                }
+                if let Some(fd) = dir {
+                    dirs.insert(process.id, ProcDir(fd));
                 }
                 processes.push(process);
             }
@@ -246,7 +440,19 @@ fn read(opts: &ReadOptions, pin: bool) -> Result<(Snapshot, Pins), ReadError> {
         job: None,
         trust_notes: Vec::new(),
     };
-    Ok((snap, pins))
+    Ok(LightReading {
+        snapshot: snap,
+        pins,
+        dirs,
+    })
+}
+
+/// How the reader reads: pin pidfds, read lightly (see [`Light`]), keep directories open.
+#[derive(Debug, Clone, Copy, Default)]
+struct How {
+    pin: bool,
+    light: Option<Light>,
+    keep_dirs: bool,
 }
 
 /// Fewer processes than this are read by one thread: a second one costs more to start than
@@ -261,6 +467,8 @@ struct ReadProcess {
     process: Process,
     sockets: Vec<usize>,
     pidfd: Option<OwnedFd>,
+    /// Its directory, kept open (see [`How::keep_dirs`]).
+    dir: Option<OwnedFd>,
 }
 
 type ProcessRead = Result<ReadProcess, ProcessGone>;
@@ -278,7 +486,7 @@ fn read_processes(
     pids: &[i32],
     sockets: &HashMap<u64, usize>,
     detail: &Detail,
-    pin: bool,
+    how: How,
     mut each: impl FnMut(i32, ProcessRead),
 ) {
     let readers = if pids.len() >= PARALLEL_FROM {
@@ -288,7 +496,7 @@ fn read_processes(
     };
     if readers == 1 {
         let mut reader = ProcReader::at(root);
-        reader.pin = pin;
+        reader.how = how;
         for &pid in pids {
             each(pid, reader.read_entry(root, pid, sockets, detail));
         }
@@ -296,7 +504,7 @@ fn read_processes(
     }
     let share = |k: usize| -> Vec<ProcessRead> {
         let mut reader = ProcReader::at(root);
-        reader.pin = pin;
+        reader.how = how;
         let mut out = Vec::with_capacity(pids.len() / readers + 1);
         for &pid in pids.iter().skip(k).step_by(readers) {
             out.push(reader.read_entry(root, pid, sockets, detail));
@@ -352,7 +560,7 @@ pub fn read_one(proc_root: &Path, pid: i32) -> Option<Process> {
 /// The start time (clock ticks since boot) of `pid` now, or `None` when it is gone.
 ///
 /// The identity check after a `pidfd_open` the reader did not pin (see
-/// [`read_snapshot_pinned`]): three system calls, open, one read (a `stat` line is far
+/// [`read_snapshot_light`]): three system calls, open, one read (a `stat` line is far
 /// shorter than the buffer), close; no size query, no second read for end of file.
 pub fn start_ticks(proc_root: &Path, pid: i32) -> Option<u64> {
     procfs::Reader::by_path(proc_root)
@@ -503,6 +711,7 @@ impl ReadProcess {
             process,
             sockets: Vec::new(),
             pidfd: None,
+            dir: None,
         }
     }
 }
@@ -545,8 +754,9 @@ struct ProcReader {
     /// The procfs root (opened once for a whole snapshot) and the file buffer.
     files: procfs::Reader,
     link: Vec<u8>,
-    /// Open a pidfd for each process whose details are read (see [`read_snapshot_pinned`]).
-    pin: bool,
+    /// Open a pidfd for each new process (see [`LightReading::pins`]), read lightly, keep
+    /// directories.
+    how: How,
     /// Our own pid, whose descriptors are not walked.
     me: i32,
 }
@@ -637,7 +847,7 @@ impl ProcReader {
             p.uid = rustix::fs::fstat(&dir).ok().map(|st| st.st_uid);
             // A sweep's reading ties sockets to the processes it may act on only: the rest
             // are the baseline's, whose descriptors it never reports.
-            let held = if self.pin {
+            let held = if self.how.pin || self.how.light.is_some() {
                 Vec::new()
             } else {
                 self.held(&dir, sockets, &mut p)?
@@ -646,26 +856,17 @@ impl ProcReader {
                 process: p,
                 sockets: held,
                 pidfd: None,
+                dir: None,
             });
         }
+        if let Some(light) = self.how.light {
+            return self.read_light(dir, p, light);
+        }
         p.details = true;
-        // Opened before `status` is read through the directory: that read succeeding
-        // proves the directory's process still held the pid at the open, so the pidfd is
-        // its own (a pid is not reused while its process, or its zombie, holds it).
-        let mut pidfd = if self.pin {
-            rustix::process::Pid::from_raw(pid).and_then(|raw| {
-                rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).ok()
-            })
-        } else {
-            None
-        };
         match self.read_file(&dir, "status") {
             Ok(buf) => p.uid = parse_status_uid(buf),
             Err(e) if is_gone(e) => return Err(GONE),
-            Err(e) => {
-                pidfd = None;
-                p.unreadable.push(format!("status: {}", errno_text(e)));
-            }
+            Err(e) => p.unreadable.push(format!("status: {}", errno_text(e))),
         }
         match self.read_file(&dir, "cgroup") {
             Ok(buf) => p.cgroup = parse_cgroup(buf),
@@ -705,7 +906,70 @@ impl ProcReader {
         Ok(ReadProcess {
             process: p,
             sockets: held,
+            pidfd: None,
+            dir: None,
+        })
+    }
+
+    /// The light reading of a new process (see [`Light`]), after its `stat`.
+    fn read_light(
+        &mut self,
+        dir: OwnedFd,
+        mut p: Process,
+        light: Light,
+    ) -> Result<ReadProcess, ProcessGone> {
+        let pid = p.id.pid;
+        // Opened before `cmdline` is read through the directory: that read succeeding
+        // proves the directory's process still held the pid at the open, so the pidfd is
+        // its own (a pid is not reused while its process, or its zombie, holds it).
+        let mut pidfd = if self.how.pin {
+            rustix::process::Pid::from_raw(pid).and_then(|raw| {
+                rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).ok()
+            })
+        } else {
+            None
+        };
+        match self.read_file(&dir, "cmdline") {
+            Ok(buf) => p.argv = parse_cmdline(buf),
+            Err(e) if is_gone(e) => return Err(GONE),
+            Err(e) => {
+                pidfd = None;
+                p.unreadable.push(format!("cmdline: {}", errno_text(e)));
+            }
+        }
+        match self.read_file(&dir, "environ") {
+            Ok(buf) => p.markers = scan_environ_markers(buf),
+            Err(e) if is_gone(e) => return Err(GONE),
+            Err(e) => p.unreadable.push(format!("environ: {}", errno_text(e))),
+        }
+        match rustix::fs::readlinkat(&dir, "exe", std::mem::take(&mut self.link)) {
+            Ok(target) => {
+                let target = target.into_bytes();
+                p.exe = Some(Bytes(target.as_slice().to_vec()));
+                self.link = target;
+            }
+            Err(e) if is_gone(e) => return Err(GONE),
+            Err(e) => p.unreadable.push(format!("exe: {}", errno_text(e))),
+        }
+        if light.status {
+            match self.read_file(&dir, "status") {
+                Ok(buf) => p.uid = parse_status_uid(buf),
+                Err(e) if is_gone(e) => return Err(GONE),
+                Err(e) => p.unreadable.push(format!("status: {}", errno_text(e))),
+            }
+        }
+        if light.cgroup {
+            match self.read_file(&dir, "cgroup") {
+                Ok(buf) => p.cgroup = parse_cgroup(buf),
+                Err(e) if is_gone(e) => return Err(GONE),
+                Err(e) => p.unreadable.push(format!("cgroup: {}", errno_text(e))),
+            }
+        }
+        Ok(ReadProcess {
+            process: p,
+            sockets: Vec::new(),
             pidfd,
+            dir: self.how.keep_dirs.then_some(dir),
         })
     }
 

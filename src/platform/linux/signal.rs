@@ -104,7 +104,7 @@ pub enum GroupSignal {
 
 impl Handle {
     /// A pidfd the reader opened while it read `id` and proved to be `id`'s (see
-    /// [`super::read_snapshot_pinned`]).
+    /// [`super::LightReading::pins`]).
     pub(super) fn pinned(id: ProcessId, fd: OwnedFd) -> Handle {
         Handle { id, fd }
     }
