@@ -360,6 +360,14 @@ impl<'a> AtOnce<'a> {
         self.kill_ms.resize(self.ids.len(), now);
     }
 
+    /// Records a target found gone before its SIGKILL (`AlreadyGone`, not signalled).
+    pub fn gone(&mut self, id: ProcessId) {
+        self.ids.push(id);
+        self.fates.push(Some(Fate::AlreadyGone));
+        self.by_group.push(false);
+        self.kill_ms.push(0);
+    }
+
     /// Waits for every target killed to exit and returns each one's fate, in the order
     /// given. A member of a group signalled whole that is still alive after a moment (it
     /// left its group, or its leader moved, after the reading) gets its own SIGKILL first.

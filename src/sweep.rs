@@ -12,7 +12,7 @@ use crate::classify::{self, Class, Context, Decision, Hint, Plan, Policy, Rule};
 use crate::diff;
 use crate::kill::{self, Fate, RoundOptions};
 use crate::model::{Listener, Process, ProcessId, Snapshot};
-use crate::platform::{self, Pins, ReadError, ReadOptions, Rest};
+use crate::platform::{self, Handle, Pins, ProcDir, ReadError, ReadOptions, RestFacts};
 
 #[derive(Debug, Clone)]
 pub struct SweepOptions {
@@ -298,20 +298,72 @@ pub fn sweep(
             first.processes = rest;
         }
         targets.sort_by_key(|&e| kill::group_key(&entries[e].process));
-        // The rest of an entry's details, read through the directory the light reading
-        // kept; its listening sockets recorded. `false`: it is gone (nothing to signal).
-        let mut read_rest = |e: &mut Entry, pins: &Pins, is_target: bool| -> bool {
+        let status = !light.status;
+        let round_opts = RoundOptions {
+            grace: opts.grace,
+            deadline,
+            on_wait: opts.on_wait.clone(),
+        };
+        // Each target with what its kill needs, in group order.
+        let jobs: Vec<RestJob> = targets
+            .iter()
+            .map(|&e| {
+                let p = &entries[e].process;
+                RestJob {
+                    entry: e,
+                    id: p.id,
+                    group: (p.sid, p.pgid),
+                    dir: dirs.remove(&p.id),
+                    pin: pins.remove(&p.id),
+                    whole_group: whole.contains(&p.pgid),
+                }
+            })
+            .collect();
+        let mut fates: HashMap<ProcessId, Fate> = HashMap::new();
+        let mut found: Vec<(usize, RestFacts)> = Vec::with_capacity(jobs.len());
+        if opts.grace.is_zero() && !opts.dry_run {
+            // Pipelined: each group's details are read and its SIGKILL sent before the next
+            // group is read, so the kernel tears one group down while the next is read.
+            for (facts, round) in
+                pipelined(&opts.proc_root, &now.listeners, jobs, status, &round_opts)
+            {
+                found.extend(facts);
+                fates.extend(round.finish());
+            }
+        } else {
+            // With a grace period (or in a dry run) every detail is read first, then the
+            // round runs over all targets at once.
+            let mut rest = platform::RestReader::new(&opts.proc_root, &now.listeners);
+            let mut round = Vec::with_capacity(jobs.len());
+            for mut j in jobs {
+                let facts = j.read(&mut rest, status);
+                if facts.gone {
+                    fates.insert(j.id, Fate::AlreadyGone);
+                } else {
+                    round.push(j.target());
+                }
+                found.push((j.entry, facts));
+            }
+            if opts.dry_run {
+                fates.extend(round.iter().map(|t| (t.id, Fate::WouldKill)));
+            } else if !round.is_empty() {
+                fates.extend(kill::terminate(&opts.proc_root, round, &round_opts));
+            }
+        }
+        // The processes that are not signalled: their details, for the report.
+        let mut rest = platform::RestReader::new(&opts.proc_root, &now.listeners);
+        for &e in &others {
+            let id = entries[e].process.id;
+            found.push((e, rest.read(id, dirs.remove(&id), pins.get(&id), status)));
+        }
+        pins.clear();
+        drop(dirs);
+        for (e, mut facts) in found {
+            let e = &mut entries[e];
             let id = e.process.id;
-            let found = rest.read(
-                &mut e.process,
-                dirs.remove(&id),
-                pins.get(&id),
-                !light.status,
-            );
-            let Rest::Read(sockets) = found else {
-                return false;
-            };
-            for &l in &sockets {
+            facts.apply(&mut e.process);
+            let is_target = e.class.is_target(policy);
+            for &l in &facts.sockets {
                 let l = &mut now.listeners[l];
                 l.owners.push(id);
                 e.listening.push(l.label());
@@ -321,75 +373,6 @@ pub fn sweep(
                         .1
                         .push(id);
                 }
-            }
-            true
-        };
-        let to_target = |e: &Entry, pins: &mut Pins| kill::Target {
-            id: e.process.id,
-            pgid: e.process.pgid,
-            handle: pins.remove(&e.process.id),
-            whole_group: whole.contains(&e.process.pgid),
-        };
-        let mut fates: HashMap<ProcessId, Fate> = HashMap::new();
-        let round_opts = RoundOptions {
-            grace: opts.grace,
-            deadline,
-            on_wait: opts.on_wait.clone(),
-        };
-        if opts.grace.is_zero() && !opts.dry_run {
-            // Pipelined: each group's details are read and its SIGKILL sent before the next
-            // group is read, so the kernel tears one group down while the next is read.
-            let mut round = kill::AtOnce::new(&opts.proc_root, &round_opts);
-            let groups: Vec<(i32, i32)> = targets
-                .iter()
-                .map(|&e| (entries[e].process.sid, entries[e].process.pgid))
-                .collect();
-            let mut from = 0;
-            while from < targets.len() {
-                let to = from
-                    + groups[from..]
-                        .iter()
-                        .take_while(|&&g| g == groups[from])
-                        .count();
-                let group = &targets[from..to];
-                from = to;
-                let mut batch = Vec::with_capacity(group.len());
-                for &e in group {
-                    if read_rest(&mut entries[e], &pins, true) {
-                        batch.push(to_target(&entries[e], &mut pins));
-                    } else {
-                        fates.insert(entries[e].process.id, Fate::AlreadyGone);
-                    }
-                }
-                round.kill(batch);
-            }
-            for &e in &others {
-                read_rest(&mut entries[e], &pins, false);
-            }
-            pins.clear();
-            drop(dirs);
-            fates.extend(round.finish());
-        } else {
-            // With a grace period (or in a dry run) every detail is read first, then the
-            // round runs over all targets at once.
-            let mut round = Vec::with_capacity(targets.len());
-            for &e in &targets {
-                if read_rest(&mut entries[e], &pins, true) {
-                    round.push(to_target(&entries[e], &mut pins));
-                } else {
-                    fates.insert(entries[e].process.id, Fate::AlreadyGone);
-                }
-            }
-            for &e in &others {
-                read_rest(&mut entries[e], &pins, false);
-            }
-            // Pidfds of processes that are not targets are not needed.
-            pins.clear();
-            drop(dirs);
-            if opts.dry_run {
-                fates.extend(round.iter().map(|t| (t.id, Fate::WouldKill)));
-            } else if !round.is_empty() {
-                fates.extend(kill::terminate(&opts.proc_root, round, &round_opts));
             }
         }
         for &e in &targets {
@@ -448,6 +431,115 @@ pub fn sweep(
         deadline_hit,
         dry_run: opts.dry_run,
         distrusted,
+    })
+}
+
+/// A target of a round, with what reading the rest of its details and killing it need.
+struct RestJob {
+    /// Its index in the entries.
+    entry: usize,
+    id: ProcessId,
+    /// Its session and process group.
+    group: (i32, i32),
+    dir: Option<ProcDir>,
+    pin: Option<Handle>,
+    whole_group: bool,
+}
+
+impl RestJob {
+    /// Reads the rest of its details.
+    fn read(&mut self, rest: &mut platform::RestReader, status: bool) -> RestFacts {
+        rest.read(self.id, self.dir.take(), self.pin.as_ref(), status)
+    }
+
+    fn target(&mut self) -> kill::Target {
+        kill::Target {
+            id: self.id,
+            pgid: self.group.1,
+            handle: self.pin.take(),
+            whole_group: self.whole_group,
+        }
+    }
+}
+
+/// Fewer targets than this are read and killed by one thread.
+const PARALLEL_FROM: usize = 256;
+/// At most this many threads read and kill.
+const MAX_WORKERS: usize = 4;
+
+/// The grace-0 round, pipelined: group by group (`jobs` are in group order), the rest of
+/// each member's details is read and the group's SIGKILL sent at once (see
+/// [`kill::AtOnce`]), before the next group is read. With many targets and more than one
+/// core, the groups are dealt to a few threads in turn, each with its own reader and its
+/// own round (nearly all of the reading is the kernel formatting `/proc` files, which runs
+/// in parallel for different processes). Returns, per thread, what was read of each target
+/// (by its entry) and its round, to be finished by the caller. A target gone before its
+/// rest was read is not signalled (its round calls it `AlreadyGone`).
+fn pipelined<'a>(
+    proc_root: &'a std::path::Path,
+    listeners: &[Listener],
+    jobs: Vec<RestJob>,
+    status: bool,
+    opts: &RoundOptions,
+) -> Vec<(Vec<(usize, RestFacts)>, kill::AtOnce<'a>)> {
+    // Whole groups, in order.
+    let mut groups: Vec<Vec<RestJob>> = Vec::new();
+    for j in jobs {
+        match groups.last_mut() {
+            Some(g) if g[0].group == j.group => g.push(j),
+            _ => groups.push(vec![j]),
+        }
+    }
+    let n: usize = groups.iter().map(Vec::len).sum();
+    let workers = if n >= PARALLEL_FROM {
+        std::thread::available_parallelism().map_or(1, |c| c.get().min(MAX_WORKERS))
+    } else {
+        1
+    };
+    // Groups are taken in order from one queue: a thread that cannot be started leaves
+    // its share to the others.
+    let queue = std::sync::Mutex::new(groups.into_iter());
+    let work = || {
+        let mut rest = platform::RestReader::new(proc_root, listeners);
+        let mut round = kill::AtOnce::new(proc_root, opts);
+        let mut read = Vec::new();
+        loop {
+            let next = queue.lock().map_or(None, |mut q| q.next());
+            let Some(group) = next else { break };
+            let mut batch = Vec::with_capacity(group.len());
+            for mut j in group {
+                let facts = j.read(&mut rest, status);
+                if facts.gone {
+                    round.gone(j.id);
+                } else {
+                    batch.push(j.target());
+                }
+                read.push((j.entry, facts));
+            }
+            round.kill(batch);
+        }
+        (read, round)
+    };
+    if workers == 1 {
+        return vec![work()];
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..workers)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("sweep-kill".into())
+                    .spawn_scoped(scope, work)
+                    .ok()
+            })
+            .collect();
+        let mut out = vec![work()];
+        for h in handles {
+            match h.join() {
+                Ok(r) => out.push(r),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
     })
 }
 

@@ -213,16 +213,6 @@ pub struct RestReader {
     by_inode: HashMap<u64, usize>,
 }
 
-/// What [`RestReader::read`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Rest {
-    /// Read (some files may have failed: the process's `unreadable` says which); the
-    /// indices, in the listener list given to [`RestReader::new`], of the sockets it holds.
-    Read(Vec<usize>),
-    /// It has exited (reaped, or a zombie now): nothing more to read, nothing to signal.
-    Gone,
-}
-
 impl RestReader {
     /// A reader for the procfs at `proc_root`, tying descriptors to `listeners`.
     pub fn new(proc_root: &Path, listeners: &[Listener]) -> RestReader {
@@ -238,19 +228,19 @@ impl RestReader {
         }
     }
 
-    /// `p`'s directory: `dir` when the light reading kept it; else opened again and proved
-    /// to be `p`'s — by the pinned pidfd (`pin`) not having exited after the open (a pid is
+    /// `id`'s directory: `dir` when the light reading kept it; else opened again and proved
+    /// to be `id`'s — by the pinned pidfd (`pin`) not having exited after the open (a pid is
     /// not reused while its process holds it), or without one by its start time.
     fn open(
         &mut self,
-        p: &Process,
+        id: ProcessId,
         dir: Option<ProcDir>,
         pin: Option<&Handle>,
-    ) -> Result<OwnedFd, bool> {
+    ) -> Option<OwnedFd> {
         if let Some(d) = dir {
-            return Ok(d.0);
+            return Some(d.0);
         }
-        let fd = self.files.dir(p.id.pid).map_err(|_| true)?;
+        let fd = self.files.dir(id.pid).ok()?;
         let same = match pin {
             Some(h) => !h.has_exited(),
             None => self
@@ -259,14 +249,10 @@ impl RestReader {
                 .ok()
                 .and_then(|b| parse_stat(b).ok())
                 .is_some_and(|s| {
-                    s.start_ticks == p.id.start_ticks && !crate::model::is_dead_state(s.state)
+                    s.start_ticks == id.start_ticks && !crate::model::is_dead_state(s.state)
                 }),
         };
-        if same {
-            Ok(fd)
-        } else {
-            Err(true)
-        }
+        same.then_some(fd)
     }
 
     /// The cgroup of `p` alone (for the hints of a process without evidence).
@@ -274,12 +260,12 @@ impl RestReader {
         let reopened;
         let fd = match dir {
             Some(d) => &d.0,
-            None => match self.open(p, None, pin) {
-                Ok(fd) => {
+            None => match self.open(p.id, None, pin) {
+                Some(fd) => {
                     reopened = fd;
                     &reopened
                 }
-                Err(_) => return,
+                None => return,
             },
         };
         match self.files.read(fd, "cgroup") {
@@ -289,51 +275,82 @@ impl RestReader {
         }
     }
 
-    /// Reads the rest of `p`'s details (see [`RestReader`]); `status`: whether the real uid
-    /// is still to be read. Sets `p.details`.
+    /// Reads the rest of `id`'s details (see [`RestReader`]); `status`: whether the real uid
+    /// is still to be read. [`RestFacts::apply`] puts them into its [`Process`].
     pub fn read(
         &mut self,
-        p: &mut Process,
+        id: ProcessId,
         dir: Option<ProcDir>,
         pin: Option<&Handle>,
         status: bool,
-    ) -> Rest {
-        let Ok(dir) = self.open(p, dir, pin) else {
-            return Rest::Gone;
+    ) -> RestFacts {
+        let mut f = RestFacts::default();
+        let Some(dir) = self.open(id, dir, pin) else {
+            f.gone = true;
+            return f;
         };
-        p.details = true;
         if status {
             match self.files.read(&dir, "status") {
                 Ok(buf) => {
                     if parse_status_state(buf).is_some_and(crate::model::is_dead_state) {
-                        return Rest::Gone;
+                        f.gone = true;
+                        return f;
                     }
-                    p.uid = parse_status_uid(buf);
+                    f.uid = Some(parse_status_uid(buf));
                 }
-                Err(e) if is_gone(e) => return Rest::Gone,
-                Err(e) => p.unreadable.push(format!("status: {}", errno_text(e))),
+                Err(e) if is_gone(e) => f.gone = true,
+                Err(e) => f.unreadable.push(format!("status: {}", errno_text(e))),
             }
+        }
+        if f.gone {
+            return f;
         }
         match rustix::fs::readlinkat(&dir, "cwd", std::mem::take(&mut self.link)) {
             Ok(target) => {
                 let target = target.into_bytes();
-                p.cwd = Some(Bytes(target.as_slice().to_vec()));
+                f.cwd = Some(Bytes(target.as_slice().to_vec()));
                 self.link = target;
             }
-            Err(e) if is_gone(e) => return Rest::Gone,
-            Err(e) => p.unreadable.push(format!("cwd: {}", errno_text(e))),
+            Err(e) if is_gone(e) => f.gone = true,
+            Err(e) => f.unreadable.push(format!("cwd: {}", errno_text(e))),
         }
-        if self.by_inode.is_empty() || p.id.pid == self.me {
-            return Rest::Read(Vec::new());
+        if f.gone || self.by_inode.is_empty() || id.pid == self.me {
+            return f;
         }
         match held_sockets(&dir, &self.by_inode) {
-            Ok(held) => Rest::Read(held),
-            Err(e) if is_gone(e) => Rest::Gone,
-            Err(e) => {
-                p.unreadable.push(format!("fd: {}", errno_text(e)));
-                Rest::Read(Vec::new())
-            }
+            Ok(held) => f.sockets = held,
+            Err(e) if is_gone(e) => f.gone = true,
+            Err(e) => f.unreadable.push(format!("fd: {}", errno_text(e))),
         }
+        f
+    }
+}
+
+/// What [`RestReader::read`] read of a process.
+#[derive(Debug, Default)]
+pub struct RestFacts {
+    /// `Some`: `status` was read (its real uid, if it has one).
+    uid: Option<Option<u32>>,
+    cwd: Option<Bytes>,
+    unreadable: Vec<String>,
+    /// The indices, in the listener list given to [`RestReader::new`], of the listening
+    /// sockets among its descriptors.
+    pub sockets: Vec<usize>,
+    /// It has exited (reaped, or a zombie now): nothing more was read, nothing to signal.
+    pub gone: bool,
+}
+
+impl RestFacts {
+    /// Puts what was read into `p` (its details are read: `p.details`).
+    pub fn apply(&mut self, p: &mut Process) {
+        p.details = true;
+        if let Some(uid) = self.uid {
+            p.uid = uid;
+        }
+        if let Some(cwd) = self.cwd.take() {
+            p.cwd = Some(cwd);
+        }
+        p.unreadable.append(&mut self.unreadable);
     }
 }
 
