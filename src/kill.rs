@@ -14,6 +14,15 @@
 //! shell that ran `sleep &` is in the sleep's group), so its members are signalled one by
 //! one.
 //!
+//! With no grace period the round is pipelined ([`AtOnce`]): the sweep reads every process
+//! lightly (enough to classify and for the proof above), then, group by group, reads the
+//! rest of each member's details and sends the group's SIGKILL before it reads the next
+//! group, so the kernel tears one group down while the next is read. The proof is made on
+//! the light reading, which is complete and covers the whole session; the window between a
+//! member's reading and its group's signal is at most the round's reading (the light pass
+//! and the rest of the groups before it), as long as it was when every process was read in
+//! full before any was killed.
+//!
 //! What the group signal can reach beyond the verified members: a process that entered the
 //! group between the reading and the signal. A process can join a group only from inside
 //! the group's session, and enter a session only by being forked in it, so that is a child
