@@ -706,15 +706,7 @@ pub fn finish(
         &built,
         &settings,
         &mut std::io::stdout().lock(),
-        &format!(
-            "{}{}",
-            swept.guard.render(),
-            swept
-                .hang
-                .as_ref()
-                .map(|h| h.render_text())
-                .unwrap_or_default()
-        ),
+        &swept.guard.render(),
     );
     let mut err = std::io::stderr().lock();
     for p in &problems {

@@ -664,38 +664,7 @@ mod tests {
 
     #[test]
     fn hang_summary() {
-        let mut built = fixtures::clean();
-        built.report.hang = Some(crate::diagnose::Hang {
-            reason: "signal SIGTERM".into(),
-            at_unix_ms: 1_000_000,
-            elapsed_ms: 1200,
-            bound_ms: 5000,
-            sample_ms: 1000,
-            complete: true,
-            processes: vec![crate::diagnose::HangProcess {
-                pid: 42,
-                comm: "python3".into(),
-                command: "python3 -m pytest -k <test>".into(),
-                state: 'S',
-                wchan: Some("wait_woken".into()),
-                syscall: Some("recvfrom(fd 5)".into()),
-                cpu_ms: 300,
-                cpu_delta_ms: Some(0),
-                age_s: 291,
-                threads: 2,
-                python: true,
-                ..Default::default()
-            }],
-            verdicts: vec![crate::diagnose::Verdict {
-                pids: vec![42],
-                kind: "waits-on-closed-port".into(),
-                sentence: "pytest pid 42 has waited 290 s on 127.0.0.1:4200 (CLOSE-WAIT, in \
-                           recvfrom(fd 5)); nothing listens there."
-                    .into(),
-            }],
-            missing: vec!["py-spy is not installed".into()],
-            ..Default::default()
-        });
+        let built = fixtures::hung();
         let text = render(&built.report, PATH, SUMMARY_CAP);
         assert!(
             text.contains("### Why the job was stuck (signal SIGTERM)"),
