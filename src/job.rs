@@ -426,10 +426,12 @@ fn carries_ours(p: &crate::model::Process, job: &Markers) -> bool {
     matches!(p.markers.belongs_to(job), crate::model::Belongs::Ours(_))
 }
 
-/// A baseline for a job: every process and socket now, with the job's markers recorded.
-pub fn baseline(markers: &Markers) -> Result<Snapshot, AppError> {
+/// A baseline for a job: every process and socket now (in `detail`), with the job's
+/// markers recorded. Its argv is never matched against (patterns look at processes alive
+/// at sweep time), so it is kept redacted like everything else saved or printed.
+pub fn baseline(markers: &Markers, detail: platform::Detail) -> Result<Snapshot, AppError> {
     let mut snap = platform::read_snapshot(&ReadOptions {
-        detail: platform::Detail::None,
+        detail,
         ..ReadOptions::default()
     })?;
     crate::redact::redact_snapshot(&mut snap);
