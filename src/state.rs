@@ -297,55 +297,19 @@ pub fn default_path(env: impl Fn(&str) -> Option<String>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Machine, Process, ProcessId};
+    use crate::test_support::{proc_at, snapshot_of};
 
     fn sample() -> Snapshot {
-        Snapshot {
-            schema_version: SCHEMA_VERSION,
-            tool_version: "0.0.0".into(),
-            taken_at_unix_ms: 1,
-            taken_at_boot_ticks: 1000,
-            duration_us: 5,
-            machine: Machine {
-                boot_id: "boot-a".into(),
-                clock_ticks_per_second: 100,
-                boot_time_unix: None,
-                pid_namespace: None,
-                uid: 0,
-                is_root: true,
-                os: None,
-                kernel: None,
-                hostname: None,
-                cpus: 2,
-                memory_bytes: None,
-            },
-            trust_notes: Vec::new(),
-            processes: vec![Process {
-                id: ProcessId {
-                    pid: 1,
-                    start_ticks: 500,
-                },
-                ppid: 0,
-                pgid: 1,
-                sid: 1,
-                uid: Some(0),
-                state: 'S',
-                comm: "init".into(),
-                exe: None,
-                argv: vec![],
-                cwd: None,
-                cgroup: None,
-                threads: 1,
-                kernel_thread: false,
-                details: true,
-                markers: Default::default(),
-                unreadable: vec![],
-            }],
-            listeners: vec![],
-            unreadable: vec![],
-            taken_by: None,
-            job: None,
-        }
+        let mut init = proc_at(1, 0, 500);
+        init.comm = "init".into();
+        init.argv = vec![];
+        let mut s = snapshot_of(vec![init], 1000);
+        s.tool_version = "0.0.0".into();
+        s.taken_at_unix_ms = 1;
+        s.duration_us = 5;
+        s.machine.boot_id = "boot-a".into();
+        s.machine.boot_time_unix = None;
+        s
     }
 
     #[test]
