@@ -14,7 +14,7 @@ use std::fmt::Write;
 
 use super::json::{RanAs, Report, ReportProcess, Sample, Signature};
 use super::signature::{describe_fates, describe_tallies, port_ranges};
-use super::terminal::{describe_fate, plural, shell_quote};
+use super::terminal::{commands_and_processes, describe_fate, plural, shell_quote};
 use super::tree::{draw_forest, sanitize, truncate};
 
 /// The default cap: well under GitHub's 1 MiB per step, leaving room for what else the
@@ -582,16 +582,10 @@ pub fn render(r: &Report, report_path: Option<&str>, cap: usize) -> String {
             }
         }
         if r.signatures.len() > MAX_ROWS && c.dropped.is_empty() {
-            let rest = &r.signatures[MAX_ROWS..];
             c.push(
                 &format!(
-                    "\n… and {} ({}) more: all are in the JSON report.\n",
-                    plural(rest.len(), "command", "commands"),
-                    plural(
-                        rest.iter().map(|s| s.count).sum::<usize>(),
-                        "process",
-                        "processes"
-                    )
+                    "\n… and {} more: all are in the JSON report.\n",
+                    commands_and_processes(&r.signatures[MAX_ROWS..])
                 ),
                 "rows of the table",
             );

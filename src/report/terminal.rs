@@ -38,6 +38,18 @@ pub fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// `3 commands (12 processes)`: the signatures a report left out of a list.
+pub fn commands_and_processes<'a>(rest: impl IntoIterator<Item = &'a Signature>) -> String {
+    let (commands, processes) = rest
+        .into_iter()
+        .fold((0, 0), |(c, p), s| (c + 1, p + s.count));
+    format!(
+        "{} ({})",
+        plural(commands, "command", "commands"),
+        plural(processes, "process", "processes")
+    )
+}
+
 /// The first line of every report: clean, or how many leaked and what was done.
 pub fn headline(r: &Report) -> String {
     let unattributed = r
@@ -364,16 +376,10 @@ pub fn render(r: &Report, style: Style) -> String {
             signature_block(&mut out, r, s, &by_pid, style);
         }
         if sigs.len() > MAX_SIGNATURES {
-            let rest = &sigs[MAX_SIGNATURES..];
             let _ = writeln!(
                 out,
-                "  … and {} ({}) more, in the JSON report (--report-json)",
-                plural(rest.len(), "command", "commands"),
-                plural(
-                    rest.iter().map(|s| s.count).sum::<usize>(),
-                    "process",
-                    "processes"
-                )
+                "  … and {} more, in the JSON report (--report-json)",
+                commands_and_processes(sigs[MAX_SIGNATURES..].iter().copied())
             );
         }
     }
