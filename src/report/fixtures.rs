@@ -57,7 +57,7 @@ impl<'a> P<'a> {
             })
             .unwrap_or_default();
         p.argv = self.argv;
-        p.markers = self.markers;
+        p.markers = self.markers.into();
         Entry {
             process: p,
             class: self.class,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{Class, Hint, Rule};
 use crate::kill::Fate;
-use crate::model::{Bytes, Machine, Markers};
+use crate::model::{Bytes, Machine, MarkerSet};
 use crate::redact::{self, Secrets};
 pub use crate::settings::RanAs;
 use crate::sweep::{PortOutcome, SweepOutcome};
@@ -305,7 +305,7 @@ pub struct ReportProcess {
     pub argv: Vec<Bytes>,
     pub exe: Option<Bytes>,
     pub cwd: Option<Bytes>,
-    pub markers: Markers,
+    pub markers: MarkerSet,
     #[serde(flatten)]
     pub class: Class,
     pub evidence: Vec<Rule>,
@@ -436,8 +436,8 @@ fn redact_report(report: &mut Report, secrets: &mut Secrets) {
         if let Some(comm) = redact::redact_argv(std::slice::from_ref(&p.comm), secrets).pop() {
             p.comm = comm;
         }
-        if let Some(t) = &p.markers.pytest_current_test {
-            p.markers.pytest_current_test = Some(redact::redact_text(t, secrets));
+        if let Some(t) = p.markers.get_mut("PYTEST_CURRENT_TEST") {
+            *t = redact::redact_text(t, secrets);
         }
     }
     report.redacted_values = report.redacted_values.max(secrets.len());
