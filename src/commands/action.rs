@@ -368,7 +368,7 @@ fn end(inputs: &Inputs, env: Env<'_>, post: bool) -> Result<Exit, AppError> {
             escape_data(&w.describe())
         );
     }
-    let exit = job::finish(&swept, &settings, Some(&report_path));
+    let exit = job::finish(swept, &settings, Some(&report_path));
     job::end_of_job(&path);
     exit
 }

@@ -349,7 +349,7 @@ fn sweep_with_state(
         Job::discover(&opts.proc_root, env, Caller::Runner).with_baseline(&baseline, path)?
     };
     let swept = job::sweep(&job, &baseline, &settings, GuardInput::Beside(path))?;
-    job::finish(&swept, &settings, None)
+    job::finish(swept, &settings, None)
 }
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
         // Still not reaped (a dry run, or it is stuck): it did not end by itself.
         (_, None) => platform::ChildExit::Signal(9),
     };
-    let verdict = crate::job::finish(&swept?, &settings, None)?;
+    let verdict = crate::job::finish(swept?, &settings, None)?;
     // The command's own failure comes first; a status that does not fit in an exit code
     // (never, in practice) still reads as a failure.
     Ok(match exit.as_status() {
