@@ -32,7 +32,7 @@ LAYERS: list[list[str]] = [
     ["job", "errors"],
     ["report", "gate", "github", "guard", "sweep", "workflow", "diagnose"],
     ["kill", "classify", "diff", "state", "settings"],
-    ["cli", "redact", "signature", "files"],
+    ["cli", "redact", "signature", "files", "text"],
     ["platform"],
     ["model"],
 ]

@@ -653,7 +653,7 @@ mod tests {
         let mut worker2 = proc_at(97, 96, 42);
         worker2.sid = 80;
         let mut daemon = proc_at(98, 1, 43);
-        daemon.markers = tracking("github_1");
+        daemon.markers = tracking("github_1").into();
         let other = proc_at(99, 1, 44);
         let mut daemon_child = proc_at(101, 98, 45);
         daemon_child.sid = 98;
@@ -775,13 +775,13 @@ mod tests {
             p.comm = (*name).into();
             p.argv = vec![format!("/tmp/copy/{name}").as_str().into()];
             p.exe = Some(format!("/tmp/copy/{name}").as_str().into());
-            p.markers = tracking("github_1");
+            p.markers = tracking("github_1").into();
             now.processes.push(p);
         }
         let mut gradle_like = proc_at(210, 1, 60);
         gradle_like.argv = vec!["python".into(), "fake-GradleDaemon-x".into()];
         gradle_like.exe = Some("/usr/bin/python3".into());
-        gradle_like.markers = tracking("github_1");
+        gradle_like.markers = tracking("github_1").into();
         now.processes.push(gradle_like);
         let plan = decide(&now, &ctx, &Policy::default());
         for p in (200..205).chain([210]) {
@@ -891,11 +891,17 @@ mod tests {
         // act runs two jobs in one process: both descend from it, each marks its own.
         let (mut now, mut ctx) = scene();
         ctx.markers.ci_janitor_run = Some("job-a".into());
-        now.processes[4].markers.ci_janitor_run = Some("job-b".into()); // 96: other job
-        now.processes[5].markers.ci_janitor_run = Some("job-b:job-a".into()); // 97: nested
-        now.processes[3].markers = tracking("github_2"); // 95: other runner job
+        now.processes[4]
+            .markers
+            .set("CI_JANITOR_RUN", "job-b".into()); // 96: other job
+        now.processes[5]
+            .markers
+            .set("CI_JANITOR_RUN", "job-b:job-a".into()); // 97: nested
+        now.processes[3].markers = tracking("github_2").into(); // 95: other runner job
         let mut cookie = proc_at(120, 95, 60);
-        cookie.markers.jenkins_node_cookie = Some("dontKillMe".into());
+        cookie
+            .markers
+            .set("JENKINS_NODE_COOKIE", "dontKillMe".into());
         now.processes.push(cookie);
         ctx.born_into_job = Some(std::sync::Arc::new([now.processes[4].id].into()));
         let policy = Policy {

@@ -426,10 +426,12 @@ fn carries_ours(p: &crate::model::Process, job: &Markers) -> bool {
     matches!(p.markers.belongs_to(job), crate::model::Belongs::Ours(_))
 }
 
-/// A baseline for a job: every process and socket now, with the job's markers recorded.
-pub fn baseline(markers: &Markers) -> Result<Snapshot, AppError> {
+/// A baseline for a job: every process and socket now (in `detail`), with the job's
+/// markers recorded. Its argv is never matched against (patterns look at processes alive
+/// at sweep time), so it is kept redacted like everything else saved or printed.
+pub fn baseline(markers: &Markers, detail: platform::Detail) -> Result<Snapshot, AppError> {
     let mut snap = platform::read_snapshot(&ReadOptions {
-        detail: platform::Detail::None,
+        detail,
         ..ReadOptions::default()
     })?;
     crate::redact::redact_snapshot(&mut snap);
@@ -647,12 +649,25 @@ fn older_than_the_job(job: &Job, baseline: &Snapshot) -> (Option<u64>, Vec<Strin
 /// limit is 6 h on hosted runners, 5 days on self-hosted ones, but a day is already rare).
 pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// Writes the reports of a job's sweep, then the guard's notes, and says how it ends.
+/// Writes the reports of a job's sweep, then the guard's notes, and says how it ends. It
+/// takes the sweep: the report is built from it, not from a copy of it.
 pub fn finish(
-    swept: &JobSweep,
+    swept: JobSweep,
     settings: &SweepSettings,
     extra_report: Option<&Path>,
 ) -> Result<Exit, AppError> {
+    finish_with(swept, settings, extra_report, |_| ()).map(|(exit, ())| exit)
+}
+
+/// [`finish`], and `plain` called with the report as the sweep alone makes it (`failed`
+/// when anything leaked; before the guard's samples, the notes, the step names and the
+/// known-leaks gate are added): what the guard's dead man's switch renders as text.
+pub fn finish_with<T>(
+    swept: JobSweep,
+    settings: &SweepSettings,
+    extra_report: Option<&Path>,
+    plain: impl FnOnce(&report::json::Report) -> T,
+) -> Result<(Exit, T), AppError> {
     // The guard's journal gives the number of job processes over time: the summary's chart.
     let samples = swept
         .guard
@@ -668,18 +683,28 @@ pub fn finish(
                 })
                 .collect()
         });
-    let leaked = swept.outcome.failing_leaks().count() > 0;
+    let JobSweep {
+        outcome,
+        guard,
+        notes,
+        hang,
+        pipe_holders,
+    } = swept;
+    let leaked = outcome.failing_leaks().count() > 0;
     let failed = leaked && settings.fail_on == FailOn::Leak;
-    let mut built = report::json::build(&swept.outcome, failed);
+    // What the deadline leaves for the API phase, read before the outcome becomes the report.
+    let left = settings.deadline.saturating_sub(outcome.elapsed);
+    let mut built = report::json::build(outcome, leaked);
+    let plain = plain(&built.report);
+    built.report.failed = failed;
     built.report.samples = samples;
-    built.report.notes = swept.notes.clone();
+    built.report.notes = notes;
     built.report.ran_as = settings.ran_as;
     report::json::name_steps(&mut built.report, &settings.step_names);
-    built.report.hang = swept.hang.clone();
-    built.report.pipe_holders = swept.pipe_holders.clone();
+    built.report.hang = hang;
+    built.report.pipe_holders = pipe_holders;
     built.report.pipe_holders.extend(
-        swept
-            .guard
+        guard
             .lineage
             .iter()
             .flat_map(|l| &l.warnings)
@@ -688,7 +713,6 @@ pub fn finish(
     // Known leaks (a file, else the base commit's run): the verdict is on new leaks. The
     // API phase (check run, PR comment) is bounded by what the deadline left; it never
     // fails the run.
-    let left = settings.deadline.saturating_sub(swept.outcome.elapsed);
     let mut api = crate::github::Api::open(settings.github_api.as_ref(), left);
     let failed = crate::gate::run(&mut built.report, settings, |notes| {
         api.as_mut()?.base_known(notes)
@@ -706,15 +730,7 @@ pub fn finish(
         &built,
         &settings,
         &mut std::io::stdout().lock(),
-        &format!(
-            "{}{}",
-            swept.guard.render(),
-            swept
-                .hang
-                .as_ref()
-                .map(|h| h.render_text())
-                .unwrap_or_default()
-        ),
+        &guard.render(),
     );
     let mut err = std::io::stderr().lock();
     for p in &problems {
@@ -730,5 +746,5 @@ pub fn finish(
     if let Some(notice) = api.and_then(|a| a.publish(&built.report)) {
         let _ = writeln!(std::io::stdout().lock(), "{notice}");
     }
-    Ok(verdict)
+    Ok((verdict, plain))
 }

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! commands ─> job, errors ─> report, gate, github, guard, sweep, workflow, diagnose ─> kill,
-//! classify, diff, state, settings ─> cli, redact, signature, files ─> platform ─> model
+//! classify, diff, state, settings ─> cli, redact, signature, files, text ─> platform ─> model
 //! ```
 //!
 //! - [`commands`]: the entry points, one file per command; `main`'s body and the one map
@@ -26,6 +26,7 @@
 //! - [`settings`]: what the command line and the environment mean, read once.
 //! - [`cli`]: the command line as typed. [`redact`]: secrets out of command lines before
 //!   anything is printed or saved. [`signature`]: the one command-line masker. [`files`]: every file read or written.
+//!   [`text`]: what people read that a process chose, on one escaped line.
 //! - [`platform`]: the OS seam, `/proc` and netlink into [`model`] types, signals out.
 //! - [`model`]: the plain data types (and the on-disk format).
 
@@ -49,6 +50,7 @@ pub(crate) mod settings;
 pub(crate) mod signature;
 pub(crate) mod state;
 pub(crate) mod sweep;
+pub(crate) mod text;
 pub(crate) mod workflow;
 
 #[cfg(test)]

@@ -310,24 +310,216 @@ impl Markers {
     /// One that carries none of the job's, but a marker of a kind the job lacks, is another
     /// job's (another CI, or a job of this CI when this job has no CI marker).
     pub fn belongs_to(&self, job: &Markers) -> Belongs {
-        let mut ours = None;
-        let mut other_kind = None;
-        for (var, value) in self.identity_pairs() {
-            match job.get(var) {
-                Some(mine) if marker_matches(var, mine, value) => {
-                    ours.get_or_insert(var);
-                }
-                Some(_) => return Belongs::Theirs(format!("{var}={value}")),
-                None => {
-                    other_kind.get_or_insert_with(|| format!("{var}={value}"));
-                }
+        belongs(self.identity_pairs(), job)
+    }
+}
+
+/// [`Markers::belongs_to`] for a process's identity markers, `(variable, value)`.
+fn belongs<'a>(pairs: impl Iterator<Item = (&'static str, &'a String)>, job: &Markers) -> Belongs {
+    let mut ours = None;
+    let mut other_kind = None;
+    for (var, value) in pairs {
+        match job.get(var) {
+            Some(mine) if marker_matches(var, mine, value) => {
+                ours.get_or_insert(var);
+            }
+            Some(_) => return Belongs::Theirs(format!("{var}={value}")),
+            None => {
+                other_kind.get_or_insert_with(|| format!("{var}={value}"));
             }
         }
-        match (ours, other_kind) {
-            (Some(var), _) => Belongs::Ours(var),
-            (None, Some(theirs)) => Belongs::Theirs(theirs),
-            (None, None) => Belongs::Unmarked,
+    }
+    match (ours, other_kind) {
+        (Some(var), _) => Belongs::Ours(var),
+        (None, Some(theirs)) => Belongs::Theirs(theirs),
+        (None, None) => Belongs::Unmarked,
+    }
+}
+
+/// The markers of one process, compact: the variables of [`Markers`] it carries, by
+/// index, and the ones it inherited. A process carries a few of the eleven at most, and a
+/// sweep holds thousands of processes: [`Markers`] is 288 bytes inline, this 48 (plus the
+/// values it holds). Written and read as exactly the same JSON as [`Markers`], so state
+/// files and reports read back the same whichever wrote them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct MarkerSet {
+    /// `(index in Markers::NAMES, value)`, in that order, one per variable.
+    values: Vec<(u8, String)>,
+    /// Markers (by variable name) that are not in the process's own environment but were
+    /// inherited, through the guard's lineage, from the nearest ancestor that had them.
+    pub inherited: Vec<String>,
+}
+
+/// The JSON field of each of [`Markers::NAMES`], in the same order.
+const MARKER_FIELDS: [&str; 11] = [
+    "runner_tracking_id",
+    "github_run_id",
+    "github_job",
+    "github_action",
+    "pytest_current_test",
+    "pytest_xdist_worker",
+    "ci_janitor_run",
+    "vsts_process_lookup_id",
+    "jenkins_node_cookie",
+    "ci_job_id",
+    "buildkite_job_id",
+];
+
+fn marker_index(name: &str) -> Option<u8> {
+    Markers::NAMES
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| i as u8)
+}
+
+/// `MarkerSet::github_action()` and the like: each marker by the name of its field in
+/// [`Markers`] (some are read by tests only).
+macro_rules! marker_getters {
+    ($($field:ident = $var:literal),* $(,)?) => {
+        #[allow(dead_code)]
+        impl MarkerSet {
+            $(
+                #[doc = concat!("The value of `", $var, "`.")]
+                pub fn $field(&self) -> Option<&str> {
+                    self.get($var).map(String::as_str)
+                }
+            )*
         }
+    };
+}
+
+marker_getters!(
+    runner_tracking_id = "RUNNER_TRACKING_ID",
+    github_run_id = "GITHUB_RUN_ID",
+    github_job = "GITHUB_JOB",
+    github_action = "GITHUB_ACTION",
+    pytest_current_test = "PYTEST_CURRENT_TEST",
+    pytest_xdist_worker = "PYTEST_XDIST_WORKER",
+    ci_janitor_run = "CI_JANITOR_RUN",
+    vsts_process_lookup_id = "VSTS_PROCESS_LOOKUP_ID",
+    jenkins_node_cookie = "JENKINS_NODE_COOKIE",
+    ci_job_id = "CI_JOB_ID",
+    buildkite_job_id = "BUILDKITE_JOB_ID",
+);
+
+impl MarkerSet {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        match marker_index(name) {
+            Some(i) => self.values.binary_search_by_key(&i, |(k, _)| *k),
+            None => Err(usize::MAX),
+        }
+    }
+
+    /// Stores `value` under the marker `name` (one of [`Markers::NAMES`]); other names, and
+    /// empty values, are ignored (as [`Markers::set`]).
+    pub fn set(&mut self, name: &str, value: String) {
+        if value.is_empty() {
+            return;
+        }
+        let Some(i) = marker_index(name) else {
+            return;
+        };
+        match self.values.binary_search_by_key(&i, |(k, _)| *k) {
+            Ok(at) => self.values[at].1 = value,
+            Err(at) => self.values.insert(at, (i, value)),
+        }
+    }
+
+    /// The value of the marker `name` (one of [`Markers::NAMES`]).
+    pub fn get(&self, name: &str) -> Option<&String> {
+        self.find(name).ok().map(|at| &self.values[at].1)
+    }
+
+    /// Removes the marker `name`, and gives its value.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        self.find(name).ok().map(|at| self.values.remove(at).1)
+    }
+
+    /// The value of the marker `name`, to change in place (an empty value is a value still).
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut String> {
+        self.find(name).ok().map(|at| &mut self.values[at].1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.inherited.is_empty()
+    }
+
+    /// The markers that are set, as `(variable, value)`, in [`Markers::NAMES`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &String)> + '_ {
+        self.values
+            .iter()
+            .map(|(i, v)| (Markers::NAMES[usize::from(*i)], v))
+    }
+
+    /// The identity markers that are set, as `(variable, value)`, most specific first.
+    pub fn identity_pairs(&self) -> impl Iterator<Item = (&'static str, &String)> + '_ {
+        JOB_MARKERS
+            .iter()
+            .filter_map(|k| self.get(k.var).map(|v| (k.var, v)))
+    }
+
+    /// See [`Markers::belongs_to`].
+    pub fn belongs_to(&self, job: &Markers) -> Belongs {
+        belongs(self.identity_pairs(), job)
+    }
+}
+
+impl From<Markers> for MarkerSet {
+    fn from(mut m: Markers) -> MarkerSet {
+        let mut values = Vec::new();
+        for (i, name) in Markers::NAMES.iter().enumerate() {
+            if let Some(v) = m.slot(name).and_then(Option::take) {
+                values.push((i as u8, v));
+            }
+        }
+        values.shrink_to_fit();
+        MarkerSet {
+            values,
+            inherited: m.inherited,
+        }
+    }
+}
+
+impl fmt::Debug for MarkerSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("MarkerSet");
+        for (name, v) in self.iter() {
+            s.field(name, v);
+        }
+        if !self.inherited.is_empty() {
+            s.field("inherited", &self.inherited);
+        }
+        s.finish()
+    }
+}
+
+impl Serialize for MarkerSet {
+    /// Field for field what `#[derive(Serialize)]` on [`Markers`] writes.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let len = self.values.len() + usize::from(!self.inherited.is_empty());
+        let mut st = s.serialize_struct("Markers", len)?;
+        let mut at = self.values.iter().peekable();
+        for (i, field) in MARKER_FIELDS.iter().enumerate() {
+            match at.next_if(|(k, _)| usize::from(*k) == i) {
+                Some((_, v)) => st.serialize_field(field, v)?,
+                None => st.skip_field(field)?,
+            }
+        }
+        if self.inherited.is_empty() {
+            st.skip_field("inherited")?;
+        } else {
+            st.serialize_field("inherited", &self.inherited)?;
+        }
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for MarkerSet {
+    /// What [`Markers`] reads, kept compact.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Markers::deserialize(d).map(MarkerSet::from)
     }
 }
 
@@ -377,8 +569,8 @@ pub struct Process {
     /// details, `uid` is the effective uid (the owner of `/proc/PID`).
     #[serde(default)]
     pub details: bool,
-    #[serde(default, skip_serializing_if = "Markers::is_empty")]
-    pub markers: Markers,
+    #[serde(default, skip_serializing_if = "MarkerSet::is_empty")]
+    pub markers: MarkerSet,
     /// Fields that could not be read, with the reason (`"environ: permission denied"`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,
@@ -590,6 +782,105 @@ mod tests {
             };
             assert!(snap.process(absent).is_none());
         }
+    }
+
+    /// Every marker set, and inherited ones: what the derived `Markers` writes.
+    fn every_marker() -> Markers {
+        let mut m = Markers::default();
+        for (i, name) in Markers::NAMES.iter().enumerate() {
+            m.set(name, format!("{name}-value-{i}"));
+        }
+        m.inherited = vec!["GITHUB_ACTION".into(), "PYTEST_CURRENT_TEST".into()];
+        m
+    }
+
+    #[test]
+    fn marker_sets_write_and_read_what_markers_do() {
+        let mut one = Markers::default();
+        one.set("CI_JOB_ID", "41".into());
+        let empty_value = Markers {
+            github_job: Some(String::new()),
+            ..Default::default()
+        };
+        let only_inherited = Markers {
+            inherited: vec!["GITHUB_ACTION".into()],
+            ..Default::default()
+        };
+        for m in [
+            every_marker(),
+            Markers::default(),
+            one,
+            empty_value,
+            only_inherited,
+        ] {
+            let json = serde_json::to_string(&m).unwrap();
+            let set = MarkerSet::from(m.clone());
+            assert_eq!(serde_json::to_string(&set).unwrap(), json);
+            assert_eq!(
+                serde_json::to_string_pretty(&set).unwrap(),
+                serde_json::to_string_pretty(&m).unwrap()
+            );
+            let back: MarkerSet = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, set, "via {json}");
+            assert_eq!(serde_json::to_string(&back).unwrap(), json);
+            assert_eq!(set.is_empty(), m.is_empty(), "{json}");
+            for name in Markers::NAMES {
+                assert_eq!(set.get(name), m.get(name), "{name}");
+            }
+            assert_eq!(
+                set.identity_pairs().collect::<Vec<_>>(),
+                m.identity_pairs().collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(serde_json::to_string(&MarkerSet::default()).unwrap(), "{}");
+    }
+
+    #[test]
+    fn a_process_writes_its_markers_as_before() {
+        use crate::test_support::proc_at;
+        // With none, the field is left out; with some, it is the markers' object.
+        let mut p = proc_at(7, 1, 70);
+        let bare = serde_json::to_value(&p).unwrap();
+        assert!(bare.get("markers").is_none(), "{bare}");
+        p.markers = every_marker().into();
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["markers"], serde_json::to_value(every_marker()).unwrap());
+        let back: Process = serde_json::from_value(v).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn marker_sets_set_get_and_judge_like_markers() {
+        let mut m = Markers::default();
+        let mut set = MarkerSet::default();
+        // Out of order, replaced, empty (ignored), unknown (ignored).
+        for (name, value) in [
+            ("PYTEST_CURRENT_TEST", "t.py::a (call)"),
+            ("RUNNER_TRACKING_ID", "github_1"),
+            ("CI_JANITOR_RUN", "outer:inner"),
+            ("RUNNER_TRACKING_ID", "github_2"),
+            ("GITHUB_JOB", ""),
+            ("HOME", "/root"),
+        ] {
+            m.set(name, value.into());
+            set.set(name, value.into());
+        }
+        assert_eq!(MarkerSet::from(m.clone()), set);
+        assert_eq!(set.runner_tracking_id(), Some("github_2"));
+        assert_eq!(set.github_job(), None);
+        let mut job = Markers::default();
+        job.set("CI_JANITOR_RUN", "inner".into());
+        assert_eq!(set.belongs_to(&job), m.belongs_to(&job));
+        assert_eq!(set.belongs_to(&job), Belongs::Ours("CI_JANITOR_RUN"));
+        if let Some(t) = set.get_mut("PYTEST_CURRENT_TEST") {
+            t.push_str(" x");
+        }
+        assert_eq!(set.pytest_current_test(), Some("t.py::a (call) x"));
+        assert_eq!(set.remove("CI_JANITOR_RUN").as_deref(), Some("outer:inner"));
+        assert_eq!(
+            set.belongs_to(&job),
+            Belongs::Theirs("RUNNER_TRACKING_ID=github_2".into())
+        );
     }
 
     #[test]

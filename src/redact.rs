@@ -105,8 +105,8 @@ pub fn redact_snapshot(snap: &mut Snapshot) -> Secrets {
     let mut secrets = Secrets::default();
     for p in &mut snap.processes {
         p.argv = redact_argv(&p.argv, &mut secrets);
-        if let Some(t) = &p.markers.pytest_current_test {
-            p.markers.pytest_current_test = Some(redact_text(t, &mut secrets));
+        if let Some(t) = p.markers.get_mut("PYTEST_CURRENT_TEST") {
+            *t = redact_text(t, &mut secrets);
         }
     }
     secrets
@@ -1332,12 +1332,15 @@ mod tests {
     fn snapshots_are_redacted_in_place() {
         let mut p = crate::test_support::proc_at(10, 1, 0);
         p.argv = argv(&["srv", "--token", "abcdef"]);
-        p.markers.pytest_current_test = Some("t.py::test[TOKEN=zzzz] (call)".into());
+        p.markers.set(
+            "PYTEST_CURRENT_TEST",
+            "t.py::test[TOKEN=zzzz] (call)".into(),
+        );
         let mut snap = crate::test_support::snapshot_of(vec![p], 0);
         let s = redact_snapshot(&mut snap);
         assert_eq!(snap.processes[0].command_line(), "srv --token ***");
         assert_eq!(
-            snap.processes[0].markers.pytest_current_test.as_deref(),
+            snap.processes[0].markers.pytest_current_test(),
             Some("t.py::test[TOKEN=***] (call)")
         );
         assert_eq!(s.len(), 2);

@@ -297,55 +297,19 @@ pub fn default_path(env: impl Fn(&str) -> Option<String>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Machine, Process, ProcessId};
+    use crate::test_support::{proc_at, snapshot_of};
 
     fn sample() -> Snapshot {
-        Snapshot {
-            schema_version: SCHEMA_VERSION,
-            tool_version: "0.0.0".into(),
-            taken_at_unix_ms: 1,
-            taken_at_boot_ticks: 1000,
-            duration_us: 5,
-            machine: Machine {
-                boot_id: "boot-a".into(),
-                clock_ticks_per_second: 100,
-                boot_time_unix: None,
-                pid_namespace: None,
-                uid: 0,
-                is_root: true,
-                os: None,
-                kernel: None,
-                hostname: None,
-                cpus: 2,
-                memory_bytes: None,
-            },
-            trust_notes: Vec::new(),
-            processes: vec![Process {
-                id: ProcessId {
-                    pid: 1,
-                    start_ticks: 500,
-                },
-                ppid: 0,
-                pgid: 1,
-                sid: 1,
-                uid: Some(0),
-                state: 'S',
-                comm: "init".into(),
-                exe: None,
-                argv: vec![],
-                cwd: None,
-                cgroup: None,
-                threads: 1,
-                kernel_thread: false,
-                details: true,
-                markers: Default::default(),
-                unreadable: vec![],
-            }],
-            listeners: vec![],
-            unreadable: vec![],
-            taken_by: None,
-            job: None,
-        }
+        let mut init = proc_at(1, 0, 500);
+        init.comm = "init".into();
+        init.argv = vec![];
+        let mut s = snapshot_of(vec![init], 1000);
+        s.tool_version = "0.0.0".into();
+        s.taken_at_unix_ms = 1;
+        s.duration_us = 5;
+        s.machine.boot_id = "boot-a".into();
+        s.machine.boot_time_unix = None;
+        s
     }
 
     #[test]
@@ -382,6 +346,56 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec!["state.json"]);
+    }
+
+    /// A state file as the versions before the compact marker set wrote it: a process with
+    /// every marker and inherited ones, one with a single marker, one with none, and the
+    /// job's markers. It reads, and writes back byte for byte.
+    #[test]
+    fn an_older_state_file_reads_and_writes_back_the_same() {
+        let snapshot = concat!(
+            r#"{"schema_version":2,"tool_version":"0.1.0","taken_at_unix_ms":1,"#,
+            r#""taken_at_boot_ticks":1000,"duration_us":5,"machine":{"boot_id":"boot-a","#,
+            r#""clock_ticks_per_second":100,"uid":0,"is_root":true,"cpus":2},"processes":["#,
+            r#"{"id":{"pid":1,"start_ticks":500},"ppid":0,"pgid":1,"sid":1,"uid":0,"#,
+            r#""state":"S","comm":"init","argv":[],"threads":1,"details":false},"#,
+            r#"{"id":{"pid":40,"start_ticks":900},"ppid":1,"pgid":40,"sid":40,"uid":1001,"#,
+            r#""state":"S","comm":"uvicorn","exe":"/usr/bin/python3","#,
+            r#""argv":["python3","-m","uvicorn",{"hex":"ff00"}],"cwd":"/work","#,
+            r#""cgroup":"/job.scope","threads":3,"details":true,"markers":{"#,
+            r#""runner_tracking_id":"github_1","github_run_id":"18342210457","#,
+            r#""github_job":"test","github_action":"__run_2","#,
+            r#""pytest_current_test":"t.py::test_a (call)","pytest_xdist_worker":"gw0","#,
+            r#""ci_janitor_run":"run-1-2:snap-3","vsts_process_lookup_id":"vsts_1","#,
+            r#""jenkins_node_cookie":"dontKillMe","ci_job_id":"41","#,
+            r#""buildkite_job_id":"bk-1","inherited":["GITHUB_ACTION","PYTEST_CURRENT_TEST"]},"#,
+            r#""unreadable":["exe: permission denied"]},"#,
+            r#"{"id":{"pid":41,"start_ticks":901},"ppid":40,"pgid":40,"sid":40,"#,
+            r#""state":"Z","comm":"sh","argv":[],"threads":1,"details":true,"#,
+            r#""markers":{"ci_job_id":"41"}}],"#,
+            r#""listeners":[],"unreadable":[],"taken_by":{"pid":30,"start_ticks":800},"#,
+            r#""job":{"markers":{"runner_tracking_id":"github_1","ci_janitor_run":"snap-3"}}}"#
+        );
+        let file = format!(
+            r#"{{"kind":"{KIND}","schema_version":{SCHEMA_VERSION},"snapshot_sha256":"{}","snapshot":{snapshot}}}"#,
+            digest(snapshot.as_bytes())
+        );
+        let s = decode(Path::new("old.json"), file.as_bytes()).unwrap();
+        assert_eq!(serde_json::to_string(&s).unwrap(), snapshot);
+        let m = &s.processes[1].markers;
+        assert_eq!(m.runner_tracking_id(), Some("github_1"));
+        assert_eq!(m.buildkite_job_id(), Some("bk-1"));
+        assert_eq!(m.inherited, vec!["GITHUB_ACTION", "PYTEST_CURRENT_TEST"]);
+        assert_eq!(s.processes[2].markers.ci_job_id(), Some("41"));
+        assert_eq!(s.processes[2].markers.runner_tracking_id(), None);
+        assert!(s.processes[0].markers.is_empty());
+        // And through a file: saved, the same snapshot again.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        save(&path, &s).unwrap();
+        let again = decode(&path, &std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(again, s);
+        assert_eq!(serde_json::to_string(&again).unwrap(), snapshot);
     }
 
     #[test]

@@ -258,7 +258,7 @@ fn begin(inputs: &Inputs, env: Env<'_>) -> Result<Exit, AppError> {
     let marker = job::chain_marker(env, &new_marker(env));
     let mut markers = job::markers_from_env(env);
     markers.ci_janitor_run = Some(marker.clone());
-    let snap = job::baseline(&markers)?;
+    let snap = job::baseline(&markers, crate::platform::Detail::None)?;
     state::save(&path, &snap)?;
     append_file_command(env, "GITHUB_STATE", STATE_KEY, &path.to_string_lossy())?;
     // The guard records every process's lineage at birth for the rest of the job, watching
@@ -368,7 +368,7 @@ fn end(inputs: &Inputs, env: Env<'_>, post: bool) -> Result<Exit, AppError> {
             escape_data(&w.describe())
         );
     }
-    let exit = job::finish(&swept, &settings, Some(&report_path));
+    let exit = job::finish(swept, &settings, Some(&report_path));
     job::end_of_job(&path);
     exit
 }

@@ -201,11 +201,10 @@ fn dead_man_sweep(
         .clone()
         .unwrap_or_else(|| paths.report_json.clone());
     // The guard's stdout is /dev/null: the reports go to files, the text to its log.
-    crate::job::finish(&swept, &settings, Some(&paths.report_json))
-        .map_err(|e| GuardError::Setup(format!("write the dead man's report: {e}")))?;
-    let built = crate::report::json::build(&swept.outcome, leaked > 0);
-    let text =
-        crate::report::terminal::render(&built.report, crate::report::tree::Style { color: false });
+    let (_, text) = crate::job::finish_with(swept, &settings, Some(&paths.report_json), |r| {
+        crate::report::terminal::render(r, crate::report::tree::Style { color: false })
+    })
+    .map_err(|e| GuardError::Setup(format!("write the dead man's report: {e}")))?;
     paths
         .dir()?
         .replace(

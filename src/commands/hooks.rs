@@ -277,7 +277,7 @@ fn job_started(state_dir: &Path, env: Env<'_>) -> Result<Exit, AppError> {
     let marker = job::chain_marker(env, &crate::commands::action::new_job_marker(env));
     let mut markers = job::markers_from_env(env);
     markers.ci_janitor_run = Some(marker.clone());
-    let snap = job::baseline(&markers)?;
+    let snap = job::baseline(&markers, crate::platform::Detail::None)?;
     state::save(&path, &snap)?;
     dir.replace(
         ACTIVE,
@@ -349,7 +349,7 @@ fn sweep_with_state(
         Job::discover(&opts.proc_root, env, Caller::Runner).with_baseline(&baseline, path)?
     };
     let swept = job::sweep(&job, &baseline, &settings, GuardInput::Beside(path))?;
-    job::finish(&swept, &settings, None)
+    job::finish(swept, &settings, None)
 }
 
 #[cfg(test)]

@@ -48,19 +48,22 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
         .command
         .split_first()
         .ok_or_else(|| AppError::Input("run a command: none was given after `--`".into()))?;
-    // Echoed on stderr and named in errors: redacted like every other command line.
-    let display = crate::redact::redact_argv(
-        &args
-            .command
-            .iter()
-            .map(|a| crate::model::Bytes(a.as_encoded_bytes().to_vec()))
-            .collect::<Vec<_>>(),
-        &mut crate::redact::Secrets::default(),
-    )
-    .iter()
-    .map(|a| a.lossy().into_owned())
-    .collect::<Vec<_>>()
-    .join(" ");
+    // Echoed on stderr and named in errors: redacted like every other command line, and
+    // on one escaped line.
+    let display = crate::text::sanitize(
+        &crate::redact::redact_argv(
+            &args
+                .command
+                .iter()
+                .map(|a| crate::model::Bytes(a.as_encoded_bytes().to_vec()))
+                .collect::<Vec<_>>(),
+            &mut crate::redact::Secrets::default(),
+        )
+        .iter()
+        .map(|a| a.lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" "),
+    );
     let mut cmd = Command::new(program);
     cmd.args(rest).env("CI_JANITOR_RUN", &chain);
     // The job is the command: its marker (the chain: its processes stay the outer job's
@@ -169,7 +172,7 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
         // Still not reaped (a dry run, or it is stuck): it did not end by itself.
         (_, None) => platform::ChildExit::Signal(9),
     };
-    let verdict = crate::job::finish(&swept?, &settings, None)?;
+    let verdict = crate::job::finish(swept?, &settings, None)?;
     // The command's own failure comes first; a status that does not fit in an exit code
     // (never, in practice) still reads as a failure.
     Ok(match exit.as_status() {
@@ -255,7 +258,9 @@ fn wait_for_pipes(
                     .unwrap_or_default(),
                 started.elapsed().as_secs_f64()
             );
-            eprintln!("ci-janitor: warning: {sentence}");
+            // One line: the holder's command line is the job's to choose (a newline and
+            // `::error::` would be a workflow command in a CI log).
+            eprintln!("ci-janitor: warning: {}", crate::text::sanitize(&sentence));
             Some(crate::report::json::PipeHolder {
                 seen_by: "run".into(),
                 step: None,

@@ -6,7 +6,7 @@ use std::io::Write;
 use crate::cli::SnapshotArgs;
 use crate::errors::{AppError, Exit};
 use crate::job;
-use crate::platform::{self, ReadOptions};
+use crate::platform;
 use crate::settings::{self, Env};
 use crate::state;
 
@@ -18,20 +18,14 @@ pub fn run(args: SnapshotArgs, env: Env<'_>) -> Result<Exit, AppError> {
         markers.ci_janitor_run = Some(chain.clone());
         chain
     });
-    let mut snap = platform::read_snapshot(&ReadOptions {
-        detail: if args.full {
+    let snap = job::baseline(
+        &markers,
+        if args.full {
             platform::Detail::All
         } else {
             platform::Detail::None
         },
-        ..ReadOptions::default()
-    })?;
-    // The baseline's argv is never matched against (patterns look at processes alive at
-    // sweep time), so it is saved and printed redacted like everything else.
-    crate::redact::redact_snapshot(&mut snap);
-    snap.job = Some(crate::model::JobInfo {
-        markers: markers.identity(),
-    });
+    )?;
     state::save(&path, &snap)?;
     let mut out = std::io::stdout().lock();
     if args.print {

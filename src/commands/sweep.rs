@@ -15,5 +15,5 @@ pub fn run(args: SweepArgs, env: Env<'_>) -> Result<Exit, AppError> {
     let baseline = state::load(&path, &platform::boot_id(&proc_root)?)?;
     let job = Job::discover(&proc_root, env, Caller::Shell).with_baseline(&baseline, &path)?;
     let swept = job::sweep(&job, &baseline, &settings, GuardInput::Beside(&path))?;
-    job::finish(&swept, &settings, None)
+    job::finish(swept, &settings, None)
 }

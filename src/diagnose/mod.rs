@@ -17,6 +17,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::{sanitize, truncate};
+
 pub use collect::{capture, CaptureInput};
 
 /// A hang report: the facts about the job's processes at one moment, and the verdicts.
@@ -234,7 +236,7 @@ impl Hang {
         let _ = writeln!(
             s,
             "Why the job is stuck ({}; {} job process{}, captured in {:.1} s of at most {:.1} s{}):",
-            self.reason,
+            sanitize(&self.reason),
             self.processes.len(),
             if self.processes.len() == 1 { "" } else { "es" },
             self.elapsed_ms as f64 / 1000.0,
@@ -248,21 +250,21 @@ impl Hang {
             );
         }
         for v in &self.verdicts {
-            let _ = writeln!(s, "  * {}", v.sentence);
+            let _ = writeln!(s, "  * {}", sanitize(&v.sentence));
         }
         for p in &self.processes {
             let _ = write!(
                 s,
                 "  {} {}  state {}",
                 p.pid,
-                truncate(&p.command, 120),
+                line(&p.command, 120),
                 p.state
             );
             if let Some(w) = &p.wchan {
-                let _ = write!(s, " in {w}");
+                let _ = write!(s, " in {}", sanitize(w));
             }
             if let Some(c) = &p.syscall {
-                let _ = write!(s, ", {c}");
+                let _ = write!(s, ", {}", sanitize(c));
             }
             let _ = write!(
                 s,
@@ -278,7 +280,7 @@ impl Hang {
                 if p.threads == 1 { "" } else { "s" }
             );
             if let Some(cwd) = &p.cwd {
-                let _ = write!(s, ", cwd {cwd}");
+                let _ = write!(s, ", cwd {}", sanitize(cwd));
             }
             let _ = writeln!(s);
             for c in self.connections.iter().filter(|c| c.pid == p.pid) {
@@ -292,7 +294,7 @@ impl Hang {
                     let l: Vec<String> = c
                         .listeners
                         .iter()
-                        .map(|l| format!("{} pid {}", l.comm, l.pid))
+                        .map(|l| format!("{} pid {}", sanitize(&l.comm), l.pid))
                         .collect();
                     let _ = write!(s, ", listened on by {}", l.join(", "));
                 }
@@ -325,13 +327,13 @@ impl Hang {
             }
             match (&p.stack, &p.no_stack) {
                 (Some(st), _) => {
-                    let _ = writeln!(s, "      stack ({}):", st.source);
+                    let _ = writeln!(s, "      stack ({}):", sanitize(&st.source));
                     for line in st.text.lines().take(40) {
-                        let _ = writeln!(s, "        {line}");
+                        let _ = writeln!(s, "        {}", sanitize(line));
                     }
                 }
                 (None, Some(why)) => {
-                    let _ = writeln!(s, "      no stack: {why}");
+                    let _ = writeln!(s, "      no stack: {}", sanitize(why));
                 }
                 (None, None) => {}
             }
@@ -342,24 +344,19 @@ impl Hang {
                 s,
                 "  gone: {} `{}` exited {ago} s ago (journal)",
                 g.pid,
-                truncate(&g.command, 100)
+                line(&g.command, 100)
             );
         }
         for m in &self.missing {
-            let _ = writeln!(s, "  missing: {m}");
+            let _ = writeln!(s, "  missing: {}", sanitize(m));
         }
         s
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(max).collect();
-        t.push('…');
-        t
-    }
+/// One escaped line of what a process chose, at most `max` characters.
+fn line(text: &str, max: usize) -> String {
+    truncate(sanitize(text), max)
 }
 
 /// Where `py-spy` is, by the environment: `$CI_JANITOR_PY_SPY` (a path, or `off`), else

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::report::json::{Report, SignatureClass};
 use crate::report::summary::md;
-use crate::report::tree::{sanitize, truncate};
+use crate::text::{sanitize, truncate};
 
 use super::digest::Digest;
 

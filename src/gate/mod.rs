@@ -52,7 +52,7 @@ impl Rule {
 
     fn matches_process(&self, p: &ReportProcess, report: &Report) -> bool {
         let step_ok = self.step.as_deref().is_none_or(|glob| {
-            p.markers.github_action.as_deref().is_some_and(|id| {
+            p.markers.github_action().is_some_and(|id| {
                 glob_match(glob, id)
                     || report
                         .step_names
@@ -62,8 +62,7 @@ impl Rule {
         });
         let test_ok = self.test.as_deref().is_none_or(|glob| {
             p.markers
-                .pytest_current_test
-                .as_deref()
+                .pytest_current_test()
                 .is_some_and(|t| glob_match(glob, t))
         });
         step_ok && test_ok
@@ -305,8 +304,11 @@ pub(crate) mod tests {
                 p.ppid = 1;
                 p.argv = argv.iter().map(|a| crate::model::Bytes::from(*a)).collect();
                 p.listening.clear();
-                p.markers.pytest_current_test = test.map(str::to_owned);
-                p.markers.github_action = Some("__run_2".into());
+                match test {
+                    Some(t) => p.markers.set("PYTEST_CURRENT_TEST", (*t).to_owned()),
+                    None => drop(p.markers.remove("PYTEST_CURRENT_TEST")),
+                }
+                p.markers.set("GITHUB_ACTION", "__run_2".into());
                 b.report.processes.push(p);
             }
         }

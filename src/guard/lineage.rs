@@ -631,25 +631,23 @@ mod tests {
     fn fills_step_and_test_but_never_evidence_markers() {
         let l = Lineage::from_journal(&journal());
         let mut scrubbed = proc_at(10, 1, 5);
-        scrubbed.markers = Markers::default();
+        scrubbed.markers = Default::default();
         let mut own = proc_at(3, 2, 2);
-        own.markers.github_action = Some("own-step".into());
+        own.markers.set("GITHUB_ACTION", "own-step".into());
         let stranger = proc_at(12, 1, 6);
         let mut snap = snapshot_of(vec![scrubbed, own, stranger], 0);
         l.fill_markers(&mut snap);
         let m = &snap.processes[0].markers;
-        assert_eq!(m.github_action.as_deref(), Some("step-a"));
-        assert_eq!(m.pytest_current_test.as_deref(), Some("t.py::x (call)"));
+        assert_eq!(m.github_action(), Some("step-a"));
+        assert_eq!(m.pytest_current_test(), Some("t.py::x (call)"));
         assert_eq!(
-            m.runner_tracking_id, None,
+            m.runner_tracking_id(),
+            None,
             "evidence markers are never filled"
         );
         assert_eq!(m.inherited, vec!["GITHUB_ACTION", "PYTEST_CURRENT_TEST"]);
         // Its own marker stays its own.
-        assert_eq!(
-            snap.processes[1].markers.github_action.as_deref(),
-            Some("own-step")
-        );
+        assert_eq!(snap.processes[1].markers.github_action(), Some("own-step"));
         assert!(snap.processes[1].markers.inherited.is_empty());
         assert!(snap.processes[2].markers.is_empty());
     }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use super::control::{AtSweep, Status, Stopped};
 use super::journal::Mode;
+use crate::text::sanitize;
 
 impl Status {
     pub fn render(&self) -> String {
@@ -60,16 +61,16 @@ impl Status {
             self.overruns
         );
         if let Some(stop) = &self.last_stop {
-            let _ = writeln!(s, "last stop: {stop}");
+            let _ = writeln!(s, "last stop: {}", sanitize(stop));
         }
         for d in &self.degraded {
-            let _ = writeln!(s, "degraded: {d}");
+            let _ = writeln!(s, "degraded: {}", sanitize(d));
         }
         for w in &self.warnings {
-            let _ = writeln!(s, "warning: {w}");
+            let _ = writeln!(s, "warning: {}", sanitize(w));
         }
         for p in &self.journal_problems {
-            let _ = writeln!(s, "journal problem: {p}");
+            let _ = writeln!(s, "journal problem: {}", sanitize(p));
         }
         s
     }
@@ -81,7 +82,7 @@ impl AtSweep {
         let mut s = String::new();
         let Some(l) = &self.lineage else {
             for p in &self.problems {
-                let _ = writeln!(s, "Guard: {p}");
+                let _ = writeln!(s, "Guard: {}", sanitize(p));
             }
             return s;
         };
@@ -131,14 +132,46 @@ impl AtSweep {
             );
         }
         for d in &l.degraded {
-            let _ = writeln!(s, "  degraded: {d}");
+            let _ = writeln!(s, "  degraded: {}", sanitize(d));
         }
         for w in &l.warnings {
-            let _ = writeln!(s, "  warning: {}", w.describe());
+            let _ = writeln!(s, "  warning: {}", sanitize(&w.describe()));
         }
         for p in l.journal_problems.iter().chain(&self.problems) {
-            let _ = writeln!(s, "  journal: {p}");
+            let _ = writeln!(s, "  journal: {}", sanitize(p));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A warning names a step and a command line, both chosen by the job: a line break in
+    /// them must not start a line of its own (where `::error::` would be a workflow command).
+    #[test]
+    fn status_text_keeps_what_a_process_chose_on_its_line() {
+        let status = Status {
+            running: false,
+            guard: None,
+            stale: false,
+            journal: "j".into(),
+            log: "l".into(),
+            births: 0,
+            gaps: 0,
+            overruns: 0,
+            degraded: vec!["d\n::error::x".into()],
+            warnings: vec!["step `a\n::error::b` left `c\x1b[2J`".into()],
+            journal_problems: vec!["p\r\n::add-mask::y".into()],
+            last_stop: Some("s\n::warning::z".into()),
+        };
+        let text = status.render();
+        assert!(!text.lines().any(|l| l.starts_with("::")), "{text}");
+        assert!(!text.contains('\x1b'), "{text}");
+        assert!(
+            text.contains(r"warning: step `a\x0a::error::b` left `c\x1b[2J`"),
+            "{text}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Bytes, Markers, Process, ProcessId, Snapshot};
+use crate::model::{Bytes, MarkerSet, Process, ProcessId, Snapshot};
 
 pub const DIFF_SCHEMA_VERSION: u32 = 1;
 
@@ -31,7 +31,7 @@ pub struct AppearedProcess {
     pub argv: Vec<Bytes>,
     pub exe: Option<Bytes>,
     pub cwd: Option<Bytes>,
-    pub markers: Markers,
+    pub markers: MarkerSet,
     /// Labels of the sockets it listens on (`tcp 127.0.0.1:8000`).
     pub listening: Vec<String>,
 }

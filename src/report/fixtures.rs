@@ -57,7 +57,7 @@ impl<'a> P<'a> {
             })
             .unwrap_or_default();
         p.argv = self.argv;
-        p.markers = self.markers;
+        p.markers = self.markers.into();
         Entry {
             process: p,
             class: self.class,
@@ -140,7 +140,7 @@ pub fn outcome(entries: Vec<Entry>, elapsed_ms: u64, rounds: u32) -> SweepOutcom
     }
 }
 
-fn report(o: &SweepOutcome) -> Built {
+fn report(o: SweepOutcome) -> Built {
     let failed = o.failing_leaks().count() > 0;
     build(o, failed)
 }
@@ -203,7 +203,7 @@ pub fn prefect() -> Built {
             i += 1;
         }
     }
-    report(&outcome(entries, 5_270, 2))
+    report(outcome(entries, 5_270, 2))
 }
 
 /// MCP stdio servers: one the job's (its session, no markers left: MCP clients start
@@ -246,7 +246,7 @@ pub fn mcp() -> Built {
     };
     redis.markers = job_markers("start-services", None, None);
     redis.listening = vec!["tcp 0.0.0.0:6379".into(), "tcp [::]:6379".into()];
-    report(&outcome(
+    report(outcome(
         vec![server.entry(), child.entry(), fs.entry(), redis.entry()],
         260,
         1,
@@ -255,7 +255,7 @@ pub fn mcp() -> Built {
 
 /// Nothing leaked.
 pub fn clean() -> Built {
-    report(&outcome(vec![], 3, 1))
+    report(outcome(vec![], 3, 1))
 }
 
 /// Command lines written to break renderers, and secrets that must not come out.
@@ -288,7 +288,7 @@ pub fn hostile() -> Built {
         ],
     );
     curl.fate = Some(Fate::Unkillable { state: 'D' });
-    report(&outcome(vec![evil.entry(), curl.entry()], 5_100, 1))
+    report(outcome(vec![evil.entry(), curl.entry()], 5_100, 1))
 }
 
 /// `n` leaks with `n` different command lines (a name made of letters, so nothing is
@@ -312,7 +312,7 @@ pub fn many_signatures(n: usize) -> Built {
             p.entry()
         })
         .collect();
-    report(&outcome(entries, 5_000, 1))
+    report(outcome(entries, 5_000, 1))
 }
 
 /// `n` leaks of one command line, each its own tree of a parent and a child.
@@ -328,7 +328,7 @@ pub fn many_trees(n: usize) -> Built {
             [parent.entry(), child.entry()]
         })
         .collect();
-    report(&outcome(entries, 5_000, 1))
+    report(outcome(entries, 5_000, 1))
 }
 
 /// `aa`, `ab`, ...: distinct names without digits.
@@ -344,4 +344,42 @@ fn letters(mut i: usize) -> String {
     s.push(b'x');
     s.reverse();
     String::from_utf8_lossy(&s).into_owned()
+}
+
+/// A clean run whose job was stuck when it was cancelled: the hang report captured
+/// before the kill, with one verdict.
+pub fn hung() -> Built {
+    let mut built = clean();
+    built.report.hang = Some(crate::diagnose::Hang {
+        reason: "signal SIGTERM".into(),
+        at_unix_ms: 1_000_000,
+        elapsed_ms: 1200,
+        bound_ms: 5000,
+        sample_ms: 1000,
+        complete: true,
+        processes: vec![crate::diagnose::HangProcess {
+            pid: 42,
+            comm: "python3".into(),
+            command: "python3 -m pytest -k <test>".into(),
+            state: 'S',
+            wchan: Some("wait_woken".into()),
+            syscall: Some("recvfrom(fd 5)".into()),
+            cpu_ms: 300,
+            cpu_delta_ms: Some(0),
+            age_s: 291,
+            threads: 2,
+            python: true,
+            ..Default::default()
+        }],
+        verdicts: vec![crate::diagnose::Verdict {
+            pids: vec![42],
+            kind: "waits-on-closed-port".into(),
+            sentence: "pytest pid 42 has waited 290 s on 127.0.0.1:4200 (CLOSE-WAIT, in \
+                       recvfrom(fd 5)); nothing listens there."
+                .into(),
+        }],
+        missing: vec!["py-spy is not installed".into()],
+        ..Default::default()
+    });
+    built
 }

@@ -130,17 +130,17 @@ pub fn compute(processes: &[ReportProcess]) -> Vec<Signature> {
                 steps: tally(
                     members
                         .iter()
-                        .filter_map(|p| p.markers.github_action.clone()),
+                        .filter_map(|p| p.markers.get("GITHUB_ACTION").cloned()),
                 ),
                 tests: tally(
                     members
                         .iter()
-                        .filter_map(|p| p.markers.pytest_current_test.clone()),
+                        .filter_map(|p| p.markers.get("PYTEST_CURRENT_TEST").cloned()),
                 ),
                 xdist_workers: tally(
                     members
                         .iter()
-                        .filter_map(|p| p.markers.pytest_xdist_worker.clone()),
+                        .filter_map(|p| p.markers.get("PYTEST_XDIST_WORKER").cloned()),
                 )
                 .into_iter()
                 .map(|t| t.value)

@@ -14,7 +14,7 @@ use std::fmt::Write;
 
 use super::json::{RanAs, Report, ReportProcess, Sample, Signature};
 use super::signature::{describe_fates, describe_tallies, port_ranges};
-use super::terminal::{describe_fate, plural, shell_quote};
+use super::terminal::{commands_and_processes, describe_fate, plural, shell_quote};
 use super::tree::{draw_forest, sanitize, truncate};
 
 /// The default cap: well under GitHub's 1 MiB per step, leaving room for what else the
@@ -582,16 +582,10 @@ pub fn render(r: &Report, report_path: Option<&str>, cap: usize) -> String {
             }
         }
         if r.signatures.len() > MAX_ROWS && c.dropped.is_empty() {
-            let rest = &r.signatures[MAX_ROWS..];
             c.push(
                 &format!(
-                    "\n… and {} ({}) more: all are in the JSON report.\n",
-                    plural(rest.len(), "command", "commands"),
-                    plural(
-                        rest.iter().map(|s| s.count).sum::<usize>(),
-                        "process",
-                        "processes"
-                    )
+                    "\n… and {} more: all are in the JSON report.\n",
+                    commands_and_processes(&r.signatures[MAX_ROWS..])
                 ),
                 "rows of the table",
             );
@@ -664,38 +658,7 @@ mod tests {
 
     #[test]
     fn hang_summary() {
-        let mut built = fixtures::clean();
-        built.report.hang = Some(crate::diagnose::Hang {
-            reason: "signal SIGTERM".into(),
-            at_unix_ms: 1_000_000,
-            elapsed_ms: 1200,
-            bound_ms: 5000,
-            sample_ms: 1000,
-            complete: true,
-            processes: vec![crate::diagnose::HangProcess {
-                pid: 42,
-                comm: "python3".into(),
-                command: "python3 -m pytest -k <test>".into(),
-                state: 'S',
-                wchan: Some("wait_woken".into()),
-                syscall: Some("recvfrom(fd 5)".into()),
-                cpu_ms: 300,
-                cpu_delta_ms: Some(0),
-                age_s: 291,
-                threads: 2,
-                python: true,
-                ..Default::default()
-            }],
-            verdicts: vec![crate::diagnose::Verdict {
-                pids: vec![42],
-                kind: "waits-on-closed-port".into(),
-                sentence: "pytest pid 42 has waited 290 s on 127.0.0.1:4200 (CLOSE-WAIT, in \
-                           recvfrom(fd 5)); nothing listens there."
-                    .into(),
-            }],
-            missing: vec!["py-spy is not installed".into()],
-            ..Default::default()
-        });
+        let built = fixtures::hung();
         let text = render(&built.report, PATH, SUMMARY_CAP);
         assert!(
             text.contains("### Why the job was stuck (signal SIGTERM)"),

@@ -38,6 +38,18 @@ pub fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// `3 commands (12 processes)`: the signatures a report left out of a list.
+pub fn commands_and_processes<'a>(rest: impl IntoIterator<Item = &'a Signature>) -> String {
+    let (commands, processes) = rest
+        .into_iter()
+        .fold((0, 0), |(c, p), s| (c + 1, p + s.count));
+    format!(
+        "{} ({})",
+        plural(commands, "command", "commands"),
+        plural(processes, "process", "processes")
+    )
+}
+
 /// The first line of every report: clean, or how many leaked and what was done.
 pub fn headline(r: &Report) -> String {
     let unattributed = r
@@ -364,21 +376,19 @@ pub fn render(r: &Report, style: Style) -> String {
             signature_block(&mut out, r, s, &by_pid, style);
         }
         if sigs.len() > MAX_SIGNATURES {
-            let rest = &sigs[MAX_SIGNATURES..];
             let _ = writeln!(
                 out,
-                "  … and {} ({}) more, in the JSON report (--report-json)",
-                plural(rest.len(), "command", "commands"),
-                plural(
-                    rest.iter().map(|s| s.count).sum::<usize>(),
-                    "process",
-                    "processes"
-                )
+                "  … and {} more, in the JSON report (--report-json)",
+                commands_and_processes(sigs[MAX_SIGNATURES..].iter().copied())
             );
         }
     }
     known_leaks_table(&mut out, r);
     left_alone(&mut out, r);
+    if let Some(h) = &r.hang {
+        // Escaped field by field where it is rendered (commands, stacks, paths).
+        let _ = write!(out, "\n{}", h.render_text());
+    }
     if !r.ports.is_empty() {
         let _ = writeln!(out, "\nPorts:");
         let pids = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
@@ -547,6 +557,26 @@ mod tests {
     #[test]
     fn clean_run() {
         insta::assert_snapshot!(render(&fixtures::clean().report, Style::default()));
+    }
+
+    /// `report --format text` of a saved report shows why the job was stuck, as the live
+    /// report did; a command line the job chose stays on its line there too.
+    #[test]
+    fn a_hung_run_shows_why_it_was_stuck() {
+        let mut built = fixtures::hung();
+        let hang = built.report.hang.as_mut().unwrap();
+        hang.processes[0].command = "python3 x\n::error::forged".into();
+        let text = render(&built.report, Style::default());
+        assert!(
+            text.contains("\nWhy the job is stuck (signal SIGTERM; 1 job process"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  * pytest pid 42 has waited 290 s on 127.0.0.1:4200"),
+            "{text}"
+        );
+        assert!(text.contains(r"python3 x\x0a::error::forged"), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("::")), "{text}");
     }
 
     #[test]

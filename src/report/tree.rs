@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::diff::Forest;
 use crate::model::Snapshot;
+pub use crate::text::{sanitize, truncate};
 
 /// Longest command line shown on one line; the JSON output has the whole argv.
 const MAX_COMMAND: usize = 160;
@@ -24,32 +25,8 @@ impl Style {
     }
 }
 
-/// Makes text safe for one terminal line: control characters (including escape sequences
-/// that a hostile argv could carry) are shown as `\xNN`.
-pub fn sanitize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            let _ = write!(out, "\\x{:02x}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn shorten(text: String) -> String {
     truncate(text, MAX_COMMAND)
-}
-
-/// At most `max` characters, the last one `…` when something was cut.
-pub fn truncate(text: String, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text;
-    }
-    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
-    s.push('…');
-    s
 }
 
 /// Renders `forest` (ids of processes in `now`) as indented lines.

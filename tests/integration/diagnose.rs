@@ -436,3 +436,54 @@ fn in_accept(pid: i32) -> bool {
         .and_then(|s| s.split_whitespace().next().map(str::to_owned))
         .is_some_and(|n| n == "43" || n == "288")
 }
+
+/// Kills a child the test started when the test ends, also when an assertion fails.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A job process whose command line carries a newline, a workflow command and terminal
+/// escapes: the text report shows it on one line, escaped, so nothing in it can act as a
+/// workflow command in a CI log or move a terminal's cursor.
+#[test]
+fn a_hostile_command_line_stays_one_escaped_line_in_the_text_report() {
+    let _g = serial();
+    let dir = ScratchDir::new("diag_hostile");
+    let state = snapshot(dir.path());
+    let m = marker();
+    let hostile = "x\n::error title=forged::injected\x1b[2J\x1b]0;title\x07";
+    let (child, ready) = start_py(
+        dir.path(),
+        "wait.py",
+        "import select, sys\nprint('ready', flush=True)\nselect.select([], [], [])\n",
+        &[hostile],
+        &m,
+    );
+    let child = Reaped(child);
+    assert_eq!(ready, "ready");
+    let mut c = janitor();
+    c.args(["diagnose", "--state"])
+        .arg(&state)
+        .env("CI_JANITOR_RUN", &m)
+        .env("CI_JANITOR_PY_SPY", "off");
+    let out = output_of(c);
+    assert!(out.status.success(), "diagnose failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let pid = child.0.id().to_string();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&pid))
+        .unwrap_or_else(|| panic!("the process is not in:\n{text}"));
+    assert!(line.contains(r"x\x0a::error"), "{line}");
+    assert!(!text.contains('\x1b'), "{text:?}");
+    assert!(!text.contains('\x07'), "{text:?}");
+    assert!(
+        !text.lines().any(|l| l.trim_start().starts_with("::")),
+        "{text}"
+    );
+}

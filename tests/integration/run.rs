@@ -412,3 +412,24 @@ fn a_command_that_ignores_sigterm_is_escalated_and_swept() {
         assert!(r.by_ident().contains_key(&sleeper), "the leak is reported");
     }
 }
+
+/// The command `run` echoes on stderr is the user's, but its arguments may be anything a
+/// script passed along: a newline and `::error::` in one stays on the echoed line.
+#[test]
+fn a_command_line_with_a_workflow_command_in_it_is_echoed_on_one_line() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_hostile_argv");
+    let mut c = janitor();
+    c.current_dir(dir.path())
+        .args(["run", "--color", "never", "--", "true"])
+        .arg("x\n::error title=forged::injected\x1b[2J");
+    let out = output_of(c);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r"`true x\x0a::error title=forged::injected\x1b[2J` exited with 0"),
+        "{err}"
+    );
+    assert!(!err.lines().any(|l| l.starts_with("::")), "{err}");
+    assert!(!err.contains('\x1b'), "{err:?}");
+}

@@ -900,7 +900,7 @@ impl ProcReader {
             Err(e) => p.unreadable.push(format!("cmdline: {}", errno_text(e))),
         }
         match self.read_file(&dir, "environ") {
-            Ok(buf) => p.markers = scan_environ_markers(buf),
+            Ok(buf) => p.markers = scan_environ_markers(buf).into(),
             Err(e) if is_gone(e) => return Err(GONE),
             Err(e) => p.unreadable.push(format!("environ: {}", errno_text(e))),
         }
@@ -955,7 +955,7 @@ impl ProcReader {
             }
         }
         match self.read_file(&dir, "environ") {
-            Ok(buf) => p.markers = scan_environ_markers(buf),
+            Ok(buf) => p.markers = scan_environ_markers(buf).into(),
             Err(e) if is_gone(e) => return Err(GONE),
             Err(e) => p.unreadable.push(format!("environ: {}", errno_text(e))),
         }

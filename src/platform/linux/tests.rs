@@ -169,12 +169,9 @@ fn reads_a_fake_proc_tree() {
         uvicorn.command_line(),
         "python3 -m uvicorn app:main --port 8000"
     );
+    assert_eq!(uvicorn.markers.runner_tracking_id(), Some("github_42"));
     assert_eq!(
-        uvicorn.markers.runner_tracking_id.as_deref(),
-        Some("github_42")
-    );
-    assert_eq!(
-        uvicorn.markers.pytest_current_test.as_deref(),
+        uvicorn.markers.pytest_current_test(),
         Some("t.py::test_a (call)")
     );
     assert_eq!(uvicorn.cgroup.as_deref(), Some("/job.scope"));
