@@ -600,3 +600,145 @@ fn read_ids(path: &Path) -> std::collections::HashMap<String, crate::support::Id
         })
         .collect()
 }
+
+#[test]
+fn children_forked_while_the_sweep_works_are_found_in_a_later_round() {
+    // At grace 0 the sweep reads lightly, classifies, then reads each group's rest and
+    // kills it before the next group: the window between a group's reading and its kill is
+    // where a member can fork. Here a job process forks a child every 10 ms in the job's
+    // session (which holds the job's shell, not a target: every process gets its own
+    // SIGKILL), so children are born between the reading and the kill of the forker. Each
+    // child it recorded must be in the report, found in the round that read it, and dead.
+    let _g = serial();
+    let dir = ScratchDir::new("sweep_forked_meanwhile");
+    let run = group_sweep(
+        dir.path(),
+        r#"sh -c 'while :; do
+            sleep 1000 &
+            echo "$! $(cut -d" " -f22 /proc/$!/stat)" >> kids.txt
+            sleep 0.01
+          done' < /dev/null > /dev/null 2>&1 &
+        echo $! > forker.pid
+        n=0
+        while [ "$(wc -l < kids.txt 2>/dev/null || echo 0)" -lt 3 ]; do
+          n=$((n + 1)); [ $n -lt 400 ] || exit 3; sleep 0.05
+        done"#,
+        &["forker"],
+    );
+    let kids: Vec<crate::support::Ident> = std::fs::read_to_string(dir.path().join("kids.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let pid = f.next()?.parse().ok()?;
+            let start_ticks = f.next()?.parse().ok()?;
+            Some(crate::support::Ident { pid, start_ticks })
+        })
+        .collect();
+    let cleanup = GroupSweep {
+        ids: kids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (format!("kid{i}"), *id))
+            .collect(),
+        log: String::new(),
+    };
+    assert!(kids.len() >= 3, "kids: {kids:?}");
+    assert!(
+        wait_dead(&[run.ids["forker"]], Duration::from_secs(5)),
+        "the forker was killed:\n{}",
+        run.log
+    );
+    let r = Report::read(&dir.path().join("report.json"));
+    for kid in &kids {
+        assert!(
+            wait_dead(&[*kid], Duration::from_secs(5)),
+            "{kid:?} survived:\n{}",
+            run.log
+        );
+        let e = r.entry(*kid);
+        assert_eq!(e.class, "job", "{e:?}");
+    }
+    drop(cleanup);
+}
+
+#[test]
+fn a_job_group_beside_a_bystander_group_in_its_session_is_killed_member_by_member() {
+    // A session started before the baseline (its leader and a bystander in a group of its
+    // own are not new) in which the job then starts a group of its own processes. The
+    // job's group is all targets, but its session is not: no group signal, each member
+    // its own SIGKILL, and the bystander and the leader survive.
+    let _g = serial();
+    let dir = ScratchDir::new("sweep_bystander_group");
+    let body = r#"set -e
+        setsid sh -c '
+          python3 -c "import os; os.setpgid(0, 0); os.execvp(\"sleep\", [\"sleep\", \"1000\"])" &
+          echo $! > bystander.pid
+          n=0
+          while [ ! -s go ]; do n=$((n + 1)); [ $n -lt 400 ] || exit 3; sleep 0.05; done
+          . ./go
+          python3 -c "
+import os, subprocess
+os.setpgid(0, 0)
+c = subprocess.Popen([\"sleep\", \"1000\"])
+open(\"member.pid.tmp\", \"w\").write(str(c.pid))
+os.rename(\"member.pid.tmp\", \"member.pid\")
+os.execvp(\"sleep\", [\"sleep\", \"1000\"])" &
+          echo $! > group.pid
+          exec sleep 1000' < /dev/null > /dev/null 2>&1 &
+        echo $! > leader.pid
+        n=0
+        while [ ! -s bystander.pid ] \
+          || [ "$(cut -d' ' -f5 /proc/$(cat bystander.pid)/stat 2>/dev/null)" != "$(cat bystander.pid)" ]; do
+          n=$((n + 1)); [ $n -lt 400 ] || exit 3; sleep 0.05
+        done
+        eval "$("$JANITOR" snapshot --export --state state.json)"
+        echo "export CI_JANITOR_RUN='$CI_JANITOR_RUN'" > go.tmp && mv go.tmp go
+        n=0
+        while [ ! -s member.pid ] \
+          || [ "$(cut -d' ' -f5 /proc/$(cat group.pid)/stat 2>/dev/null)" != "$(cat group.pid)" ]; do
+          n=$((n + 1)); [ $n -lt 400 ] || exit 3; sleep 0.05
+        done
+        for f in leader bystander group member; do
+          p=$(cat $f.pid); echo "$f $p $(cut -d' ' -f22 /proc/$p/stat)"
+        done > ids.txt
+        set +e
+        CI_JANITOR_LOG=debug "$JANITOR" sweep --state state.json --grace 0s --color never \
+          --report-json report.json 2> log.txt
+        echo "sweep=$?"
+        "#;
+    let out = job_script(dir.path(), body);
+    let run = GroupSweep {
+        ids: read_ids(&dir.path().join("ids.txt")),
+        log: std::fs::read_to_string(dir.path().join("log.txt")).unwrap_or_default(),
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("sweep=1") && run.ids.len() == 4,
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ids, log) = (&run.ids, &run.log);
+    let dead = wait_dead(&[ids["group"], ids["member"]], Duration::from_secs(5));
+    assert!(dead, "the job's group was killed:\n{log}");
+    assert!(alive(&ids["bystander"]), "the bystander survived:\n{log}");
+    assert!(
+        alive(&ids["leader"]),
+        "the session's leader survived:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.contains("to the process group")),
+        "a group was signalled whole though its session holds a bystander:\n{log}"
+    );
+    for name in ["group", "member"] {
+        assert!(
+            log.lines().any(|l| l.contains("pidfd_send_signal")
+                && l.contains(&format!("pid={}", ids[name].pid))
+                && l.contains("Kill")),
+            "{name} got its own SIGKILL:\n{log}"
+        );
+    }
+    let r = Report::read(&dir.path().join("report.json"));
+    assert_eq!(r.entry(ids["group"]).class, "job");
+    assert_eq!(r.entry(ids["member"]).class, "job");
+}

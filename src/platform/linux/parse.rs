@@ -111,6 +111,14 @@ pub fn parse_status_uid(buf: &[u8]) -> Option<u32> {
         })
 }
 
+/// The one-letter state in `/proc/PID/status` (`State:\tZ (zombie)`).
+pub fn parse_status_state(buf: &[u8]) -> Option<char> {
+    buf.split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"State:"))
+        .and_then(|rest| rest.iter().find(|b| !b.is_ascii_whitespace()))
+        .map(|&b| b as char)
+}
+
 /// Splits `/proc/PID/cmdline` on NUL. A process that rewrote its argv into one
 /// space-separated string (setproctitle) yields one element; that is what it says it is.
 pub fn parse_cmdline(buf: &[u8]) -> Vec<Bytes> {

@@ -367,3 +367,26 @@ fn a_reading_is_complete_unless_a_live_process_was_skipped() {
     assert!(gone_or_unread(Errno::SRCH).unread.is_none());
     assert_eq!(gone_or_unread(Errno::MFILE).unread, Some(Errno::MFILE));
 }
+
+#[test]
+fn the_fd_walk_reads_a_directory_longer_than_one_fill() {
+    // More descriptors than one 4 KiB getdents64 fill holds (~24 bytes an entry), with a
+    // listening socket past them: the walk must ask again when a fill was full, and stop
+    // when one was short.
+    let listener_first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nulls: Vec<std::fs::File> = (0..400)
+        .map(|_| std::fs::File::open("/dev/null").unwrap())
+        .collect();
+    let listener_last = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let inode = |l: &std::net::TcpListener| rustix::fs::fstat(l).unwrap().st_ino;
+    let sockets: HashMap<u64, usize> = [(inode(&listener_first), 0), (inode(&listener_last), 1)]
+        .into_iter()
+        .collect();
+    let me = procfs::Reader::at(Path::new("/proc"))
+        .dir(std::process::id() as i32)
+        .unwrap();
+    let mut held = held_sockets(&me, &sockets).unwrap();
+    held.sort_unstable();
+    assert_eq!(held, vec![0, 1]);
+    drop(nulls);
+}
