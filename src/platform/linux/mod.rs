@@ -230,29 +230,47 @@ impl RestReader {
 
     /// `id`'s directory: `dir` when the light reading kept it; else opened again and proved
     /// to be `id`'s — by the pinned pidfd (`pin`) not having exited after the open (a pid is
-    /// not reused while its process holds it), or without one by its start time.
+    /// not reused while its process holds it), or without one by its start time. Gone only
+    /// on proof (the pidfd says it exited, `/proc` has no such process or another one under
+    /// its pid); any other failure (too many open files, say) is [`NotOpened::Unreadable`]:
+    /// the process is still signalled, through its pidfd or the kill's own identity check.
     fn open(
         &mut self,
         id: ProcessId,
         dir: Option<ProcDir>,
         pin: Option<&Handle>,
-    ) -> Option<OwnedFd> {
+    ) -> Result<OwnedFd, NotOpened> {
         if let Some(d) = dir {
-            return Some(d.0);
+            return Ok(d.0);
         }
-        let fd = self.files.dir(id.pid).ok()?;
-        let same = match pin {
-            Some(h) => !h.has_exited(),
-            None => self
-                .files
-                .read(&fd, "stat")
-                .ok()
-                .and_then(|b| parse_stat(b).ok())
-                .is_some_and(|s| {
-                    s.start_ticks == id.start_ticks && !crate::model::is_dead_state(s.state)
-                }),
+        let no_such = |e: Errno| e == Errno::NOENT || is_gone(e);
+        let fd = match self.files.dir(id.pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let gone = pin.map_or(no_such(e), Handle::has_exited);
+                return Err(if gone {
+                    NotOpened::Gone
+                } else {
+                    NotOpened::Unreadable(e)
+                });
+            }
         };
-        same.then_some(fd)
+        if let Some(h) = pin {
+            return if h.has_exited() {
+                Err(NotOpened::Gone)
+            } else {
+                Ok(fd)
+            };
+        }
+        match self.files.read(&fd, "stat").map(parse_stat) {
+            Ok(Ok(s))
+                if s.start_ticks == id.start_ticks && !crate::model::is_dead_state(s.state) =>
+            {
+                Ok(fd)
+            }
+            Err(e) if !no_such(e) => Err(NotOpened::Unreadable(e)),
+            _ => Err(NotOpened::Gone),
+        }
     }
 
     /// The cgroup of `p` alone (for the hints of a process without evidence).
@@ -261,11 +279,11 @@ impl RestReader {
         let fd = match dir {
             Some(d) => &d.0,
             None => match self.open(p.id, None, pin) {
-                Some(fd) => {
+                Ok(fd) => {
                     reopened = fd;
                     &reopened
                 }
-                None => return,
+                Err(_) => return,
             },
         };
         match self.files.read(fd, "cgroup") {
@@ -285,9 +303,16 @@ impl RestReader {
         status: bool,
     ) -> RestFacts {
         let mut f = RestFacts::default();
-        let Some(dir) = self.open(id, dir, pin) else {
-            f.gone = true;
-            return f;
+        let dir = match self.open(id, dir, pin) {
+            Ok(dir) => dir,
+            Err(NotOpened::Gone) => {
+                f.gone = true;
+                return f;
+            }
+            Err(NotOpened::Unreadable(e)) => {
+                f.unreadable.push(format!("details: {}", errno_text(e)));
+                return f;
+            }
         };
         if status {
             match self.files.read(&dir, "status") {
@@ -324,6 +349,14 @@ impl RestReader {
         }
         f
     }
+}
+
+/// Why [`RestReader`] could not open a process's directory.
+enum NotOpened {
+    /// It has exited (or its pid now names another process).
+    Gone,
+    /// It could not be opened for another reason: it may well be alive.
+    Unreadable(Errno),
 }
 
 /// What [`RestReader::read`] read of a process.

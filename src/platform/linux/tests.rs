@@ -390,3 +390,30 @@ fn the_fd_walk_reads_a_directory_longer_than_one_fill() {
     assert_eq!(held, vec![0, 1]);
     drop(nulls);
 }
+
+/// The rest of a process's details: gone only on proof. A directory that cannot be opened
+/// for another reason (here: not a directory; in life, too many open files) leaves the
+/// process to be signalled, with the failure said; a pid that names another process now,
+/// or none, is gone.
+#[test]
+fn the_rest_reader_calls_a_process_gone_only_on_proof() {
+    let tmp = fake_proc();
+    let root = tmp.path();
+    process(root, 40, &stat_line(40, b"x", 'S', 1, 0, 500), b"x\0", b"");
+    fs::write(root.join("41"), b"not a directory").unwrap();
+    let mut rest = RestReader::new(root, &[]);
+    let id = |pid, start_ticks| ProcessId { pid, start_ticks };
+    let f = rest.read(id(40, 500), None, None, true);
+    assert!(!f.gone && f.unreadable.is_empty(), "{f:?}");
+    let f = rest.read(id(41, 500), None, None, true);
+    assert!(
+        !f.gone,
+        "an unopenable directory is no proof of death: {f:?}"
+    );
+    assert_eq!(f.unreadable, vec!["details: unreadable".to_owned()]);
+    assert!(
+        rest.read(id(40, 499), None, None, true).gone,
+        "another process now"
+    );
+    assert!(rest.read(id(42, 500), None, None, true).gone, "no such pid");
+}
