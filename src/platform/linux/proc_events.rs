@@ -181,51 +181,54 @@ impl Connector {
             held: Vec::new(),
             dedup_early: false,
         };
-        // Our own pid makes the answers ours: every listener receives every answer. The
-        // kernel answers in the order it was asked.
+        // Our own pid makes the answers ours: every listener receives every answer (that
+        // its filter lets through: on Linux 6.6+ an answer is an event of type NONE, which
+        // only a socket taking every event receives).
         let nonce = std::process::id();
-        // First the filtered subscription (8 bytes, `struct proc_input`): Linux 6.6+ answers
-        // it, older kernels ignore it without a word. Then the plain one (4 bytes), which
-        // every kernel answers (and which on 6.6+ lifts the filter again). Whether the
-        // first answer came before the second tells whether this kernel filters.
-        c.send(&c.fd, &subscription(1, nonce, Some(POLLED_EVENTS)))?;
-        c.send(&c.fd, &subscription(2, nonce.wrapping_add(2), None))?;
-        let answers = c.wait_for_answer(nonce.wrapping_add(3), &[nonce.wrapping_add(1)])?;
-        c.filtered = answers.first() == Some(&Some(0));
-        if c.filtered {
-            c.split(nonce, rcvbuf)?;
-        }
+        c.send(&c.fd, &subscription(1, nonce, None))?;
+        c.wait_for_answer(nonce.wrapping_add(1), &[])?;
+        c.split(nonce, rcvbuf)?;
         Ok(c)
     }
 
-    /// Moves forks and exits to a second socket: it subscribes with its filter before it
-    /// joins the group (so it never receives an exec), joins, and only then is the polled
-    /// socket narrowed to execs (so no fork or exit falls between the two).
+    /// Moves forks and exits to a second socket where the kernel filters events per socket
+    /// (Linux 6.6+), found, not guessed: the second socket joins the group and asks for
+    /// forks and exits only (8 bytes, `struct proc_input`), then the polled socket (still
+    /// taking every event) asks again plainly. A kernel that filters answers both, in that
+    /// order; an older one ignores the first without a word. Only then is the polled
+    /// socket narrowed to execs, so no fork or exit falls between the two.
     fn split(&mut self, nonce: u32, rcvbuf: usize) -> Result<(), ConnectorError> {
         let (side, _, _) = event_socket(rcvbuf)?;
-        self.send(
-            &side,
-            &subscription(3, nonce.wrapping_add(4), Some(BATCHED_EVENTS)),
-        )?;
-        let answer = self.wait_for_answer(nonce.wrapping_add(5), &[])?;
-        if answer.last() != Some(&Some(0)) {
-            // Not narrowed: stay on the one socket, which still takes every event.
-            self.filtered = false;
-            return Ok(());
-        }
         rustix::net::bind(&side, &SocketAddrNetlink::new(0, CN_IDX_PROC))
             .map_err(|e| ConnectorError::Bind(e.into()))?;
+        self.send(
+            &side,
+            &subscription(2, nonce.wrapping_add(2), Some(BATCHED_EVENTS)),
+        )?;
+        self.send(&self.fd, &subscription(3, nonce.wrapping_add(4), None))?;
+        let answers = self.wait_for_answer(nonce.wrapping_add(5), &[nonce.wrapping_add(3)])?;
+        if answers.first() != Some(&Some(0)) {
+            // No filtering: the one socket takes every event (the second closes unused).
+            return Ok(());
+        }
+        self.filtered = true;
         self.batched = Some(side);
+        // The polled socket's answer to this is filtered out (it takes execs only).
         self.send(
             &self.fd,
             &subscription(4, nonce.wrapping_add(6), Some(POLLED_EVENTS)),
         )?;
-        let answer = self.wait_for_answer(nonce.wrapping_add(7), &[])?;
-        if answer.last() != Some(&Some(0)) {
-            return Err(ConnectorError::Refused(io::Error::other(
-                "the kernel did not take the exec filter",
-            )));
-        }
+        // What it received before, every event, is early; the second socket has copies of
+        // its forks and exits, which the first drain drops.
+        let mut overruns = 0;
+        recv_events(
+            &self.fd,
+            &mut self.buf,
+            &mut self.early,
+            usize::MAX,
+            &mut overruns,
+        )
+        .map_err(ConnectorError::Recv)?;
         self.dedup_early = true;
         Ok(())
     }
@@ -318,9 +321,10 @@ impl Connector {
                 let early: std::collections::HashSet<ProcEvent> =
                     self.early.iter().copied().collect();
                 let mut i = 0;
+                // Before its filter it took every event, as the polled socket did.
                 side.retain(|ev| {
                     i += 1;
-                    i <= before || !early.contains(ev)
+                    i <= before || !(early.contains(ev) || matches!(ev, ProcEvent::Exec { .. }))
                 });
             }
         }
@@ -822,6 +826,40 @@ mod tests {
             parse_datagram(&datagram(4, 0, &[11, 11])),
             Some(Message::Other)
         );
+    }
+
+    #[test]
+    fn the_two_streams_merge_by_time_each_in_its_own_order() {
+        let fork = |child, at_ns| ProcEvent::Fork {
+            parent: 1,
+            child,
+            at_ns,
+        };
+        let exec = |pid, at_ns| ProcEvent::Exec { pid, at_ns };
+        let exit = |pid, at_ns| ProcEvent::Exit { pid, at_ns };
+        // An exit queued before a fork of another CPU that has an earlier stamp keeps its
+        // place in its own stream.
+        let side = vec![fork(10, 5), exit(10, 30), exit(7, 20), fork(11, 40)];
+        let main = vec![exec(10, 5), exec(11, 45)];
+        let (mut out, mut held) = (Vec::new(), Vec::new());
+        merge(&main, side.clone(), false, &mut out, &mut held);
+        assert_eq!(
+            out,
+            vec![
+                fork(10, 5),
+                exec(10, 5),
+                exit(10, 30),
+                exit(7, 20),
+                fork(11, 40),
+                exec(11, 45)
+            ]
+        );
+        assert!(held.is_empty());
+        // The polled socket cut short: what comes after its last event waits.
+        let (mut out, mut held) = (Vec::new(), Vec::new());
+        merge(&main[..1], side, true, &mut out, &mut held);
+        assert_eq!(out, vec![fork(10, 5), exec(10, 5)]);
+        assert_eq!(held, vec![exit(10, 30), exit(7, 20), fork(11, 40)]);
     }
 
     #[test]
