@@ -91,7 +91,11 @@ impl PipeWatch {
                     self.insert(s.id.pid, t);
                 }
                 Record::Birth(b) if b.in_job => {
-                    let stdio = self.stdio(b.pid);
+                    // A birth journaled at its exec: its pipes were read then (not twice).
+                    let stdio = match seen.0.get(&b.pid) {
+                        Some(s) => s.clone(),
+                        None => self.stdio(b.pid),
+                    };
                     // A step's shell that forked and exited at once may be gone before its
                     // own descriptors were read: its child, just forked, has copies of them.
                     if let Some(p) = self.live.get_mut(&b.parent.pid) {

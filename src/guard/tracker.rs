@@ -256,13 +256,27 @@ impl Tracker {
                 break;
             }
             self.unborn_due.pop_front();
-            if self
-                .live
-                .get(&pid)
-                .is_some_and(|n| n.serial == serial && n.unborn.is_some())
-            {
+            if self.is_unborn(pid, serial) {
                 self.identify_unborn(pid, None, src, out);
             }
+        }
+        self.drop_stale_due();
+    }
+
+    fn is_unborn(&self, pid: i32, serial: u64) -> bool {
+        self.live
+            .get(&pid)
+            .is_some_and(|n| n.serial == serial && n.unborn.is_some())
+    }
+
+    /// Forgets the due reads at the front that were done already (at an exec, a fork or an
+    /// exit), so that [`Tracker::next_due`] does not wake the guard for them.
+    fn drop_stale_due(&mut self) {
+        while let Some(&(_, pid, serial)) = self.unborn_due.front() {
+            if self.is_unborn(pid, serial) {
+                break;
+            }
+            self.unborn_due.pop_front();
         }
     }
 
@@ -377,6 +391,7 @@ impl Tracker {
                 ProcEvent::Exit { pid, at_ns } => self.on_exit(pid, t_us(at_ns), src, out),
             }
         }
+        self.drop_stale_due();
     }
 
     /// Whether a process that started at `start_ticks` can be the one a fork event at
