@@ -433,8 +433,17 @@ impl Tracker {
             dead.early = false;
             return;
         }
-        let parent = self.resolve(parent_pid, batch, src, out, 0);
-        let parent = self.born_parent(parent, src, out);
+        // A parent known to be outside the job (most of the machine): no copy of its node.
+        let outside = self
+            .live
+            .get(&parent_pid)
+            .is_some_and(|p| !p.in_job && !p.is_root);
+        let parent = if outside {
+            None
+        } else {
+            let parent = self.resolve(parent_pid, batch, src, out, 0);
+            self.born_parent(parent, src, out)
+        };
         let in_job = self.is_job_parent(parent.as_ref()) && child != self.cfg.me.pid;
         // Its identity is read later (see `Unborn`), unless its pid is forked again later in
         // this batch: then the process it names now is another.
@@ -687,7 +696,8 @@ impl Tracker {
                 }
             }
         }
-        if self.resolve(pid, batch, src, out, 0).is_none() {
+        // (Known already, the common case: no copy of its node.)
+        if !self.live.contains_key(&pid) && self.resolve(pid, batch, src, out, 0).is_none() {
             return;
         }
         let in_job = self.live.get(&pid).is_some_and(|n| n.in_job);
