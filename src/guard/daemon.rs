@@ -78,11 +78,14 @@ impl FactSource for ProcSource {
     }
 
     fn exec_facts(&mut self, pid: i32, known: Option<ProcessId>) -> Option<ProcFacts> {
-        self.stdio.note(&self.root, pid);
-        match known {
+        let facts = match known {
             Some(id) => proc_events::read_exec_facts(&self.root, id),
             None => proc_events::read_facts(&self.root, pid, true),
-        }
+        };
+        // Its pipes, read in the directory of the same read.
+        let pipes = facts.as_ref().map(|f| f.stdio_pipes.clone());
+        self.stdio.set(pid, pipes.unwrap_or_default());
+        facts
     }
 
     fn markers(&mut self, pid: i32) -> Option<crate::model::Markers> {

@@ -42,8 +42,9 @@ struct Tracked {
 pub struct StdioSeen(HashMap<i32, Vec<(i32, u64)>>);
 
 impl StdioSeen {
-    pub fn note(&mut self, proc_root: &std::path::Path, pid: i32) {
-        self.0.insert(pid, stdio_of(proc_root, pid));
+    /// Records the pipes read with an exec's details (see `ProcFacts::stdio_pipes`).
+    pub fn set(&mut self, pid: i32, pipes: Vec<(i32, u64)>) {
+        self.0.insert(pid, pipes);
     }
 }
 

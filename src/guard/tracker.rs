@@ -1332,6 +1332,7 @@ mod tests {
                     markers: Some(markers),
                     pid_ns: None,
                     unreadable: vec![],
+                    stdio_pipes: vec![],
                 },
             );
         }

@@ -531,6 +531,9 @@ pub struct ProcFacts {
     pub pid_ns: Option<String>,
     /// Details that could not be read, with the reason (`"environ: permission denied"`).
     pub unreadable: Vec<String>,
+    /// Its stdout (fd 1) and stderr (fd 2) where they are pipes: (fd, pipe inode), read
+    /// with the details (for the guard's pipe-holder alarm).
+    pub stdio_pipes: Vec<(i32, u64)>,
 }
 
 impl ProcFacts {
@@ -573,6 +576,7 @@ pub fn read_facts(proc_root: &Path, pid: i32, details: bool) -> Option<ProcFacts
         if facts.kernel_thread || facts.is_dead() {
             return Some(facts);
         }
+        facts.stdio_pipes = stdio_pipes(&dir);
         match r.read(&dir, "cmdline") {
             Ok(buf) => facts.argv = Some(parse_cmdline(buf)),
             Err(Errno::SRCH) => return Some(facts),
@@ -603,7 +607,22 @@ fn facts_of(pid: i32, stat: Stat) -> ProcFacts {
         markers: None,
         pid_ns: None,
         unreadable: Vec::new(),
+        stdio_pipes: Vec::new(),
     }
+}
+
+/// The pipes `dir`'s process has as stdout and stderr: (fd, inode).
+fn stdio_pipes(dir: &OwnedFd) -> Vec<(i32, u64)> {
+    [(1, "fd/1"), (2, "fd/2")]
+        .into_iter()
+        .filter_map(|(fd, path)| {
+            let link = rustix::fs::readlinkat(dir, path, Vec::new()).ok()?;
+            match super::inspect::parse_fd_link(link.as_bytes()) {
+                (super::inspect::FdKind::Pipe, inode) => Some((fd, inode)),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 fn pid_ns(dir: &OwnedFd) -> Option<String> {
@@ -629,6 +648,7 @@ pub fn read_exec_facts(proc_root: &Path, id: ProcessId) -> Option<ProcFacts> {
             markers: None,
             pid_ns: None,
             unreadable: Vec::new(),
+            stdio_pipes: stdio_pipes(&dir),
         };
         match r.read(&dir, "cmdline") {
             Ok([]) => return None,
