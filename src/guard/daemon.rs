@@ -35,6 +35,10 @@ const GUARD_NICE: i32 = -10;
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// Datagrams read per batch before handling them.
 const BATCH: usize = 8192;
+/// Where the kernel filters events per socket, forks and exits come on a socket of their
+/// own that wakes the guard only when it has been idle: while busy it is drained with every
+/// exec and at least this often (with the journal's flush).
+const BATCHED_EVERY: Duration = FLUSH_EVERY;
 
 /// The hidden `guard run` arguments, as parsed.
 #[derive(Debug, Clone)]
@@ -74,11 +78,14 @@ impl FactSource for ProcSource {
     }
 
     fn exec_facts(&mut self, pid: i32, known: Option<ProcessId>) -> Option<ProcFacts> {
-        self.stdio.note(&self.root, pid);
-        match known {
+        let facts = match known {
             Some(id) => proc_events::read_exec_facts(&self.root, id),
             None => proc_events::read_facts(&self.root, pid, true),
-        }
+        };
+        // Its pipes, read in the directory of the same read.
+        let pipes = facts.as_ref().map(|f| f.stdio_pipes.clone());
+        self.stdio.set(pid, pipes.unwrap_or_default());
+        facts
     }
 
     fn markers(&mut self, pid: i32) -> Option<crate::model::Markers> {
@@ -165,6 +172,9 @@ struct Daemon<'a> {
     journal: Writer,
     records: Vec<Record>,
     events: Vec<ProcEvent>,
+    /// When the socket of forks and exits is to be drained next, while it is busy (it is
+    /// not polled then); `None` while idle (polled).
+    batched_due: Option<Instant>,
     started: Instant,
     start_ns: u64,
     last_flush: Instant,
@@ -250,6 +260,7 @@ fn run_inner(
         journal,
         records: first,
         events: Vec::with_capacity(BATCH),
+        batched_due: None,
         started,
         start_ns,
         last_flush: Instant::now(),
@@ -299,8 +310,16 @@ fn run_inner(
     let reason = loop {
         let wake = d.wait()?;
         let stop = wake.signalled && d.take_signals();
-        d.read_source(wake.events_ready)?;
-        d.tracker.due(d.now_us(), &mut d.records);
+        // Stopping, or the dead man's sweep: every event queued is handled first.
+        let last = stop || wake.watch_exited;
+        d.read_source(wake.events_ready || last)?;
+        let now_us = d.now_us();
+        d.tracker.due(now_us, &mut d.records);
+        d.tracker.identify_due(
+            if last { u64::MAX } else { now_us },
+            &mut d.facts,
+            &mut d.records,
+        );
         d.write_records()?;
         if stop || wake.watch_exited || d.last_flush.elapsed() >= FLUSH_EVERY {
             d.flush()?;
@@ -385,7 +404,7 @@ fn choose_source(
                 c.rcvbuf / 1024,
                 if c.rcvbuf_forced { " (forced)" } else { "" },
                 if c.filtered {
-                    ", filtered in the kernel to fork/exec/exit"
+                    ", filtered in the kernel: execs on one socket, forks and exits on another"
                 } else {
                     ""
                 }
@@ -450,6 +469,9 @@ impl Daemon<'_> {
         if self.journal.pending() {
             timeout = timeout.min(FLUSH_EVERY.saturating_sub(self.last_flush.elapsed()));
         }
+        if let Some(due) = self.batched_due {
+            timeout = timeout.min(due.saturating_duration_since(Instant::now()));
+        }
         let mut fds = vec![PollFd::from_borrowed_fd(
             self.signals.as_fd(),
             PollFlags::IN,
@@ -458,12 +480,22 @@ impl Daemon<'_> {
             fds.push(PollFd::from_borrowed_fd(w.as_fd(), PollFlags::IN));
             fds.len() - 1
         });
-        let events_at = match &self.source {
+        let (events_at, batched_at) = match &self.source {
             Source::Connector(c) => {
                 fds.push(PollFd::from_borrowed_fd(c.as_fd(), PollFlags::IN));
-                Some(fds.len() - 1)
+                let events_at = Some(fds.len() - 1);
+                // The forks and exits wake us only when idle; while busy they wait for
+                // the next exec or for `batched_due`.
+                let batched_at = c
+                    .batched_fd()
+                    .filter(|_| self.batched_due.is_none())
+                    .map(|fd| {
+                        fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+                        fds.len() - 1
+                    });
+                (events_at, batched_at)
             }
-            Source::Polling { .. } => None,
+            Source::Polling { .. } => (None, None),
         };
         let ts = crate::platform::proc_events::timespec(timeout);
         match rustix::event::poll(&mut fds, Some(&ts)) {
@@ -476,7 +508,9 @@ impl Daemon<'_> {
         Ok(Wake {
             signalled: ready(Some(0)),
             watch_exited: ready(watch_at),
-            events_ready: ready(events_at),
+            events_ready: ready(events_at)
+                || ready(batched_at)
+                || self.batched_due.is_some_and(|due| Instant::now() >= due),
         })
     }
 
@@ -522,6 +556,7 @@ impl Daemon<'_> {
     fn drain_events(&mut self) -> Result<(), GuardError> {
         let start_ns = self.start_ns;
         let t_us = |at_ns: u64| at_ns.saturating_sub(start_ns) / 1000;
+        let mut batched = 0;
         loop {
             let Source::Connector(c) = &mut self.source else {
                 return Ok(());
@@ -547,7 +582,14 @@ impl Daemon<'_> {
                     t_us: self.now_us(),
                 }));
             }
-            if drained.messages < BATCH {
+            batched += drained.batched;
+            if !drained.more {
+                if let Source::Connector(c) = &self.source {
+                    // Busy: drained again with the next exec or at the latest in
+                    // BATCHED_EVERY. Idle: polled again.
+                    self.batched_due = (c.batched_fd().is_some() && batched > 0)
+                        .then(|| Instant::now() + BATCHED_EVERY);
+                }
                 return Ok(());
             }
             self.write_records()?;

@@ -368,9 +368,20 @@ impl Writer {
     /// Buffers one record, its command lines redacted (see [`redacted`]); [`Writer::flush`]
     /// writes the buffer out.
     pub fn write(&mut self, record: &Record) -> io::Result<()> {
-        match redacted(record) {
-            Some(r) => serde_json::to_writer(&mut self.out, &r)?,
-            None => serde_json::to_writer(&mut self.out, record)?,
+        match record {
+            // The records of every job process, written by hand: no command line to
+            // redact, and the same bytes serde_json writes (a test holds them equal).
+            Record::Birth(b) => write_birth(&mut self.out, b)?,
+            Record::Exit(e) => write_exit(&mut self.out, e)?,
+            // Redacted without a copy of the rest of the record.
+            Record::Exec(e) => {
+                let argv = crate::redact::redact_argv(&e.argv, &mut Default::default());
+                serde_json::to_writer(&mut self.out, &ExecOut { e, argv: &argv })?
+            }
+            _ => match redacted(record) {
+                Some(r) => serde_json::to_writer(&mut self.out, &r)?,
+                None => serde_json::to_writer(&mut self.out, record)?,
+            },
         }
         self.out.write_all(b"\n")
     }
@@ -385,6 +396,80 @@ impl Writer {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// An exec record as [`Record::Exec`] serialises, with another argv (the redacted one).
+struct ExecOut<'a> {
+    e: &'a Exec,
+    argv: &'a [Bytes],
+}
+
+impl Serialize for ExecOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = self.e;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("kind", "exec")?;
+        m.serialize_entry("id", &e.id)?;
+        m.serialize_entry("argv", self.argv)?;
+        m.serialize_entry("in_job", &e.in_job)?;
+        if !e.markers.is_empty() {
+            m.serialize_entry("markers", &e.markers)?;
+        }
+        if !e.unreadable.is_empty() {
+            m.serialize_entry("unreadable", &e.unreadable)?;
+        }
+        m.serialize_entry("t_us", &e.t_us)?;
+        m.end()
+    }
+}
+
+fn via_name(via: Via) -> &'static str {
+    match via {
+        Via::Fork => "fork",
+        Via::Early => "early",
+        Via::Scan => "scan",
+        Via::Marker => "marker",
+    }
+}
+
+/// A birth record's line (without its newline), as serde_json writes it.
+fn write_birth(out: &mut impl Write, b: &Birth) -> io::Result<()> {
+    write!(out, r#"{{"kind":"birth","pid":{}"#, b.pid)?;
+    if let Some(t) = b.start_ticks {
+        write!(out, r#","start_ticks":{t}"#)?;
+    }
+    write!(out, r#","parent":{{"pid":{}"#, b.parent.pid)?;
+    if let Some(t) = b.parent.start_ticks {
+        write!(out, r#","start_ticks":{t}"#)?;
+    }
+    out.write_all(br#"},"chain":["#)?;
+    for (i, pid) in b.chain.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        write!(out, "{pid}")?;
+    }
+    write!(out, r#"],"in_job":{}"#, b.in_job)?;
+    if !b.markers.is_empty() {
+        out.write_all(br#","markers":"#)?;
+        serde_json::to_writer(&mut *out, &b.markers)?;
+    }
+    write!(out, r#","via":"{}""#, via_name(b.via))?;
+    if let Some(gap) = &b.gap {
+        out.write_all(br#","gap":"#)?;
+        serde_json::to_writer(&mut *out, gap)?;
+    }
+    write!(out, r#","t_us":{}}}"#, b.t_us)
+}
+
+/// An exit record's line (without its newline), as serde_json writes it.
+fn write_exit(out: &mut impl Write, e: &Exit) -> io::Result<()> {
+    write!(out, r#"{{"kind":"exit","pid":{}"#, e.pid)?;
+    if let Some(t) = e.start_ticks {
+        write!(out, r#","start_ticks":{t}"#)?;
+    }
+    write!(out, r#","t_us":{}}}"#, e.t_us)
 }
 
 /// `record` with the secrets in its command lines replaced (see [`crate::redact`]), or
@@ -641,6 +726,87 @@ mod tests {
         let j = read(&path).unwrap().unwrap();
         assert_eq!(j.records, records);
         assert_eq!((j.bad_lines, j.torn_tail), (0, false));
+    }
+
+    /// The hand-written lines (births, exits) and the exec written without a copy are the
+    /// bytes serde_json writes for the redacted record.
+    #[test]
+    fn hand_written_lines_are_serde_jsons() {
+        let mut records = vec![birth(9)];
+        for (start, pstart, chain, gap, via) in [
+            (None, None, vec![], None, Via::Early),
+            (
+                Some(u64::MAX),
+                Some(0),
+                vec![1, 2, 3],
+                Some("a \"quoted\"\n gap ✓"),
+                Via::Scan,
+            ),
+            (Some(5), None, vec![i32::MAX], Some(""), Via::Marker),
+        ] {
+            records.push(Record::Birth(Birth {
+                pid: -1,
+                start_ticks: start,
+                parent: Parent {
+                    pid: 0,
+                    start_ticks: pstart,
+                },
+                chain,
+                in_job: false,
+                markers: Markers::default(),
+                via,
+                gap: gap.map(str::to_owned),
+                t_us: 0,
+            }));
+        }
+        for start_ticks in [None, Some(42)] {
+            records.push(Record::Exit(Exit {
+                pid: 77,
+                start_ticks,
+                t_us: 123_456_789,
+            }));
+        }
+        for (argv, unreadable, markers) in [
+            (vec!["true"], vec![], Markers::default()),
+            (
+                vec![
+                    "curl",
+                    "-H",
+                    "Authorization: Bearer abcdefghijklmnop",
+                    "https://u:pw@h/",
+                ],
+                vec!["environ: permission denied".to_owned()],
+                Markers {
+                    github_action: Some("step \"x\"".into()),
+                    inherited: vec!["GITHUB_ACTION".into()],
+                    ..Default::default()
+                },
+            ),
+        ] {
+            records.push(Record::Exec(Exec {
+                id: id(5, 6),
+                argv: argv.into_iter().map(Bytes::from).collect(),
+                in_job: true,
+                markers,
+                unreadable,
+                t_us: 8,
+            }));
+        }
+        for r in &records {
+            let mut ours = Vec::new();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("j.jsonl");
+            let mut w = Writer::open(&path).unwrap();
+            w.write(r).unwrap();
+            w.flush().unwrap();
+            ours.extend(std::fs::read(&path).unwrap());
+            let mut theirs = serde_json::to_vec(&redacted(r).unwrap_or_else(|| r.clone())).unwrap();
+            theirs.push(b'\n');
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
+        }
     }
 
     #[test]

@@ -42,8 +42,9 @@ struct Tracked {
 pub struct StdioSeen(HashMap<i32, Vec<(i32, u64)>>);
 
 impl StdioSeen {
-    pub fn note(&mut self, proc_root: &std::path::Path, pid: i32) {
-        self.0.insert(pid, stdio_of(proc_root, pid));
+    /// Records the pipes read with an exec's details (see `ProcFacts::stdio_pipes`).
+    pub fn set(&mut self, pid: i32, pipes: Vec<(i32, u64)>) {
+        self.0.insert(pid, pipes);
     }
 }
 
@@ -91,7 +92,11 @@ impl PipeWatch {
                     self.insert(s.id.pid, t);
                 }
                 Record::Birth(b) if b.in_job => {
-                    let stdio = self.stdio(b.pid);
+                    // A birth journaled at its exec: its pipes were read then (not twice).
+                    let stdio = match seen.0.get(&b.pid) {
+                        Some(s) => s.clone(),
+                        None => self.stdio(b.pid),
+                    };
                     // A step's shell that forked and exited at once may be gone before its
                     // own descriptors were read: its child, just forked, has copies of them.
                     if let Some(p) = self.live.get_mut(&b.parent.pid) {

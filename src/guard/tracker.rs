@@ -50,6 +50,10 @@ const EXAMPLES: usize = 5;
 /// Longest command kept for examples.
 const MAX_COMMAND: usize = 200;
 
+/// How long after its fork a job process that has not exec'd is read for its identity (a
+/// process that execs is read at its exec instead, once, with its command line).
+pub const IDENTIFY_AFTER_US: u64 = 10_000;
+
 /// How many clock ticks a fork event may come after the child's recorded start time (the
 /// forking process can be preempted in between).
 const FORK_TOLERANCE_TICKS: u64 = 2;
@@ -117,10 +121,24 @@ pub struct Stats {
     pub events: u64,
 }
 
+/// A job process whose fork was handled but whose identity is not read yet: its birth
+/// record waits for its exec, its first child, its exit or [`IDENTIFY_AFTER_US`],
+/// whichever comes first.
+#[derive(Debug, Clone, Copy)]
+struct Unborn {
+    parent: Parent,
+    via: Via,
+    /// The fork event's time: a start time read later must agree with it.
+    at_ns: u64,
+    t_us: u64,
+}
+
 #[derive(Debug, Clone)]
 struct Node {
     pid: i32,
     id: Option<ProcessId>,
+    /// Its birth record is not written yet (see [`Unborn`]).
+    unborn: Option<Unborn>,
     in_job: bool,
     is_root: bool,
     /// Created from `/proc` or a later event before its own fork event was seen.
@@ -183,6 +201,8 @@ pub struct Tracker {
     foreign_ns_reported: HashSet<String>,
     /// The time of the last event, for records made without one.
     last_t_us: u64,
+    /// Job processes not read yet, by when they are to be: (due, pid, serial).
+    unborn_due: VecDeque<(u64, i32, u64)>,
 }
 
 impl Tracker {
@@ -200,6 +220,7 @@ impl Tracker {
             recheck: Vec::new(),
             foreign_ns_reported: HashSet::new(),
             last_t_us: 0,
+            unborn_due: VecDeque::new(),
         }
     }
 
@@ -216,9 +237,110 @@ impl Tracker {
         self.live.len()
     }
 
-    /// When the next step check is due (microseconds since start).
+    /// When the next step check or identity read is due (microseconds since start).
     pub fn next_due(&self) -> Option<u64> {
-        self.step_checks.iter().map(|&(due, _)| due).min()
+        let steps = self.step_checks.iter().map(|&(due, _)| due).min();
+        let unborn = self.unborn_due.front().map(|&(due, _, _)| due);
+        match (steps, unborn) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Reads the identity of the job processes forked at least [`IDENTIFY_AFTER_US`]
+    /// before `now_us` that have not exec'd, and journals their births (`u64::MAX`: all of
+    /// them, when the guard stops).
+    pub fn identify_due(&mut self, now_us: u64, src: &mut dyn FactSource, out: &mut Vec<Record>) {
+        while let Some(&(due, pid, serial)) = self.unborn_due.front() {
+            if due > now_us {
+                break;
+            }
+            self.unborn_due.pop_front();
+            if self.is_unborn(pid, serial) {
+                self.identify_unborn(pid, None, src, out);
+            }
+        }
+        self.drop_stale_due();
+    }
+
+    fn is_unborn(&self, pid: i32, serial: u64) -> bool {
+        self.live
+            .get(&pid)
+            .is_some_and(|n| n.serial == serial && n.unborn.is_some())
+    }
+
+    /// Forgets the due reads at the front that were done already (at an exec, a fork or an
+    /// exit), so that [`Tracker::next_due`] does not wake the guard for them.
+    fn drop_stale_due(&mut self) {
+        while let Some(&(_, pid, serial)) = self.unborn_due.front() {
+            if self.is_unborn(pid, serial) {
+                break;
+            }
+            self.unborn_due.pop_front();
+        }
+    }
+
+    /// Journals the birth of `pid` if it is still unborn, with the identity `given` (read
+    /// with its exec's details) or read now. A start time that does not fit the fork
+    /// event is another process's (the pid was reused): a gap. Returns the identity taken.
+    fn identify_unborn(
+        &mut self,
+        pid: i32,
+        given: Option<Option<ProcessId>>,
+        src: &mut dyn FactSource,
+        out: &mut Vec<Record>,
+    ) -> Option<ProcessId> {
+        let node = self.live.get(&pid)?;
+        let Some(u) = node.unborn else {
+            return node.id;
+        };
+        let found = match given {
+            Some(g) => g,
+            None => src.facts(pid, false).map(|f| f.id),
+        };
+        let (id, gap) = match found {
+            Some(id) if self.plausible(id.start_ticks, u.at_ns) => (Some(id), None),
+            Some(_) => (None, Some("its pid was reused before it could be read")),
+            None => (None, Some("it exited before it could be read")),
+        };
+        let node = self.live.get_mut(&pid)?;
+        node.unborn = None;
+        node.id = id;
+        let chain = node.chain.clone();
+        let markers = node.parent_markers.clone();
+        if gap.is_some() {
+            self.stats.gaps += 1;
+        }
+        self.stats.births += 1;
+        out.push(Record::Birth(Birth {
+            pid,
+            start_ticks: id.map(|i| i.start_ticks),
+            parent: u.parent,
+            chain,
+            in_job: true,
+            markers,
+            via: u.via,
+            gap: gap.map(str::to_owned),
+            t_us: u.t_us,
+        }));
+        id
+    }
+
+    /// `parent`, with its birth journaled first if it was still unborn: a child's birth
+    /// names its parent's start time, and a reader meets the parent's birth first.
+    fn born_parent(
+        &mut self,
+        parent: Option<Node>,
+        src: &mut dyn FactSource,
+        out: &mut Vec<Record>,
+    ) -> Option<Node> {
+        match parent {
+            Some(p) if p.unborn.is_some() && self.live.contains_key(&p.pid) => {
+                self.identify_unborn(p.pid, None, src, out);
+                self.live.get(&p.pid).cloned()
+            }
+            other => other,
+        }
     }
 
     // -----------------------------------------------------------------------------------
@@ -266,9 +388,10 @@ impl Tracker {
                     at_ns,
                 } => self.on_fork(parent, child, at_ns, &batch, src, out),
                 ProcEvent::Exec { pid, at_ns } => self.on_exec(pid, at_ns, &batch, src, out),
-                ProcEvent::Exit { pid, at_ns } => self.on_exit(pid, t_us(at_ns), out),
+                ProcEvent::Exit { pid, at_ns } => self.on_exit(pid, t_us(at_ns), src, out),
             }
         }
+        self.drop_stale_due();
     }
 
     /// Whether a process that started at `start_ticks` can be the one a fork event at
@@ -280,30 +403,6 @@ impl Tracker {
         };
         let t = clock.ticks_at(at_ns);
         start_ticks <= t + 1 && start_ticks + FORK_TOLERANCE_TICKS >= t
-    }
-
-    /// The identity of a child just forked, or why it has none.
-    fn identify(
-        &self,
-        child: i32,
-        at_ns: u64,
-        reused_later: bool,
-        src: &mut dyn FactSource,
-    ) -> (Option<ProcessId>, Option<String>) {
-        if reused_later {
-            return (
-                None,
-                Some("its pid was reused before it could be read".into()),
-            );
-        }
-        match src.facts(child, false) {
-            Some(f) if self.plausible(f.id.start_ticks, at_ns) => (Some(f.id), None),
-            Some(_) => (
-                None,
-                Some("its pid was reused before it could be read".into()),
-            ),
-            None => (None, Some("it exited before it could be read".into())),
-        }
     }
 
     fn on_fork(
@@ -328,25 +427,45 @@ impl Tracker {
             if known.is_some() && src.facts(child, false).map(|f| f.id) == known {
                 return;
             }
-            self.on_exit(child, t_us, out);
+            self.on_exit(child, t_us, src, out);
         } else if let Some(dead) = self.dead.get_mut(&child).filter(|n| n.early) {
             // Met early, and already gone: its birth and exit are recorded.
             dead.early = false;
             return;
         }
-        let parent = self.resolve(parent_pid, batch, src, out, 0);
+        // A parent known to be outside the job (most of the machine): no copy of its node.
+        let outside = self
+            .live
+            .get(&parent_pid)
+            .is_some_and(|p| !p.in_job && !p.is_root);
+        let parent = if outside {
+            None
+        } else {
+            let parent = self.resolve(parent_pid, batch, src, out, 0);
+            self.born_parent(parent, src, out)
+        };
         let in_job = self.is_job_parent(parent.as_ref()) && child != self.cfg.me.pid;
-        let (id, gap) = if in_job {
-            let reused_later = batch
+        // Its identity is read later (see `Unborn`), unless its pid is forked again later in
+        // this batch: then the process it names now is another.
+        let reused_later = in_job
+            && batch
                 .forks
                 .get(&child)
                 .is_some_and(|v| v.iter().any(|f| f.index > batch.at));
-            self.identify(child, at_ns, reused_later, src)
-        } else {
-            (None, None)
-        };
+        let gap = reused_later.then(|| "its pid was reused before it could be read".to_owned());
         let parent = parent.unwrap_or_else(|| Node::unknown(parent_pid));
-        self.insert_child(child, id, &parent, Via::Fork, gap, t_us, in_job, out);
+        let defer = (in_job && gap.is_none()).then_some(at_ns);
+        self.insert_child(
+            child,
+            None,
+            &parent,
+            Via::Fork,
+            gap,
+            t_us,
+            in_job,
+            defer,
+            out,
+        );
     }
 
     /// Whether a child of `parent` is the job's.
@@ -354,7 +473,8 @@ impl Tracker {
         parent.is_some_and(|p| p.in_job || p.is_root)
     }
 
-    /// Adds a new node below `parent` and journals its birth when it is the job's.
+    /// Adds a new node below `parent` and journals its birth when it is the job's — or,
+    /// with `defer` (the fork event's time), leaves it unborn until its identity is read.
     #[expect(clippy::too_many_arguments)]
     fn insert_child(
         &mut self,
@@ -365,6 +485,7 @@ impl Tracker {
         gap: Option<String>,
         t_us: u64,
         in_job: bool,
+        defer: Option<u64>,
         out: &mut Vec<Record>,
     ) {
         let serial = self.serial();
@@ -378,6 +499,7 @@ impl Tracker {
                 Node {
                     pid,
                     id,
+                    unborn: None,
                     in_job: false,
                     is_root: id.is_some() && id == self.cfg.root,
                     early: via == Via::Early,
@@ -399,9 +521,16 @@ impl Tracker {
         if !parent.is_root {
             chain.extend(parent.chain.iter().take(MAX_CHAIN - 1));
         }
+        let unborn = defer.map(|at_ns| Unborn {
+            parent: parent_ref,
+            via,
+            at_ns,
+            t_us,
+        });
         let node = Node {
             pid,
             id,
+            unborn,
             in_job: true,
             is_root: false,
             early: via == Via::Early,
@@ -415,21 +544,26 @@ impl Tracker {
             execd: false,
             serial,
         };
-        if gap.is_some() {
-            self.stats.gaps += 1;
+        if unborn.is_some() {
+            self.unborn_due
+                .push_back((t_us.saturating_add(IDENTIFY_AFTER_US), pid, serial));
+        } else {
+            if gap.is_some() {
+                self.stats.gaps += 1;
+            }
+            self.stats.births += 1;
+            out.push(Record::Birth(Birth {
+                pid,
+                start_ticks: id.map(|i| i.start_ticks),
+                parent: parent_ref,
+                chain,
+                in_job: true,
+                markers: node.markers.clone(),
+                via,
+                gap,
+                t_us,
+            }));
         }
-        self.stats.births += 1;
-        out.push(Record::Birth(Birth {
-            pid,
-            start_ticks: id.map(|i| i.start_ticks),
-            parent: parent_ref,
-            chain,
-            in_job: true,
-            markers: node.markers.clone(),
-            via,
-            gap,
-            t_us,
-        }));
         self.count_in(&node, t_us, out);
         self.live.insert(pid, node);
     }
@@ -463,19 +597,28 @@ impl Tracker {
             .copied();
         if let Some(fork) = later {
             let parent = self.resolve(fork.parent, batch, src, out, depth + 1);
+            let parent = self.born_parent(parent, src, out);
             let in_job = self.is_job_parent(parent.as_ref()) && pid != self.cfg.me.pid;
-            let (id, gap) = if in_job {
-                let reused_later = batch
+            let reused_later = in_job
+                && batch
                     .forks
                     .get(&pid)
                     .is_some_and(|v| v.iter().any(|f| f.index > fork.index));
-                self.identify(pid, fork.at_ns, reused_later, src)
-            } else {
-                (None, None)
-            };
+            let gap = reused_later.then(|| "its pid was reused before it could be read".to_owned());
+            let defer = (in_job && gap.is_none()).then_some(fork.at_ns);
             let parent = parent.unwrap_or_else(|| Node::unknown(fork.parent));
             let t_us = (batch.t_us)(fork.at_ns);
-            self.insert_child(pid, id, &parent, Via::Early, gap, t_us, in_job, out);
+            self.insert_child(
+                pid,
+                None,
+                &parent,
+                Via::Early,
+                gap,
+                t_us,
+                in_job,
+                defer,
+                out,
+            );
             return self.live.get(&pid).cloned();
         }
         if let Some(n) = self.dead.get(&pid) {
@@ -487,6 +630,7 @@ impl Tracker {
             return self.live.get(&pid).cloned();
         }
         let parent = self.resolve(facts.ppid, batch, src, out, depth + 1);
+        let parent = self.born_parent(parent, src, out);
         let in_job = self.is_job_parent(parent.as_ref()) && pid != self.cfg.me.pid;
         let parent = parent.unwrap_or_else(|| Node::unknown(facts.ppid));
         let gap = Some("its fork was not seen; its parent is the one it had when read".to_owned());
@@ -499,6 +643,7 @@ impl Tracker {
             gap,
             t_us,
             in_job,
+            None,
             out,
         );
         self.live.get(&pid).cloned()
@@ -511,6 +656,7 @@ impl Tracker {
             Node {
                 pid: f.id.pid,
                 id: Some(f.id),
+                unborn: None,
                 in_job: false,
                 is_root: Some(f.id) == self.cfg.root,
                 early: false,
@@ -550,7 +696,8 @@ impl Tracker {
                 }
             }
         }
-        if self.resolve(pid, batch, src, out, 0).is_none() {
+        // (Known already, the common case: no copy of its node.)
+        if !self.live.contains_key(&pid) && self.resolve(pid, batch, src, out, 0).is_none() {
             return;
         }
         let in_job = self.live.get(&pid).is_some_and(|n| n.in_job);
@@ -558,18 +705,29 @@ impl Tracker {
             return;
         }
         let known = self.live.get(&pid).and_then(|n| n.id);
-        let Some(facts) = src.exec_facts(pid, known).filter(|f| !f.is_dead()) else {
+        let read = src.exec_facts(pid, known);
+        // Its identity may have been left for now: then its stat was read with the
+        // details, in the same directory, and its birth goes first.
+        let taken = self
+            .live
+            .get(&pid)
+            .is_some_and(|n| n.unborn.is_some())
+            .then(|| self.identify_unborn(pid, Some(read.as_ref().map(|f| f.id)), src, out));
+        let Some(facts) = read.filter(|f| !f.is_dead()) else {
             self.stats.exec_misses += 1;
             return;
         };
-        if self
-            .live
-            .get(&pid)
-            .and_then(|n| n.id)
-            .is_some_and(|id| id != facts.id)
-        {
+        let other = match taken {
+            Some(taken) => taken != Some(facts.id),
+            None => self
+                .live
+                .get(&pid)
+                .and_then(|n| n.id)
+                .is_some_and(|id| id != facts.id),
+        };
+        if other {
             // Not the process we knew: it exited and the pid was reused unseen.
-            self.on_exit(pid, t_us, out);
+            self.on_exit(pid, t_us, src, out);
             if self.resolve(pid, batch, src, out, 0).is_none() {
                 return;
             }
@@ -611,6 +769,9 @@ impl Tracker {
         let Some(f) = src.facts(pid, false).filter(|f| !f.is_dead()) else {
             return false;
         };
+        if self.live.get(&f.ppid).is_some_and(|n| n.unborn.is_some()) {
+            self.identify_unborn(f.ppid, None, src, out);
+        }
         let serial = match self.live.get(&pid) {
             Some(n) => n.serial,
             None => self.serial(),
@@ -626,6 +787,7 @@ impl Tracker {
         let node = Node {
             pid,
             id: Some(f.id),
+            unborn: None,
             in_job: true,
             is_root: false,
             early: false,
@@ -754,7 +916,11 @@ impl Tracker {
         self.live.insert(pid, node);
     }
 
-    fn on_exit(&mut self, pid: i32, t_us: u64, out: &mut Vec<Record>) {
+    fn on_exit(&mut self, pid: i32, t_us: u64, src: &mut dyn FactSource, out: &mut Vec<Record>) {
+        if self.live.get(&pid).is_some_and(|n| n.unborn.is_some()) {
+            // Not read yet: its zombie may still tell its start time.
+            self.identify_unborn(pid, None, src, out);
+        }
         let Some(node) = self.live.remove(&pid) else {
             return;
         };
@@ -905,7 +1071,7 @@ impl Tracker {
             .filter(|p| !listed.contains(p))
             .collect();
         for pid in gone {
-            self.on_exit(pid, t_us, out);
+            self.on_exit(pid, t_us, src, out);
         }
         // Job processes first met by the previous scan may have exec'd since.
         for (pid, serial) in std::mem::take(&mut self.recheck) {
@@ -970,6 +1136,7 @@ impl Tracker {
                         gap,
                         t_us,
                         true,
+                        None,
                         out,
                     );
                     if let Some(details) = src.facts(f.id.pid, true) {
@@ -1003,6 +1170,7 @@ impl Tracker {
             None,
             0,
             true,
+            None,
             &mut sink,
         );
         self.stats.births = self.stats.births.saturating_sub(1);
@@ -1064,6 +1232,7 @@ impl Node {
         Node {
             pid,
             id: None,
+            unborn: None,
             in_job: false,
             is_root: false,
             early: false,
@@ -1163,6 +1332,7 @@ mod tests {
                     markers: Some(markers),
                     pid_ns: None,
                     unreadable: vec![],
+                    stdio_pipes: vec![],
                 },
             );
         }
@@ -1235,6 +1405,8 @@ mod tests {
     fn run(tr: &mut Tracker, t: &mut Table, events: &[ProcEvent]) -> Vec<Record> {
         let mut out = Vec::new();
         tr.process(events, &|ns| ns / 1000, t, &mut out);
+        // What the guard reads on its timer: the job processes that did not exec.
+        tr.identify_due(u64::MAX, t, &mut out);
         out
     }
 

@@ -273,7 +273,9 @@ pub(crate) enum Rec {
         root: Option<Ident>,
         mode: String,
     },
-    Seed {},
+    Seed {
+        id: Ident,
+    },
     Birth(BirthJ),
     Exec(ExecJ),
     Exit {
@@ -600,6 +602,146 @@ fn a_burst_of_2000_forks_misses_no_birth() {
         elapsed_us < 1_000_000,
         "the burst took longer than a second"
     );
+}
+
+/// Kills the processes a test left, by identity, also when an assertion fails.
+struct KillOnDrop(Vec<Ident>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for id in &self.0 {
+            kill_ident(id, Signal::KILL);
+        }
+        wait_dead(&self.0, Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn a_child_that_never_execs_is_born_with_its_start_time_while_the_guard_runs() {
+    // Its identity is read on the guard's timer (a child that execs is read at its exec):
+    // the birth must reach the journal with the right start time before any stop.
+    let _g = serial();
+    let dir = ScratchDir::new("guard_noexec");
+    let mut job = Job::start(dir.path());
+    job.ok("$JANITOR guard start --state state.json");
+    job.ok("$FIXTURE new-pgrp > fixture.json");
+    let fx = job.spawned("fixture.json");
+    let child = fx.role("pgrp-leader").ident();
+    let _kill = KillOnDrop(vec![child]);
+    let state = job.path("state.json");
+    let mut found = None;
+    let ok = wait_until(Instant::now() + Duration::from_secs(20), || {
+        found = births(&journal(&state))
+            .into_iter()
+            .find(|b| b.pid == child.pid);
+        found.is_some()
+    });
+    assert!(
+        ok,
+        "no birth record for {child:?} in {:#?}",
+        journal(&state)
+    );
+    let b = found.unwrap();
+    assert_eq!(b.start_ticks, Some(child.start_ticks), "{b:?}");
+    assert_eq!(b.parent.pid, fx.fixture.pid);
+    assert_eq!(b.parent.start_ticks, Some(fx.fixture.start_ticks));
+    assert!(b.in_job && b.gap.is_none() && b.via == "fork", "{b:?}");
+    assert!(alive(&child));
+    job.ok("$JANITOR guard stop --state state.json");
+    // Written once, whatever read it first.
+    let recs = journal(&state);
+    assert_eq!(
+        births(&recs).iter().filter(|b| b.pid == child.pid).count(),
+        1
+    );
+}
+
+#[test]
+fn children_that_exit_at_once_are_born_before_they_exit() {
+    // Where the kernel filters events (Linux 6.6+), forks and exits come on one socket and
+    // execs on another, merged by time: an exit handled before its fork would leave the
+    // child alive in the guard's eyes, with no exit record after its birth.
+    let _g = serial();
+    let dir = ScratchDir::new("guard_order");
+    let mut job = Job::start(dir.path());
+    job.ok("$JANITOR guard start --state state.json");
+    // Children that exit at once without exec'ing (reaped after the burst), then shells
+    // that exec and exit at once, reaped as they go.
+    job.ok("$FIXTURE burst --count 1000 > fixture.json");
+    let fx = job.spawned("fixture.json");
+    job.ok("i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i + 1)); done");
+    job.ok("$JANITOR guard stop --state state.json");
+    let text = std::fs::read_to_string(job.path("burst.pids")).unwrap();
+    let forked: HashSet<i32> = text.lines().filter_map(|l| l.parse().ok()).collect();
+    assert_eq!(forked.len(), 1000);
+
+    let recs = journal(&job.path("state.json"));
+    // On Linux 6.6+ the guard is to have split the events over two sockets.
+    let text = std::fs::read_to_string(journal_path(&job.path("state.json"))).unwrap();
+    let detail = text.lines().next().unwrap_or_default().to_owned();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse().unwrap_or(0));
+    let (major, minor): (u32, u32) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    if (major, minor) >= (6, 6) {
+        assert!(detail.contains("execs on one socket"), "{detail}");
+    }
+    assert!(
+        !recs.iter().any(|r| matches!(r, Rec::Lost { .. })),
+        "the kernel dropped events (ENOBUFS): see the journal"
+    );
+    // Journal order: each birth, then that pid's exit.
+    let mut open: HashSet<i32> = HashSet::new();
+    let mut born_burst = 0;
+    let mut exited_unborn = Vec::new();
+    for r in &recs {
+        match r {
+            // Alive when the guard started (`guard start` itself).
+            Rec::Seed { id } => {
+                open.insert(id.pid);
+            }
+            Rec::Birth(b) if b.in_job => {
+                if b.parent.pid == fx.fixture.pid {
+                    born_burst += 1;
+                }
+                open.insert(b.pid);
+            }
+            Rec::Exit { pid, .. } if !open.remove(pid) => exited_unborn.push(*pid),
+            _ => {}
+        }
+    }
+    assert_eq!(born_burst, 1000, "births of the burst's children");
+    let burst_open: Vec<&i32> = open.iter().filter(|p| forked.contains(p)).collect();
+    assert!(burst_open.is_empty(), "born, never exited: {burst_open:?}");
+    let true_births = births(&recs)
+        .iter()
+        .filter(|b| b.in_job && b.parent.pid == job.ident.pid)
+        .count();
+    assert!(
+        true_births >= 200,
+        "{true_births} births of the shell's children"
+    );
+    // Every job process that exited was born (or seeded) first.
+    assert!(
+        exited_unborn.is_empty(),
+        "exits before births: {exited_unborn:?}"
+    );
+    // And the shell's `/bin/true`s: each exec'd and exited.
+    let trues: HashSet<i32> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Rec::Exec(e) if e.argv.first().map(String::as_str) == Some("/bin/true") => {
+                Some(e.id.pid)
+            }
+            _ => None,
+        })
+        .collect();
+    // (A `/bin/true` may be gone before its exec is read: then it has no exec record.)
+    assert!(!trues.is_empty(), "no exec of /bin/true read");
+    eprintln!("{} of 200 execs of /bin/true read", trues.len());
+    let trues_open: Vec<&i32> = open.iter().filter(|p| trues.contains(p)).collect();
+    assert!(trues_open.is_empty(), "born, never exited: {trues_open:?}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ pub const RCVBUF: usize = 32 * 1024 * 1024;
 const RECV_BUF: usize = 4096;
 
 /// One process event, as the kernel reported it (pids in the initial pid namespace).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProcEvent {
     /// `parent` (a thread group id) forked the new process `child`. Thread creations are
     /// left out.
@@ -73,6 +73,17 @@ pub enum ProcEvent {
     Exec { pid: i32, at_ns: u64 },
     /// The process `pid` exited (its last thread, or its leader: see the guard).
     Exit { pid: i32, at_ns: u64 },
+}
+
+impl ProcEvent {
+    /// The kernel's timestamp (`CLOCK_MONOTONIC`, nanoseconds).
+    pub fn at_ns(&self) -> u64 {
+        match *self {
+            ProcEvent::Fork { at_ns, .. }
+            | ProcEvent::Exec { at_ns, .. }
+            | ProcEvent::Exit { at_ns, .. } => at_ns,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,20 +109,44 @@ pub enum ConnectorError {
     Recv(io::Error),
 }
 
-/// A subscribed proc connector socket.
+/// The events the polled socket takes when the kernel filters (Linux 6.6+): execs only. An
+/// exec must be read at once (a short-lived process is gone a moment later, with its
+/// command line and markers); forks and exits can wait for the next batch.
+const POLLED_EVENTS: u32 = PROC_EVENT_EXEC;
+/// The events of the second socket, drained (not woken for) while it is busy.
+const BATCHED_EVENTS: u32 = PROC_EVENT_FORK | PROC_EVENT_EXIT;
+
+/// Subscribed proc connector sockets: one, or (where the kernel filters events per socket,
+/// Linux 6.6+) two — execs on the polled one, forks and exits on a second that is drained
+/// before it.
+///
+/// Why the second socket is drained first: a process's fork event is queued before the
+/// process runs, and its exec event before it can exit, so every exec read from the polled
+/// socket finds its fork already queued on the other, and every exit read there finds its
+/// process's exec already queued on the polled one. The two streams are then merged by
+/// their timestamps, each keeping its own order.
 #[derive(Debug)]
 pub struct Connector {
     fd: OwnedFd,
+    /// Forks and exits, when the kernel filters.
+    batched: Option<OwnedFd>,
     buf: Vec<u8>,
     /// The receive buffer the kernel granted, in bytes.
     pub rcvbuf: usize,
     /// Whether `SO_RCVBUFFORCE` (beyond `net.core.rmem_max`) was allowed.
     pub rcvbuf_forced: bool,
-    /// Whether the kernel accepted the event filter (FORK, EXEC, EXIT only; Linux 6.6+).
-    /// Without it every event type arrives and is dropped here.
+    /// Whether the kernel filters events per socket (Linux 6.6+), found by its answer to
+    /// the filtered subscription (older kernels ignore it without answering). Then execs
+    /// come on the polled socket and forks and exits on [`Connector::batched_fd`].
     pub filtered: bool,
-    /// Events that arrived while waiting for the subscription's answer.
+    /// Events that arrived on the polled socket while subscribing.
     early: Vec<ProcEvent>,
+    /// Batched events read but not handed out: the polled socket's drain stopped short of
+    /// them (see [`Connector::drain`]).
+    held: Vec<ProcEvent>,
+    /// Fork and exit events may have come on both sockets while the filters were being
+    /// set: the first drain drops the batched socket's copies of the early events.
+    dedup_early: bool,
 }
 
 /// What one [`Connector::drain`] read.
@@ -119,50 +154,99 @@ pub struct Connector {
 pub struct Drained {
     /// Datagrams read.
     pub messages: usize,
+    /// Datagrams read from the batched socket (forks and exits).
+    pub batched: usize,
     /// `ENOBUFS` errors: each means the kernel dropped one or more events.
     pub overruns: u32,
+    /// A socket still had datagrams when the batch was full: drain again.
+    pub more: bool,
 }
 
 impl Connector {
     /// Opens the socket with a receive buffer of `rcvbuf` bytes ([`RCVBUF`] unless testing
-    /// overflows), subscribes, and waits for the kernel to confirm.
+    /// overflows), subscribes, and waits for the kernel to confirm. Where the kernel
+    /// filters events, a second socket takes the forks and exits.
     pub fn open(rcvbuf: usize) -> Result<Connector, ConnectorError> {
-        let fd = netlink::socket(rustix::net::netlink::CONNECTOR, true)
-            .map_err(ConnectorError::Socket)?;
-        let rcvbuf_forced =
-            rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, rcvbuf).is_ok();
-        if !rcvbuf_forced {
-            // Capped by net.core.rmem_max; whatever we get is reported.
-            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, rcvbuf);
-        }
-        let rcvbuf = rustix::net::sockopt::socket_recv_buffer_size(&fd).unwrap_or(0);
+        let (fd, rcvbuf, rcvbuf_forced) = event_socket(rcvbuf)?;
         rustix::net::bind(&fd, &SocketAddrNetlink::new(0, CN_IDX_PROC))
             .map_err(|e| ConnectorError::Bind(e.into()))?;
         let mut c = Connector {
             fd,
+            batched: None,
             buf: vec![0; RECV_BUF],
             rcvbuf,
             rcvbuf_forced,
             filtered: false,
             early: Vec::new(),
+            held: Vec::new(),
+            dedup_early: false,
         };
-        // Our own pid makes the answer ours: every listener receives every answer.
+        // Our own pid makes the answers ours: every listener receives every answer (that
+        // its filter lets through: on Linux 6.6+ an answer is an event of type NONE, which
+        // only a socket taking every event receives).
         let nonce = std::process::id();
-        c.send(&subscription(1, nonce, false))?;
-        c.wait_for_answer(nonce)?;
-        // Narrow the subscription to the three events we use. Kernels before 6.6 ignore a
-        // request of this size (and keep sending everything, which we filter here); 6.6+
-        // filter in the kernel and send no answer to it.
-        c.send(&subscription(2, nonce.wrapping_add(2), true))?;
-        c.filtered = kernel_filters_events();
+        c.send(&c.fd, &subscription(1, nonce, None))?;
+        c.wait_for_answer(nonce.wrapping_add(1), &[])?;
+        c.split(nonce, rcvbuf)?;
         Ok(c)
     }
 
-    fn send(&self, msg: &[u8]) -> Result<(), ConnectorError> {
-        netlink::send(&self.fd, msg).map_err(ConnectorError::Send)
+    /// Moves forks and exits to a second socket where the kernel filters events per socket
+    /// (Linux 6.6+), found, not guessed: the second socket joins the group and asks for
+    /// forks and exits only (8 bytes, `struct proc_input`), then the polled socket (still
+    /// taking every event) asks again plainly. A kernel that filters answers both, in that
+    /// order; an older one ignores the first without a word. Only then is the polled
+    /// socket narrowed to execs, so no fork or exit falls between the two.
+    fn split(&mut self, nonce: u32, rcvbuf: usize) -> Result<(), ConnectorError> {
+        let (side, _, _) = event_socket(rcvbuf)?;
+        rustix::net::bind(&side, &SocketAddrNetlink::new(0, CN_IDX_PROC))
+            .map_err(|e| ConnectorError::Bind(e.into()))?;
+        self.send(
+            &side,
+            &subscription(2, nonce.wrapping_add(2), Some(BATCHED_EVENTS)),
+        )?;
+        self.send(&self.fd, &subscription(3, nonce.wrapping_add(4), None))?;
+        let answers = self.wait_for_answer(nonce.wrapping_add(5), &[nonce.wrapping_add(3)])?;
+        if answers.first() != Some(&Some(0)) {
+            // No filtering: the one socket takes every event (the second closes unused).
+            return Ok(());
+        }
+        self.filtered = true;
+        self.batched = Some(side);
+        // The polled socket's answer to this is filtered out (it takes execs only).
+        self.send(
+            &self.fd,
+            &subscription(4, nonce.wrapping_add(6), Some(POLLED_EVENTS)),
+        )?;
+        // What it received before, every event, is early; the second socket has copies of
+        // its forks and exits, which the first drain drops.
+        let mut overruns = 0;
+        recv_events(
+            &self.fd,
+            &mut self.buf,
+            &mut self.early,
+            usize::MAX,
+            &mut overruns,
+        )
+        .map_err(ConnectorError::Recv)?;
+        self.dedup_early = true;
+        Ok(())
     }
 
-    fn wait_for_answer(&mut self, nonce: u32) -> Result<(), ConnectorError> {
+    fn send(&self, fd: &OwnedFd, msg: &[u8]) -> Result<(), ConnectorError> {
+        netlink::send(fd, msg).map_err(ConnectorError::Send)
+    }
+
+    /// Reads the polled socket until the answer with ack `last` (its errno refused is an
+    /// error), keeping the events that come meanwhile. Returns the errnos of the answers
+    /// with the acks in `also` that came before it (`None` for one that did not), then
+    /// `last`'s.
+    fn wait_for_answer(
+        &mut self,
+        last: u32,
+        also: &[u32],
+    ) -> Result<Vec<Option<u32>>, ConnectorError> {
+        let mut seen: Vec<Option<u32>> = vec![None; also.len()];
         let until = Instant::now() + ACK_TIMEOUT;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -182,14 +266,19 @@ impl Connector {
                     Err(e) => return Err(ConnectorError::Recv(e.into())),
                 };
                 match parse_datagram(&self.buf[..len]) {
-                    Some(Message::Answer { ack, errno }) if ack == nonce.wrapping_add(1) => {
-                        return if errno == 0 {
-                            Ok(())
-                        } else {
-                            Err(ConnectorError::Refused(io::Error::from_raw_os_error(
+                    Some(Message::Answer { ack, errno }) if ack == last => {
+                        if errno != 0 {
+                            return Err(ConnectorError::Refused(io::Error::from_raw_os_error(
                                 errno as i32,
-                            )))
-                        };
+                            )));
+                        }
+                        seen.push(Some(errno));
+                        return Ok(seen);
+                    }
+                    Some(Message::Answer { ack, errno }) => {
+                        if let Some(i) = also.iter().position(|&a| a == ack) {
+                            seen[i] = Some(errno);
+                        }
                     }
                     Some(Message::Event(ev)) => self.early.push(ev),
                     _ => {}
@@ -198,58 +287,141 @@ impl Connector {
         }
     }
 
+    /// The socket to poll: execs (or every event, on one socket).
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
-    /// Whether events that arrived while subscribing wait to be drained.
-    pub fn has_early_events(&self) -> bool {
-        !self.early.is_empty()
+    /// The socket of forks and exits, where the kernel filters: polled only while it is
+    /// idle, and drained with every batch.
+    pub fn batched_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.batched.as_ref().map(|f| f.as_fd())
     }
 
-    /// Reads every datagram queued now (at most `max`), without blocking, appending the
-    /// events to `out`.
+    /// Whether events that arrived while subscribing wait to be drained.
+    pub fn has_early_events(&self) -> bool {
+        !self.early.is_empty() || !self.held.is_empty()
+    }
+
+    /// Reads every datagram queued now (at most `max` per socket), without blocking,
+    /// appending the events to `out`: the batched socket first, then the polled one, merged
+    /// by timestamp (see [`Connector`]).
     pub fn drain(&mut self, out: &mut Vec<ProcEvent>, max: usize) -> io::Result<Drained> {
         let mut d = Drained::default();
-        out.append(&mut self.early);
-        while d.messages < max {
-            let len = match rustix::net::recv(&self.fd, &mut self.buf[..], RecvFlags::empty()) {
-                Ok((n, _)) => n,
-                Err(Errno::AGAIN) => break,
-                Err(Errno::INTR) => continue,
-                Err(Errno::NOBUFS) => {
-                    d.overruns += 1;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            d.messages += 1;
-            if let Some(Message::Event(ev)) = parse_datagram(&self.buf[..len]) {
-                out.push(ev);
+        let mut side = std::mem::take(&mut self.held);
+        let mut side_full = false;
+        if let Some(fd) = &self.batched {
+            let before = side.len();
+            let (n, full) = recv_events(fd, &mut self.buf, &mut side, max, &mut d.overruns)?;
+            d.batched = n;
+            d.messages += n;
+            side_full = full;
+            if self.dedup_early {
+                self.dedup_early = false;
+                let early: std::collections::HashSet<ProcEvent> =
+                    self.early.iter().copied().collect();
+                let mut i = 0;
+                // Before its filter it took every event, as the polled socket did.
+                side.retain(|ev| {
+                    i += 1;
+                    i <= before || !(early.contains(ev) || matches!(ev, ProcEvent::Exec { .. }))
+                });
             }
         }
+        let mut main = std::mem::take(&mut self.early);
+        // With the batched socket cut short, the polled one waits: an exec read now could
+        // belong to a fork still unread.
+        let main_full = if side_full {
+            true
+        } else {
+            let (n, full) = recv_events(&self.fd, &mut self.buf, &mut main, max, &mut d.overruns)?;
+            d.messages += n;
+            full
+        };
+        d.more = side_full || main_full;
+        merge(&main, side, main_full, out, &mut self.held);
         Ok(d)
     }
 }
 
-/// Whether this kernel filters connector events per socket (Linux 6.6 added it with the
-/// 8-byte `proc_input` subscription).
-fn kernel_filters_events() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    (major, minor) >= (6, 6)
+/// Merges two event streams by timestamp, each in its own order (ties: the batched one
+/// first, a fork before its child's exec). With `main_cut` (the polled socket was not
+/// drained to the end), the batched events after the last polled one are held for the next
+/// drain: the polled events before them may still be unread.
+fn merge(
+    main: &[ProcEvent],
+    side: Vec<ProcEvent>,
+    main_cut: bool,
+    out: &mut Vec<ProcEvent>,
+    held: &mut Vec<ProcEvent>,
+) {
+    if side.is_empty() {
+        out.extend_from_slice(main);
+        return;
+    }
+    let mut side = side.into_iter().peekable();
+    for ev in main {
+        while let Some(s) = side.next_if(|s| s.at_ns() <= ev.at_ns()) {
+            out.push(s);
+        }
+        out.push(*ev);
+    }
+    if main_cut {
+        held.extend(side);
+    } else {
+        out.extend(side);
+    }
+}
+
+/// Reads up to `max` datagrams from `fd` into `out`: how many, and whether it stopped at
+/// `max` (more may be queued).
+fn recv_events(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    out: &mut Vec<ProcEvent>,
+    max: usize,
+    overruns: &mut u32,
+) -> io::Result<(usize, bool)> {
+    let mut n = 0;
+    while n < max {
+        let len = match rustix::net::recv(fd, &mut buf[..], RecvFlags::empty()) {
+            Ok((len, _)) => len,
+            Err(Errno::AGAIN) => return Ok((n, false)),
+            Err(Errno::INTR) => continue,
+            Err(Errno::NOBUFS) => {
+                *overruns += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        n += 1;
+        if let Some(Message::Event(ev)) = parse_datagram(&buf[..len]) {
+            out.push(ev);
+        }
+    }
+    Ok((n, true))
+}
+
+/// A non-blocking connector socket with a receive buffer of `rcvbuf` bytes (forced where
+/// allowed): the socket, the size granted, and whether it was forced.
+fn event_socket(rcvbuf: usize) -> Result<(OwnedFd, usize, bool), ConnectorError> {
+    let fd =
+        netlink::socket(rustix::net::netlink::CONNECTOR, true).map_err(ConnectorError::Socket)?;
+    let forced = rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, rcvbuf).is_ok();
+    if !forced {
+        // Capped by net.core.rmem_max; whatever we get is reported.
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, rcvbuf);
+    }
+    let granted = rustix::net::sockopt::socket_recv_buffer_size(&fd).unwrap_or(0);
+    Ok((fd, granted, forced))
 }
 
 /// A subscription message: `PROC_CN_MCAST_LISTEN`, alone (4 bytes, every kernel) or with an
 /// event filter (the 8-byte `struct proc_input` of Linux 6.6+).
-fn subscription(seq: u32, ack: u32, filter: bool) -> Vec<u8> {
+fn subscription(seq: u32, ack: u32, filter: Option<u32>) -> Vec<u8> {
     let mut data = PROC_CN_MCAST_LISTEN.to_ne_bytes().to_vec();
-    if filter {
-        data.extend_from_slice(
-            &(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT).to_ne_bytes(),
-        );
+    if let Some(events) = filter {
+        data.extend_from_slice(&events.to_ne_bytes());
     }
     // struct cn_msg, then the data.
     let mut cn = Vec::with_capacity(CN_MSG_LEN + data.len());
@@ -359,6 +531,9 @@ pub struct ProcFacts {
     pub pid_ns: Option<String>,
     /// Details that could not be read, with the reason (`"environ: permission denied"`).
     pub unreadable: Vec<String>,
+    /// Its stdout (fd 1) and stderr (fd 2) where they are pipes: (fd, pipe inode), read
+    /// with the details (for the guard's pipe-holder alarm).
+    pub stdio_pipes: Vec<(i32, u64)>,
 }
 
 impl ProcFacts {
@@ -401,6 +576,7 @@ pub fn read_facts(proc_root: &Path, pid: i32, details: bool) -> Option<ProcFacts
         if facts.kernel_thread || facts.is_dead() {
             return Some(facts);
         }
+        facts.stdio_pipes = stdio_pipes(&dir);
         match r.read(&dir, "cmdline") {
             Ok(buf) => facts.argv = Some(parse_cmdline(buf)),
             Err(Errno::SRCH) => return Some(facts),
@@ -431,7 +607,22 @@ fn facts_of(pid: i32, stat: Stat) -> ProcFacts {
         markers: None,
         pid_ns: None,
         unreadable: Vec::new(),
+        stdio_pipes: Vec::new(),
     }
+}
+
+/// The pipes `dir`'s process has as stdout and stderr: (fd, inode).
+fn stdio_pipes(dir: &OwnedFd) -> Vec<(i32, u64)> {
+    [(1, "fd/1"), (2, "fd/2")]
+        .into_iter()
+        .filter_map(|(fd, path)| {
+            let link = rustix::fs::readlinkat(dir, path, Vec::new()).ok()?;
+            match super::inspect::parse_fd_link(link.as_bytes()) {
+                (super::inspect::FdKind::Pipe, inode) => Some((fd, inode)),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 fn pid_ns(dir: &OwnedFd) -> Option<String> {
@@ -457,6 +648,7 @@ pub fn read_exec_facts(proc_root: &Path, id: ProcessId) -> Option<ProcFacts> {
             markers: None,
             pid_ns: None,
             unreadable: Vec::new(),
+            stdio_pipes: stdio_pipes(&dir),
         };
         match r.read(&dir, "cmdline") {
             Ok([]) => return None,
@@ -657,6 +849,40 @@ mod tests {
     }
 
     #[test]
+    fn the_two_streams_merge_by_time_each_in_its_own_order() {
+        let fork = |child, at_ns| ProcEvent::Fork {
+            parent: 1,
+            child,
+            at_ns,
+        };
+        let exec = |pid, at_ns| ProcEvent::Exec { pid, at_ns };
+        let exit = |pid, at_ns| ProcEvent::Exit { pid, at_ns };
+        // An exit queued before a fork of another CPU that has an earlier stamp keeps its
+        // place in its own stream.
+        let side = vec![fork(10, 5), exit(10, 30), exit(7, 20), fork(11, 40)];
+        let main = vec![exec(10, 5), exec(11, 45)];
+        let (mut out, mut held) = (Vec::new(), Vec::new());
+        merge(&main, side.clone(), false, &mut out, &mut held);
+        assert_eq!(
+            out,
+            vec![
+                fork(10, 5),
+                exec(10, 5),
+                exit(10, 30),
+                exit(7, 20),
+                fork(11, 40),
+                exec(11, 45)
+            ]
+        );
+        assert!(held.is_empty());
+        // The polled socket cut short: what comes after its last event waits.
+        let (mut out, mut held) = (Vec::new(), Vec::new());
+        merge(&main[..1], side, true, &mut out, &mut held);
+        assert_eq!(out, vec![fork(10, 5), exec(10, 5)]);
+        assert_eq!(held, vec![exit(10, 30), exit(7, 20), fork(11, 40)]);
+    }
+
+    #[test]
     fn parses_the_subscription_answer() {
         let ok = datagram(PROC_EVENT_NONE, 78, &[0]);
         assert_eq!(
@@ -689,7 +915,7 @@ mod tests {
 
     #[test]
     fn subscription_layout() {
-        let plain = subscription(1, 42, false);
+        let plain = subscription(1, 42, None);
         assert_eq!(plain.len(), 40);
         assert_eq!(u32_at(&plain, 0), Some(40));
         assert_eq!(u16_at(&plain, 4), Some(NLMSG_DONE));
@@ -697,7 +923,11 @@ mod tests {
         assert_eq!(u32_at(&plain, NLMSG_HDRLEN + 12), Some(42));
         assert_eq!(u16_at(&plain, NLMSG_HDRLEN + 16), Some(4));
         assert_eq!(u32_at(&plain, 36), Some(PROC_CN_MCAST_LISTEN));
-        let filtered = subscription(2, 42, true);
+        let filtered = subscription(
+            2,
+            42,
+            Some(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT),
+        );
         assert_eq!(filtered.len(), 44);
         assert_eq!(u16_at(&filtered, NLMSG_HDRLEN + 16), Some(8));
         assert_eq!(
