@@ -582,10 +582,18 @@ pub fn is_dead_state(state: char) -> bool {
     matches!(state, 'Z' | 'X' | 'x')
 }
 
+/// Whether a process is dead: in a dead state ([`is_dead_state`]) with no thread left but
+/// its leader. A process whose main thread exited (`pthread_exit`) while its other threads
+/// run shows `Z` too, with the group's thread count: it is alive, holds its ports and takes
+/// signals, and a sweep must see it.
+pub fn is_dead(state: char, threads: u32) -> bool {
+    is_dead_state(state) && threads <= 1
+}
+
 impl Process {
-    /// Dead, not yet reaped (see [`is_dead_state`]).
+    /// Dead, not yet reaped (see [`is_dead`]).
     pub fn is_zombie(&self) -> bool {
-        is_dead_state(self.state)
+        is_dead(self.state, self.threads)
     }
 
     /// The command line for people: argv joined by spaces, or `[comm]` when argv is empty

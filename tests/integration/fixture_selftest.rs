@@ -79,6 +79,7 @@ fn parse_stat_splits_on_the_last_paren() {
             ppid: 1,
             pgid: 40,
             sid: 41,
+            threads: 0,
             start_ticks: 123456
         }
     );

@@ -433,3 +433,73 @@ fn a_command_line_with_a_workflow_command_in_it_is_echoed_on_one_line() {
     assert!(!err.lines().any(|l| l.starts_with("::")), "{err}");
     assert!(!err.contains('\x1b'), "{err:?}");
 }
+
+/// A leak whose main thread has exited (`pthread_exit`) while another thread runs: `/proc`
+/// shows its leader as `Z`, but it is alive. The sweep sees it, reads its details through
+/// the live thread, kills it, and the kill is real.
+#[test]
+fn a_leak_whose_main_thread_exited_is_still_found_and_killed() {
+    let _g = serial();
+    let dir = ScratchDir::new("run_main_thread_exited");
+    let script = dir.path().join("leak.py");
+    std::fs::write(
+        &script,
+        r#"
+import ctypes, os, threading, time
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    threading.Thread(target=time.sleep, args=(3600,)).start()
+    os.write(w, b"x")
+    ctypes.CDLL(None).pthread_exit(None)
+os.read(r, 1)
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+        break
+    time.sleep(0.01)
+open("leak.pid", "w").write(str(pid))
+"#,
+    )
+    .unwrap();
+    let report = dir.path().join("report.json");
+    let mut c = janitor();
+    c.current_dir(dir.path())
+        .args(["run", "--grace", "0s", "--color", "never", "--report-json"])
+        .arg(&report)
+        .arg("--")
+        .arg(crate::diagnose::python3())
+        .arg(&script);
+    let out = output_of(c);
+    let pid: i32 = std::fs::read_to_string(dir.path().join("leak.pid"))
+        .expect("the script wrote the leak's pid")
+        .parse()
+        .expect("a pid");
+    // Killed by identity at the end of the test, whatever happened.
+    struct Leak(Option<Ident>);
+    impl Drop for Leak {
+        fn drop(&mut self) {
+            if let Some(id) = self.0.filter(alive) {
+                kill_ident(&id, Signal::KILL);
+            }
+        }
+    }
+    let stat = crate::support::read_stat(pid).expect("the leak's stat");
+    let leak = Leak(Some(stat.ident()));
+    let report = Report::read(&report);
+    let entry = report
+        .processes
+        .iter()
+        .find(|p| p.pid == pid)
+        .unwrap_or_else(|| panic!("pid {pid} is not in the report: {report:?}"));
+    assert_eq!(entry.class, "job", "{entry:?}");
+    let fate = entry.fate.as_ref().map(|f| f.fate.as_str());
+    assert_eq!(fate, Some("killed"), "{entry:?}");
+    assert_eq!(out.status.code(), Some(1), "a leak fails the run");
+    assert!(
+        wait_dead(&[leak.0.unwrap()], Duration::from_secs(10)),
+        "still running: {:?}",
+        crate::support::read_stat(pid)
+    );
+}

@@ -614,6 +614,8 @@ pub struct Stat {
     pub ppid: i32,
     pub pgid: i32,
     pub sid: i32,
+    /// The thread count (field 20): a `Z` leader whose other threads run is alive.
+    pub threads: u32,
     pub start_ticks: u64,
 }
 
@@ -625,9 +627,10 @@ impl Stat {
         }
     }
 
-    /// Zombie or dead: counts as dead everywhere.
+    /// Zombie or dead, with no thread left but its leader: counts as dead everywhere. (A
+    /// process whose main thread exited while others run shows `Z` and is alive.)
     pub fn is_dead(&self) -> bool {
-        matches!(self.state, 'Z' | 'X' | 'x')
+        matches!(self.state, 'Z' | 'X' | 'x') && self.threads <= 1
     }
 }
 
@@ -646,6 +649,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         ppid: field(4)?.parse().ok()?,
         pgid: field(5)?.parse().ok()?,
         sid: field(6)?.parse().ok()?,
+        threads: field(20)?.parse().ok()?,
         start_ticks: field(22)?.parse().ok()?,
     })
 }

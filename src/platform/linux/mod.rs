@@ -36,8 +36,8 @@ use crate::model::{
 };
 
 use parse::{
-    parse_cgroup, parse_cmdline, parse_stat, parse_status_state, parse_status_uid,
-    scan_environ_markers,
+    parse_cgroup, parse_cmdline, parse_stat, parse_status_state, parse_status_threads,
+    parse_status_uid, scan_environ_markers,
 };
 use procfs::{errno_text, is_gone};
 
@@ -264,7 +264,8 @@ impl RestReader {
         }
         match self.files.read(&fd, "stat").map(parse_stat) {
             Ok(Ok(s))
-                if s.start_ticks == id.start_ticks && !crate::model::is_dead_state(s.state) =>
+                if s.start_ticks == id.start_ticks
+                    && !crate::model::is_dead(s.state, s.threads) =>
             {
                 Ok(fd)
             }
@@ -314,16 +315,23 @@ impl RestReader {
                 return f;
             }
         };
+        // Gone on proof only: the pinned pidfd says it exited (a `Z` leader whose other
+        // threads run is alive, and a thread's directory can vanish with the thread), or,
+        // without one, `/proc` says so.
+        let exited = |dead_without_pin: bool| pin.map_or(dead_without_pin, Handle::has_exited);
         if status {
             match self.files.read(&dir, "status") {
                 Ok(buf) => {
-                    if parse_status_state(buf).is_some_and(crate::model::is_dead_state) {
+                    let dead = parse_status_state(buf).is_some_and(|state| {
+                        crate::model::is_dead(state, parse_status_threads(buf))
+                    });
+                    if dead && exited(true) {
                         f.gone = true;
                         return f;
                     }
                     f.uid = Some(parse_status_uid(buf));
                 }
-                Err(e) if is_gone(e) => f.gone = true,
+                Err(e) if is_gone(e) && exited(true) => f.gone = true,
                 Err(e) => f.unreadable.push(format!("status: {}", errno_text(e))),
             }
         }
@@ -336,7 +344,7 @@ impl RestReader {
                 f.cwd = Some(Bytes(target.as_slice().to_vec()));
                 self.link = target;
             }
-            Err(e) if is_gone(e) => f.gone = true,
+            Err(e) if is_gone(e) && exited(true) => f.gone = true,
             Err(e) => f.unreadable.push(format!("cwd: {}", errno_text(e))),
         }
         if f.gone || self.by_inode.is_empty() || id.pid == self.me {
@@ -344,11 +352,32 @@ impl RestReader {
         }
         match held_sockets(&dir, &self.by_inode) {
             Ok(held) => f.sockets = held,
-            Err(e) if is_gone(e) => f.gone = true,
+            Err(e) if is_gone(e) && exited(true) => f.gone = true,
             Err(e) => f.unreadable.push(format!("fd: {}", errno_text(e))),
         }
         f
     }
+}
+
+/// The directory of a live thread of `pid` other than its leader (`task/TID`, opened
+/// relative to the process's own directory, so it is that process's thread).
+fn live_thread(dir: &OwnedFd, pid: i32) -> Option<OwnedFd> {
+    let flags =
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;
+    let task = rustix::fs::openat(dir, "task", flags, rustix::fs::Mode::empty()).ok()?;
+    let mut entries = rustix::fs::Dir::read_from(&task).ok()?;
+    let me = pid.to_string();
+    while let Some(Ok(entry)) = entries.read() {
+        let name = entry.file_name().to_bytes();
+        if name.is_empty() || !name.iter().all(u8::is_ascii_digit) || name == me.as_bytes() {
+            continue;
+        }
+        let name = std::str::from_utf8(name).ok()?;
+        if let Ok(fd) = rustix::fs::openat(&task, name, flags, rustix::fs::Mode::empty()) {
+            return Some(fd);
+        }
+    }
+    None
 }
 
 /// Why [`RestReader`] could not open a process's directory.
@@ -892,6 +921,13 @@ impl ProcReader {
             // (hundreds of unreaped orphans, three files each).
             return Ok(ReadProcess::bare(p));
         }
+        // Its main thread exited while others run: its memory, files and cwd are read
+        // through one of those (the leader's own directory shows none of them).
+        let dir = if crate::model::is_dead_state(p.state) {
+            live_thread(&dir, pid).unwrap_or(dir)
+        } else {
+            dir
+        };
         if !detail.wants(&p.id) {
             // The owner of /proc/PID: the effective uid (root for a non-dumpable process).
             p.uid = rustix::fs::fstat(&dir).ok().map(|st| st.st_uid);
@@ -922,10 +958,6 @@ impl ProcReader {
             Ok(buf) => p.cgroup = parse_cgroup(buf),
             Err(e) if is_gone(e) => return Err(GONE),
             Err(e) => p.unreadable.push(format!("cgroup: {}", errno_text(e))),
-        }
-        if p.is_zombie() {
-            // A zombie has no memory, files or cwd left: nothing more to read.
-            return Ok(ReadProcess::bare(p));
         }
         match self.read_file(&dir, "cmdline") {
             Ok(buf) => p.argv = parse_cmdline(buf),

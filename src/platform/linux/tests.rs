@@ -106,8 +106,30 @@ fn fake_proc() -> tempfile::TempDir {
         b"",
     );
     symlink("socket:[5001]", d.join("fd/3")).unwrap();
-    // 12: a zombie.
-    process(root, 12, &stat_line(12, b"sh", 'Z', 10, 0, 520), b"", b"");
+    // 12: a zombie (its leader is the one thread left).
+    let zombie = String::from_utf8(stat_line(12, b"sh", 'Z', 10, 0, 520))
+        .unwrap()
+        .replace(" 20 0 2 0 ", " 20 0 1 0 ");
+    process(root, 12, zombie.as_bytes(), b"", b"");
+    // 16: a process whose main thread exited while another runs: `Z` with 2 threads; its
+    // leader's directory shows no memory, its live thread's (task/17) does.
+    let d = process(root, 16, &stat_line(16, b"srv", 'Z', 1, 0, 560), b"", b"");
+    let t = process(
+        &d.join("task"),
+        17,
+        &stat_line(17, b"srv", 'S', 1, 0, 561),
+        b"srv\0--port\09000\0",
+        b"RUNNER_TRACKING_ID=github_42\0",
+    );
+    fs::remove_file(t.join("cwd")).unwrap();
+    symlink("/work/srv", t.join("cwd")).unwrap();
+    process(
+        &d.join("task"),
+        16,
+        &stat_line(16, b"srv", 'Z', 1, 0, 560),
+        b"",
+        b"",
+    );
     // 13: a name with spaces, parens and invalid UTF-8; argv not UTF-8 either.
     process(
         root,
@@ -154,7 +176,7 @@ fn reads_a_fake_proc_tree() {
     assert_eq!(s.machine.boot_id, "b7e1c0de-0000-4000-8000-000000000001");
     assert_eq!(s.machine.boot_time_unix, Some(1763700000));
     let pids: Vec<i32> = s.processes.iter().map(|p| p.id.pid).collect();
-    assert_eq!(pids, vec![1, 2, 10, 11, 12, 13, 15]);
+    assert_eq!(pids, vec![1, 2, 10, 11, 12, 13, 15, 16]);
     assert_eq!(s.unreadable.len(), 1);
     assert_eq!(s.unreadable[0].what, "process 14");
 
@@ -181,6 +203,12 @@ fn reads_a_fake_proc_tree() {
     let zombie = by(12);
     assert!(zombie.is_zombie());
     assert!(zombie.exe.is_none() && zombie.unreadable.is_empty());
+
+    let main_exited = by(16);
+    assert!(!main_exited.is_zombie(), "alive: another thread runs");
+    assert_eq!(main_exited.command_line(), "srv --port 9000");
+    assert_eq!(main_exited.markers.runner_tracking_id(), Some("github_42"));
+    assert_eq!(main_exited.cwd.as_ref().unwrap().lossy(), "/work/srv");
 
     let odd = by(13);
     assert_eq!(odd.comm.as_bytes(), b"a) (b \xff");
