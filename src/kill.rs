@@ -2,7 +2,7 @@
 //! once so the whole round costs one grace period however many groups there are.
 //!
 //! Every process is signalled through its own pidfd, pinned to its identity: opened by the
-//! reader while it read the process (see [`crate::platform::LightReading::pins`]), or
+//! reader while it read the process (see [`crate::platform::read_snapshot_pinned`]), or
 //! opened here and checked against its start time (see [`crate::platform::open`]).
 //! Processes are handled group by group (process group, then session, in that order). A
 //! group gets one signal for all its members only when its whole *session* is verified:
@@ -13,15 +13,6 @@
 //! [`Target::whole_group`]). Any other group may also hold processes that are not ours (the
 //! shell that ran `sleep &` is in the sleep's group), so its members are signalled one by
 //! one.
-//!
-//! With no grace period the round is pipelined ([`AtOnce`]): the sweep reads every process
-//! lightly (enough to classify and for the proof above), then, group by group, reads the
-//! rest of each member's details and sends the group's SIGKILL before it reads the next
-//! group, so the kernel tears one group down while the next is read. The proof is made on
-//! the light reading, which is complete and covers the whole session; the window between a
-//! member's reading and its group's signal is at most the round's reading (the light pass
-//! and the rest of the groups before it), as long as it was when every process was read in
-//! full before any was killed.
 //!
 //! What the group signal can reach beyond the verified members: a process that entered the
 //! group between the reading and the signal. A process can join a group only from inside
@@ -165,11 +156,10 @@ const GROUP_SETTLE: Duration = Duration::from_millis(100);
 /// stopped under a tracer is waited for no longer than this past the deadline.
 const AFTER_KILL_PAST_DEADLINE: Duration = Duration::from_millis(200);
 
-/// The order of a round's targets, group by group: by session, then process group, group
-/// leaders first, so a group's leader is stopped before its members and cannot fork
-/// replacements.
-pub fn group_key(p: &Process) -> (i32, i32, bool, i32) {
-    (p.sid, p.pgid, p.id.pid != p.pgid, p.id.pid)
+/// Orders targets group by group: by session, then process group, group leaders first, so
+/// a group's leader is stopped before its members and cannot fork replacements.
+pub fn group_order(targets: &mut [&Process]) {
+    targets.sort_by_key(|p| (p.sid, p.pgid, p.id.pid != p.pgid, p.id.pid));
 }
 
 /// One process to signal in a round.
@@ -178,7 +168,7 @@ pub struct Target {
     pub id: ProcessId,
     /// Its process group.
     pub pgid: i32,
-    /// A pidfd the reader pinned to `id` (see [`platform::LightReading::pins`]); `None`:
+    /// A pidfd the reader pinned to `id` (see [`platform::read_snapshot_pinned`]); `None`:
     /// the round opens one and checks it against the start time.
     pub handle: Option<Handle>,
     /// Whether its group may take one signal for all its members: in the reading this
@@ -188,7 +178,7 @@ pub struct Target {
     pub whole_group: bool,
 }
 
-/// Runs one round over `targets` (already in [`group_key`] order): SIGSTOP each (no more forks),
+/// Runs one round over `targets` (already in [`group_order`]): SIGSTOP each (no more forks),
 /// SIGTERM, SIGCONT; wait up to the grace period for all of them at once; SIGKILL the
 /// survivors. With no grace period, SIGKILL at once: one signal per whole group (see
 /// [`Target::whole_group`]), one per process otherwise. Returns each target's fate, in the
@@ -199,25 +189,68 @@ pub fn terminate(
     opts: &RoundOptions,
 ) -> Vec<(ProcessId, Fate)> {
     platform::raise_fd_limit();
-    if opts.grace.is_zero() {
-        // No grace: nothing to stop or terminate first, SIGKILL is the one signal.
-        let mut round = AtOnce::new(proc_root, opts);
-        round.kill(targets);
-        return round.finish();
-    }
     let start = Instant::now();
     let ids: Vec<ProcessId> = targets.iter().map(|t| t.id).collect();
+    let pgids: Vec<i32> = targets.iter().map(|t| t.pgid).collect();
     let mut fates: Vec<Option<Fate>> = vec![None; targets.len()];
     let mut handles: Vec<(usize, Handle)> = Vec::with_capacity(targets.len());
+    // Per target: whether it may be signalled with its whole group (marked so by the sweep,
+    // and its pidfd pinned by the reader).
+    let mut whole: Vec<bool> = vec![false; targets.len()];
     for (i, t) in targets.into_iter().enumerate() {
         if Instant::now() >= opts.deadline {
             fates[i] = Some(Fate::DeadlinePassed);
             continue;
         }
-        match t.handle.map_or_else(|| platform::open(proc_root, t.id), Ok) {
-            Ok(h) => handles.push((i, h)),
+        let pinned = t.handle.is_some();
+        let handle = match t.handle {
+            Some(h) => Ok(h),
+            None => platform::open(proc_root, t.id),
+        };
+        match handle {
+            Ok(h) => {
+                handles.push((i, h));
+                whole[i] = t.whole_group && pinned;
+            }
             Err(r) => fates[i] = Some(result_fate(r)),
         }
+    }
+    if opts.grace.is_zero() {
+        // No grace: nothing to stop or terminate first, SIGKILL is the one signal.
+        let kill_sent = Instant::now();
+        let groups = whole_groups(&ids, &pgids, &whole, &handles);
+        let by_group = kill_all(&handles, &groups, &mut fates);
+        let kill_time = kill_sent.elapsed().as_millis() as u64;
+        let mut pending: Vec<&(usize, Handle)> = handles
+            .iter()
+            .filter(|(i, _)| fates[*i].is_none())
+            .collect();
+        if by_group.iter().any(|&g| g) {
+            // A member that left its group (setsid) or a leader that moved to another one
+            // between the reading and the signal got nothing from the group's signal: what
+            // has not exited after a moment gets its own SIGKILL through its pidfd.
+            let settle = (Instant::now() + GROUP_SETTLE).min(opts.deadline);
+            let refs: Vec<&Handle> = pending.iter().map(|(_, h)| h).collect();
+            let mut exited = vec![false; pending.len()];
+            for (k, _) in platform::wait_exits(&refs, settle) {
+                exited[k] = true;
+            }
+            for ((i, h), gone) in pending.iter().map(|p| (p.0, &p.1)).zip(&exited) {
+                if *gone {
+                    fates[i] = Some(Fate::Killed {
+                        after_ms: kill_time,
+                    });
+                } else if by_group[i] {
+                    match h.signal(Sig::Kill) {
+                        SignalResult::Sent | SignalResult::Gone => {}
+                        other => fates[i] = Some(result_fate(other)),
+                    }
+                }
+            }
+            pending.retain(|(i, _)| fates[*i].is_none());
+        }
+        reap_after_kill(proc_root, &pending, kill_time, opts, &mut fates);
+        return collect(&ids, fates);
     }
     // Stop everything first, then terminate, then continue: a stopped group cannot fork
     // or respawn while we work through it, and TERM is delivered on CONT.
@@ -277,159 +310,25 @@ pub fn terminate(
         .into_iter()
         .filter(|(i, _)| fates[*i].is_none())
         .collect();
-    let kill_ms = vec![kill_time; ids.len()];
-    reap_after_kill(proc_root, &pending, &kill_ms, opts, &mut fates);
+    reap_after_kill(proc_root, &pending, kill_time, opts, &mut fates);
     collect(&ids, fates)
-}
-
-/// A round with no grace period, killed batch by batch as the sweep hands them over: the
-/// sweep reads a group's details and gives it to [`AtOnce::kill`], which sends its SIGKILL
-/// at once, so the kernel tears one group down while the next is read; [`AtOnce::finish`]
-/// then waits for them all. One signal per whole group (see [`Target::whole_group`]), one
-/// per process otherwise.
-pub struct AtOnce<'a> {
-    proc_root: &'a Path,
-    opts: RoundOptions,
-    start: Instant,
-    ids: Vec<ProcessId>,
-    fates: Vec<Option<Fate>>,
-    handles: Vec<(usize, Handle)>,
-    /// Per target: whether only its group's signal was sent for it.
-    by_group: Vec<bool>,
-    /// Per target: when its SIGKILL was sent, in ms since the round began.
-    kill_ms: Vec<u64>,
-    /// Cleared when the kernel cannot signal a group through a pidfd (before Linux 6.9).
-    group_signals: bool,
-}
-
-impl<'a> AtOnce<'a> {
-    pub fn new(proc_root: &'a Path, opts: &RoundOptions) -> AtOnce<'a> {
-        platform::raise_fd_limit();
-        AtOnce {
-            proc_root,
-            opts: opts.clone(),
-            start: Instant::now(),
-            ids: Vec::new(),
-            fates: Vec::new(),
-            handles: Vec::new(),
-            by_group: Vec::new(),
-            kill_ms: Vec::new(),
-            group_signals: true,
-        }
-    }
-
-    /// SIGKILL to `targets` (in [`group_key`] order, whole groups in one batch) now.
-    pub fn kill(&mut self, targets: Vec<Target>) {
-        let off = self.ids.len();
-        let first_handle = self.handles.len();
-        let mut pgids = Vec::with_capacity(targets.len());
-        // Per target: whether it may be signalled with its whole group (marked so by the
-        // sweep, and its pidfd pinned by the reader).
-        let mut whole = Vec::with_capacity(targets.len());
-        for t in targets {
-            let i = self.ids.len();
-            self.ids.push(t.id);
-            self.fates.push(None);
-            self.by_group.push(false);
-            pgids.push(t.pgid);
-            whole.push(false);
-            if Instant::now() >= self.opts.deadline {
-                self.fates[i] = Some(Fate::DeadlinePassed);
-                continue;
-            }
-            let pinned = t.handle.is_some();
-            match t
-                .handle
-                .map_or_else(|| platform::open(self.proc_root, t.id), Ok)
-            {
-                Ok(h) => {
-                    self.handles.push((i, h));
-                    whole[i - off] = t.whole_group && pinned;
-                }
-                Err(r) => self.fates[i] = Some(result_fate(r)),
-            }
-        }
-        let groups = whole_groups(
-            &self.ids[off..],
-            &pgids,
-            &whole,
-            &self.handles[first_handle..],
-            off,
-        );
-        let sent = kill_all(
-            &self.handles[first_handle..],
-            &groups,
-            &mut self.fates,
-            &mut self.group_signals,
-        );
-        for i in sent {
-            self.by_group[i] = true;
-        }
-        let now = self.start.elapsed().as_millis() as u64;
-        self.kill_ms.resize(self.ids.len(), now);
-    }
-
-    /// Records a target found gone before its SIGKILL (`AlreadyGone`, not signalled).
-    pub fn gone(&mut self, id: ProcessId) {
-        self.ids.push(id);
-        self.fates.push(Some(Fate::AlreadyGone));
-        self.by_group.push(false);
-        self.kill_ms.push(0);
-    }
-
-    /// Waits for every target killed to exit and returns each one's fate, in the order
-    /// given. A member of a group signalled whole that is still alive after a moment (it
-    /// left its group, or its leader moved, after the reading) gets its own SIGKILL first.
-    pub fn finish(mut self) -> Vec<(ProcessId, Fate)> {
-        let fates = &mut self.fates;
-        let mut pending: Vec<&(usize, Handle)> = self
-            .handles
-            .iter()
-            .filter(|(i, _)| fates[*i].is_none())
-            .collect();
-        if self.by_group.iter().any(|&g| g) {
-            let settle = (Instant::now() + GROUP_SETTLE).min(self.opts.deadline);
-            let refs: Vec<&Handle> = pending.iter().map(|(_, h)| h).collect();
-            let mut exited = vec![false; pending.len()];
-            for (k, _) in platform::wait_exits(&refs, settle) {
-                exited[k] = true;
-            }
-            for ((i, h), gone) in pending.iter().map(|p| (p.0, &p.1)).zip(&exited) {
-                if *gone {
-                    fates[i] = Some(Fate::Killed {
-                        after_ms: self.kill_ms[i],
-                    });
-                } else if self.by_group[i] {
-                    match h.signal(Sig::Kill) {
-                        SignalResult::Sent | SignalResult::Gone => {}
-                        other => fates[i] = Some(result_fate(other)),
-                    }
-                }
-            }
-            pending.retain(|(i, _)| fates[*i].is_none());
-        }
-        reap_after_kill(self.proc_root, &pending, &self.kill_ms, &self.opts, fates);
-        collect(&self.ids, std::mem::take(fates))
-    }
 }
 
 /// The groups that take one SIGKILL for all their members, each as the indices (into
 /// `handles`) of its members, its leader's first: those whose every target (by `pgids`,
-/// in [`group_key`] order, so a group is one run) may be signalled whole (`whole`: marked by
+/// in [`group_order`], so a group is one run) may be signalled whole (`whole`: marked by
 /// the sweep, its pidfd pinned, so none failed to open or was cut by the deadline) and
 /// whose leader (pid = pgid) is among them, since the group is addressed through the
-/// leader's pidfd. `ids`, `pgids` and `whole` are a batch of targets whose first is target
-/// `off` of the round; `handles` are the batch's.
+/// leader's pidfd.
 fn whole_groups(
     ids: &[ProcessId],
     pgids: &[i32],
     whole: &[bool],
     handles: &[(usize, Handle)],
-    off: usize,
 ) -> Vec<Vec<usize>> {
     let mut handle_of: Vec<Option<usize>> = vec![None; ids.len()];
     for (k, (i, _)) in handles.iter().enumerate() {
-        handle_of[*i - off] = Some(k);
+        handle_of[*i] = Some(k);
     }
     let mut out = Vec::new();
     let mut at = 0;
@@ -460,30 +359,30 @@ fn whole_groups(
 
 /// SIGKILL to every target that has a handle: one signal through the leader's pidfd for
 /// each whole group (see [`whole_groups`]), one per process for the rest, and for a whole
-/// group whose signal the kernel could not send (before Linux 6.9, or the leader gone:
-/// `group_signals` is cleared on the first). Returns the targets (by their index in the
-/// round) for which only their group's signal was sent.
+/// group whose signal the kernel could not send (before Linux 6.9, or the leader gone).
+/// Returns, per target (by its index in the round), whether only its group's signal was
+/// sent for it.
 fn kill_all(
     handles: &[(usize, Handle)],
     groups: &[Vec<usize>],
     fates: &mut [Option<Fate>],
-    group_signals: &mut bool,
-) -> Vec<usize> {
-    let mut by_group = Vec::new();
+) -> Vec<bool> {
+    let mut by_group = vec![false; fates.len()];
     let mut done = vec![false; handles.len()];
+    let mut group_signals = true;
     for members in groups {
-        if !*group_signals {
+        if !group_signals {
             break;
         }
         match handles[members[0]].1.signal_group(Sig::Kill) {
             GroupSignal::Sent => {
                 for &k in members {
                     done[k] = true;
-                    by_group.push(handles[k].0);
+                    by_group[handles[k].0] = true;
                 }
             }
             // An older kernel: every group is signalled member by member.
-            GroupSignal::Unsupported => *group_signals = false,
+            GroupSignal::Unsupported => group_signals = false,
             // No one left in the group, or a refusal: each member's own signal tells.
             GroupSignal::Other(_) => {}
         }
@@ -507,7 +406,7 @@ fn kill_all(
 fn reap_after_kill(
     proc_root: &Path,
     pending: &[&(usize, Handle)],
-    kill_ms: &[u64],
+    kill_time: u64,
     opts: &RoundOptions,
     fates: &mut [Option<Fate>],
 ) {
@@ -520,7 +419,7 @@ fn reap_after_kill(
     for ((i, h), died) in pending.iter().map(|p| (p.0, &p.1)).zip(died) {
         fates[i] = Some(if died {
             Fate::Killed {
-                after_ms: kill_ms[i],
+                after_ms: kill_time,
             }
         } else {
             let state = platform::read_one(proc_root, h.id.pid)
@@ -558,7 +457,7 @@ mod tests {
     use crate::test_support::proc_at;
 
     #[test]
-    fn group_key_puts_leaders_first() {
+    fn group_order_puts_leaders_first() {
         let mut a = proc_at(30, 1, 0);
         a.pgid = 20;
         a.sid = 5;
@@ -571,8 +470,8 @@ mod tests {
         let mut d = proc_at(50, 1, 0);
         d.pgid = 50;
         d.sid = 1;
-        let mut v = [&a, &b, &c, &d];
-        v.sort_by_key(|p| group_key(p));
+        let mut v = vec![&a, &b, &c, &d];
+        group_order(&mut v);
         let pids: Vec<i32> = v.iter().map(|p| p.id.pid).collect();
         assert_eq!(pids, vec![50, 20, 30, 10]);
     }

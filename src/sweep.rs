@@ -12,7 +12,7 @@ use crate::classify::{self, Class, Context, Decision, Hint, Plan, Policy, Rule};
 use crate::diff;
 use crate::kill::{self, Fate, RoundOptions};
 use crate::model::{Listener, Process, ProcessId, Snapshot};
-use crate::platform::{self, Handle, Pins, ProcDir, ReadError, ReadOptions, RestFacts};
+use crate::platform::{self, Pins, ReadError, ReadOptions};
 
 #[derive(Debug, Clone)]
 pub struct SweepOptions {
@@ -113,25 +113,20 @@ pub fn sweep(
     // Pidfds pinned by the reader to the processes it read in detail, so that the kill
     // needs no second identity check (none in a dry run: nothing is signalled).
     let pin = !opts.dry_run;
-    // Each reading is light (what classification needs: see [`platform::Light`]); the rest
-    // of a process's details is read after it was classified, just before its group is
-    // signalled. The real uid is read at once when the whole-group proof needs it (we are
-    // not root), the cgroup when the guard's journal is checked against it.
-    let root = platform::running_as_root();
-    let light = platform::Light {
-        status: !root,
-        cgroup: opts.lineage.is_some(),
-    };
-    let read_raw = |host_facts: bool| {
+    let read_raw = |host_facts: bool, pin: bool| {
         let read = ReadOptions {
             proc_root: opts.proc_root.clone(),
             sockets: true,
             host_facts,
             detail: detail.clone(),
         };
-        platform::read_snapshot_light(&read, light, pin)
+        if pin {
+            platform::read_snapshot_pinned(&read)
+        } else {
+            platform::read_snapshot(&read).map(|s| (s, Pins::new()))
+        }
     };
-    let mut reading = read_raw(true)?;
+    let (mut now, mut pins) = read_raw(true, pin)?;
     // The guard's journal is a file: only what agrees with the live process tree is used
     // (see [`crate::guard::lineage::Lineage::verified`]); what is not is reported.
     let mut distrusted = Vec::new();
@@ -139,7 +134,7 @@ pub fn sweep(
     let mut lineage = opts.lineage.clone();
     let ctx = match &opts.lineage {
         Some(journal) => {
-            let l = journal.verified(&reading.snapshot, &ctx.markers);
+            let l = journal.verified(&now, &ctx.markers);
             distrusted = l.distrust_notes();
             verified_ctx = ctx.clone();
             verified_ctx.born_into_job = Some(std::sync::Arc::new(l.born_into_job()));
@@ -148,18 +143,17 @@ pub fn sweep(
         }
         None => ctx,
     };
-    let read = || {
-        let mut reading = read_raw(false)?;
+    let read = |host_facts: bool, pin: bool| {
+        let (mut snap, pins) = read_raw(host_facts, pin)?;
         // Step and test markers a process's own environment lacks, from the guard.
         if let Some(lineage) = &lineage {
-            lineage.fill_markers(&mut reading.snapshot);
+            lineage.fill_markers(&mut snap);
         }
-        Ok::<_, ReadError>(reading)
+        Ok::<_, ReadError>((snap, pins))
     };
     if let Some(lineage) = &lineage {
-        lineage.fill_markers(&mut reading.snapshot);
+        lineage.fill_markers(&mut now);
     }
-    let now = &reading.snapshot;
     // One copy of the process table: the processes of a reading move into the entries
     // they become; `first` keeps the first reading's header and the processes of it that
     // did not become entries.
@@ -182,40 +176,11 @@ pub fn sweep(
     let mut held: HashMap<u64, (Listener, Vec<ProcessId>)> = HashMap::new();
     let mut rounds = 0;
     let mut zombies = 0;
-    // The sweep's cgroup, when it can make a hint (see [`classify::classify`]).
-    let hint_cgroup = ctx
-        .cgroup
-        .as_deref()
-        .is_some_and(|c| c != "/" && !c.is_empty());
     loop {
         rounds += 1;
-        let platform::LightReading {
-            snapshot: mut now,
-            mut pins,
-            mut dirs,
-        } = reading;
-        let mut rest = platform::RestReader::new(&opts.proc_root, &now.listeners);
-        let mut plan: Plan = {
-            let appeared = diff::appeared(baseline, &now);
-            classify::classify(&now, &appeared, ctx, policy)
-        };
-        if hint_cgroup && !light.cgroup {
-            // The cgroup only makes a hint for a process without evidence (classification
-            // uses it for nothing else): read it for those alone, and classify again.
-            let want: HashSet<ProcessId> = plan
-                .decisions
-                .iter()
-                .filter(|d| d.evidence.is_empty() && !seen.contains(&d.id))
-                .map(|d| d.id)
-                .collect();
-            if !want.is_empty() {
-                for p in now.processes.iter_mut().filter(|p| want.contains(&p.id)) {
-                    rest.read_cgroup(p, dirs.get(&p.id), pins.get(&p.id));
-                }
-                let appeared = diff::appeared(baseline, &now);
-                plan = classify::classify(&now, &appeared, ctx, policy);
-            }
-        }
+        let appeared = diff::appeared(baseline, &now);
+        let plan: Plan = classify::classify(&now, &appeared, ctx, policy);
+        drop(appeared);
         if rounds == 1 {
             // Only the job's zombies: exited children of the job's processes, of its root
             // or of ours (under `run` we adopt its orphans). Other sessions' unreaped
@@ -232,6 +197,13 @@ pub fn sweep(
                 .iter()
                 .filter(|z| parents.contains(&z.ppid))
                 .count();
+        }
+        // The listeners of each process, from one pass over the list.
+        let mut listening_of: HashMap<ProcessId, Vec<usize>> = HashMap::new();
+        for (at, l) in now.listeners.iter().enumerate() {
+            for owner in &l.owners {
+                listening_of.entry(*owner).or_default().push(at);
+            }
         }
         let fresh: Vec<&Decision> = plan
             .decisions
@@ -255,28 +227,33 @@ pub fn sweep(
             .filter_map(|(i, p)| Some((p.as_ref()?.id, i)))
             .collect();
         let mut targets: Vec<usize> = Vec::new();
-        let mut others: Vec<usize> = Vec::new();
         entries.reserve_exact(fresh.len());
         for d in &fresh {
             seen.insert(d.id);
             let Some(p) = at.get(&d.id).and_then(|&i| slots[i].take()) else {
                 continue;
             };
-            let target = d.class.is_target(policy);
             tracing::debug!(
                 pid = d.id.pid,
                 start_ticks = d.id.start_ticks,
                 class = d.class.name(),
                 evidence = ?d.evidence,
                 marker = d.marker,
-                target,
+                target = d.class.is_target(policy),
                 command = %redacted_command(&p),
                 "classified"
             );
-            if target {
+            let mine = listening_of.get(&d.id).map_or(&[][..], Vec::as_slice);
+            let listening: Vec<String> = mine.iter().map(|&l| now.listeners[l].label()).collect();
+            if d.class.is_target(policy) {
                 targets.push(entries.len());
-            } else {
-                others.push(entries.len());
+                for &l in mine {
+                    let l = &now.listeners[l];
+                    held.entry(l.inode)
+                        .or_insert_with(|| (l.clone(), Vec::new()))
+                        .1
+                        .push(d.id);
+                }
             }
             entries.push(Entry {
                 process: p,
@@ -286,10 +263,9 @@ pub fn sweep(
                 hints: d.hints.clone(),
                 fate: None,
                 round: rounds,
-                listening: Vec::new(),
+                listening,
             });
         }
-        drop(plan);
         if rounds == 1 {
             // A new vector: collected in place, the rest would keep the whole reading's
             // allocation.
@@ -297,98 +273,48 @@ pub fn sweep(
             rest.extend(slots.into_iter().flatten());
             first.processes = rest;
         }
-        targets.sort_by_key(|&e| kill::group_key(&entries[e].process));
-        let status = !light.status;
-        let round_opts = RoundOptions {
-            grace: opts.grace,
-            deadline,
-            on_wait: opts.on_wait.clone(),
-        };
-        // Each target with what its kill needs, in group order.
-        let jobs: Vec<RestJob> = targets
+        if targets.is_empty() {
+            break;
+        }
+        let mut ordered: Vec<&Process> = targets.iter().map(|&e| &entries[e].process).collect();
+        kill::group_order(&mut ordered);
+        let round: Vec<kill::Target> = ordered
             .iter()
-            .map(|&e| {
-                let p = &entries[e].process;
-                RestJob {
-                    entry: e,
-                    id: p.id,
-                    group: (p.sid, p.pgid),
-                    dir: dirs.remove(&p.id),
-                    pin: pins.remove(&p.id),
-                    whole_group: whole.contains(&p.pgid),
-                }
+            .map(|p| kill::Target {
+                id: p.id,
+                pgid: p.pgid,
+                handle: pins.remove(&p.id),
+                whole_group: whole.contains(&p.pgid),
             })
             .collect();
-        let mut fates: HashMap<ProcessId, Fate> = HashMap::new();
-        let mut found: Vec<(usize, RestFacts)> = Vec::with_capacity(jobs.len());
-        if opts.grace.is_zero() && !opts.dry_run {
-            // Pipelined: each group's details are read and its SIGKILL sent before the next
-            // group is read, so the kernel tears one group down while the next is read.
-            for (facts, round) in
-                pipelined(&opts.proc_root, &now.listeners, jobs, status, &round_opts)
-            {
-                found.extend(facts);
-                fates.extend(round.finish());
-            }
-        } else {
-            // With a grace period (or in a dry run) every detail is read first, then the
-            // round runs over all targets at once.
-            let mut rest = platform::RestReader::new(&opts.proc_root, &now.listeners);
-            let mut round = Vec::with_capacity(jobs.len());
-            for mut j in jobs {
-                let facts = j.read(&mut rest, status);
-                if facts.gone {
-                    fates.insert(j.id, Fate::AlreadyGone);
-                } else {
-                    round.push(j.target());
-                }
-                found.push((j.entry, facts));
-            }
-            if opts.dry_run {
-                fates.extend(round.iter().map(|t| (t.id, Fate::WouldKill)));
-            } else if !round.is_empty() {
-                fates.extend(kill::terminate(&opts.proc_root, round, &round_opts));
-            }
-        }
-        // The processes that are not signalled: their details, for the report.
-        let mut rest = platform::RestReader::new(&opts.proc_root, &now.listeners);
-        for &e in &others {
-            let id = entries[e].process.id;
-            found.push((e, rest.read(id, dirs.remove(&id), pins.get(&id), status)));
-        }
+        // Pidfds of processes that are not targets are not needed.
         pins.clear();
-        drop(dirs);
-        for (e, mut facts) in found {
-            let e = &mut entries[e];
-            let id = e.process.id;
-            facts.apply(&mut e.process);
-            let is_target = e.class.is_target(policy);
-            for &l in &facts.sockets {
-                let l = &mut now.listeners[l];
-                l.owners.push(id);
-                e.listening.push(l.label());
-                if is_target {
-                    held.entry(l.inode)
-                        .or_insert_with(|| (l.clone(), Vec::new()))
-                        .1
-                        .push(id);
-                }
-            }
-        }
+        let fates: HashMap<ProcessId, Fate> = if opts.dry_run {
+            round.iter().map(|t| (t.id, Fate::WouldKill)).collect()
+        } else {
+            kill::terminate(
+                &opts.proc_root,
+                round,
+                &RoundOptions {
+                    grace: opts.grace,
+                    deadline,
+                    on_wait: opts.on_wait.clone(),
+                },
+            )
+            .into_iter()
+            .collect()
+        };
         for &e in &targets {
             let e = &mut entries[e];
             if let Some(f) = fates.get(&e.process.id) {
                 e.fate = Some(*f);
             }
         }
-        if rounds == 1 {
-            first.listeners = now.listeners;
-        }
-        if targets.is_empty() || opts.dry_run || Instant::now() >= deadline {
+        if opts.dry_run || Instant::now() >= deadline {
             break;
         }
         // Children born while we worked, respawned replacements: look again.
-        reading = read()?;
+        (now, pins) = read(false, pin)?;
     }
     let deadline_hit = Instant::now() >= deadline;
     let ports = if opts.dry_run {
@@ -409,13 +335,7 @@ pub fn sweep(
                 .any(|a| a.inode == l.inode || same_address(a, l))
         });
         if still_listed {
-            let full = ReadOptions {
-                proc_root: opts.proc_root.clone(),
-                sockets: true,
-                host_facts: false,
-                detail: platform::Detail::None,
-            };
-            check_ports(held, &platform::read_snapshot(&full)?.listeners)
+            check_ports(held, &read(false, false)?.0.listeners)
         } else {
             check_ports(held, &after)
         }
@@ -431,115 +351,6 @@ pub fn sweep(
         deadline_hit,
         dry_run: opts.dry_run,
         distrusted,
-    })
-}
-
-/// A target of a round, with what reading the rest of its details and killing it need.
-struct RestJob {
-    /// Its index in the entries.
-    entry: usize,
-    id: ProcessId,
-    /// Its session and process group.
-    group: (i32, i32),
-    dir: Option<ProcDir>,
-    pin: Option<Handle>,
-    whole_group: bool,
-}
-
-impl RestJob {
-    /// Reads the rest of its details.
-    fn read(&mut self, rest: &mut platform::RestReader, status: bool) -> RestFacts {
-        rest.read(self.id, self.dir.take(), self.pin.as_ref(), status)
-    }
-
-    fn target(&mut self) -> kill::Target {
-        kill::Target {
-            id: self.id,
-            pgid: self.group.1,
-            handle: self.pin.take(),
-            whole_group: self.whole_group,
-        }
-    }
-}
-
-/// Fewer targets than this are read and killed by one thread.
-const PARALLEL_FROM: usize = 256;
-/// At most this many threads read and kill.
-const MAX_WORKERS: usize = 4;
-
-/// The grace-0 round, pipelined: group by group (`jobs` are in group order), the rest of
-/// each member's details is read and the group's SIGKILL sent at once (see
-/// [`kill::AtOnce`]), before the next group is read. With many targets and more than one
-/// core, the groups are dealt to a few threads in turn, each with its own reader and its
-/// own round (nearly all of the reading is the kernel formatting `/proc` files, which runs
-/// in parallel for different processes). Returns, per thread, what was read of each target
-/// (by its entry) and its round, to be finished by the caller. A target gone before its
-/// rest was read is not signalled (its round calls it `AlreadyGone`).
-fn pipelined<'a>(
-    proc_root: &'a std::path::Path,
-    listeners: &[Listener],
-    jobs: Vec<RestJob>,
-    status: bool,
-    opts: &RoundOptions,
-) -> Vec<(Vec<(usize, RestFacts)>, kill::AtOnce<'a>)> {
-    // Whole groups, in order.
-    let mut groups: Vec<Vec<RestJob>> = Vec::new();
-    for j in jobs {
-        match groups.last_mut() {
-            Some(g) if g[0].group == j.group => g.push(j),
-            _ => groups.push(vec![j]),
-        }
-    }
-    let n: usize = groups.iter().map(Vec::len).sum();
-    let workers = if n >= PARALLEL_FROM {
-        std::thread::available_parallelism().map_or(1, |c| c.get().min(MAX_WORKERS))
-    } else {
-        1
-    };
-    // Groups are taken in order from one queue: a thread that cannot be started leaves
-    // its share to the others.
-    let queue = std::sync::Mutex::new(groups.into_iter());
-    let work = || {
-        let mut rest = platform::RestReader::new(proc_root, listeners);
-        let mut round = kill::AtOnce::new(proc_root, opts);
-        let mut read = Vec::new();
-        loop {
-            let next = queue.lock().map_or(None, |mut q| q.next());
-            let Some(group) = next else { break };
-            let mut batch = Vec::with_capacity(group.len());
-            for mut j in group {
-                let facts = j.read(&mut rest, status);
-                if facts.gone {
-                    round.gone(j.id);
-                } else {
-                    batch.push(j.target());
-                }
-                read.push((j.entry, facts));
-            }
-            round.kill(batch);
-        }
-        (read, round)
-    };
-    if workers == 1 {
-        return vec![work()];
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..workers)
-            .filter_map(|_| {
-                std::thread::Builder::new()
-                    .name("sweep-kill".into())
-                    .spawn_scoped(scope, work)
-                    .ok()
-            })
-            .collect();
-        let mut out = vec![work()];
-        for h in handles {
-            match h.join() {
-                Ok(r) => out.push(r),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        out
     })
 }
 

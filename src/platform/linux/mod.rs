@@ -35,10 +35,7 @@ use crate::model::{
     Bytes, Listener, Machine, Process, ProcessId, Protocol, Snapshot, Unreadable, SCHEMA_VERSION,
 };
 
-use parse::{
-    parse_cgroup, parse_cmdline, parse_stat, parse_status_state, parse_status_threads,
-    parse_status_uid, scan_environ_markers,
-};
+use parse::{parse_cgroup, parse_cmdline, parse_stat, parse_status_uid, scan_environ_markers};
 use procfs::{errno_text, is_gone};
 
 /// Where to read from and what to read.
@@ -144,279 +141,28 @@ pub fn check_proc_is_ours(proc_root: &Path) -> Result<(), ReadError> {
 
 /// Takes a snapshot of every process and (with `opts.sockets`) every listening socket.
 pub fn read_snapshot(opts: &ReadOptions) -> Result<Snapshot, ReadError> {
-    read(opts, false, None).map(|r| r.snapshot)
+    read(opts, false).map(|(snap, _)| snap)
 }
 
-/// Pidfds pinned to processes of a snapshot, by identity (see [`read_snapshot_light`]).
+/// Pidfds pinned to processes of a snapshot, by identity (see [`read_snapshot_pinned`]).
 pub type Pins = HashMap<ProcessId, Handle>;
 
-/// What a sweep's light reading reads of each process new since the baseline, beyond its
-/// `stat`: what classification needs (`cmdline`, `environ`, `exe`) and, when asked, the
-/// real uid (`status`, which the whole-group proof needs when we are not root) and the
-/// cgroup (which the guard's journal is checked against). The rest of a process's details
-/// are read later, by a [`RestReader`], just before the process is signalled.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Light {
-    pub status: bool,
-    pub cgroup: bool,
+/// [`read_snapshot`] for a sweep. Sockets are tied to the processes read in detail only
+/// (a sweep acts on those and reports no other's descriptors: the baseline's are not
+/// walked), and each of them (kernel threads and zombies aside) gets a pidfd pinned to it
+/// while it was read: the pidfd is opened after `/proc/PID` and `stat` and before the next
+/// file, whose successful read through the same
+/// directory proves that process still held the pid when the pidfd was opened, so the pidfd
+/// is that process's. A signal through it needs no second identity check. A process whose
+/// pidfd could not be opened or proved (it exited, no descriptor left) has none: the kill
+/// opens and checks one itself. The reading does not wait for the start of a clock tick
+/// (see [`read_snapshot`]): a sweep's reading is no baseline.
+pub fn read_snapshot_pinned(opts: &ReadOptions) -> Result<(Snapshot, Pins), ReadError> {
+    raise_fd_limit();
+    read(opts, true)
 }
 
-/// A process's `/proc/PID` directory, kept open by a light reading: what is read through
-/// it later is that process's, even if its pid is reused meanwhile (see the module notes).
-#[derive(Debug)]
-pub struct ProcDir(OwnedFd);
-
-/// A light reading (see [`read_snapshot_light`]).
-pub struct LightReading {
-    pub snapshot: Snapshot,
-    /// Pidfds pinned to the new processes: each opened after `/proc/PID` and `stat` and
-    /// before `cmdline`, whose successful read through the same directory proves that
-    /// process still held the pid when the pidfd was opened, so the pidfd is that
-    /// process's. A signal through it needs no second identity check. A process whose pidfd
-    /// could not be opened or proved (it exited, no descriptor left) has none: the kill
-    /// opens and checks one itself.
-    pub pins: Pins,
-    /// The directories of the new processes, kept open for the rest of their details
-    /// (none when the limit on open files leaves no room for them: then the rest reopens
-    /// each directory and checks it against the pinned pidfd).
-    pub dirs: HashMap<ProcessId, ProcDir>,
-}
-
-/// A sweep's reading in two steps: this reads every process's `stat` and, for those that
-/// are new since the baseline (`opts.detail`), what classification needs (see [`Light`]),
-/// pinning a pidfd to each when `pin` is set (the proof: `cmdline`, read through the same
-/// directory after the pidfd was opened). Sockets are listed but not tied to owners:
-/// [`RestReader::read`] walks a process's descriptors with the rest of its details.
-pub fn read_snapshot_light(
-    opts: &ReadOptions,
-    light: Light,
-    pin: bool,
-) -> Result<LightReading, ReadError> {
-    if pin {
-        raise_fd_limit();
-    }
-    read(opts, pin, Some(light))
-}
-
-/// Whether we run as root (every process may be signalled).
-pub fn running_as_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// Reads the rest of the details of processes a light reading left out: the real uid
-/// (`status`, unless the light reading read it), `cwd`, the cgroup when asked, and the
-/// listening sockets among the process's descriptors.
-pub struct RestReader {
-    files: procfs::Reader,
-    link: Vec<u8>,
-    me: i32,
-    by_inode: HashMap<u64, usize>,
-}
-
-impl RestReader {
-    /// A reader for the procfs at `proc_root`, tying descriptors to `listeners`.
-    pub fn new(proc_root: &Path, listeners: &[Listener]) -> RestReader {
-        RestReader {
-            files: procfs::Reader::at(proc_root),
-            link: Vec::new(),
-            me: std::process::id() as i32,
-            by_inode: listeners
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (l.inode, i))
-                .collect(),
-        }
-    }
-
-    /// `id`'s directory: `dir` when the light reading kept it; else opened again and proved
-    /// to be `id`'s — by the pinned pidfd (`pin`) not having exited after the open (a pid is
-    /// not reused while its process holds it), or without one by its start time. Gone only
-    /// on proof (the pidfd says it exited, `/proc` has no such process or another one under
-    /// its pid); any other failure (too many open files, say) is [`NotOpened::Unreadable`]:
-    /// the process is still signalled, through its pidfd or the kill's own identity check.
-    fn open(
-        &mut self,
-        id: ProcessId,
-        dir: Option<ProcDir>,
-        pin: Option<&Handle>,
-    ) -> Result<OwnedFd, NotOpened> {
-        if let Some(d) = dir {
-            return Ok(d.0);
-        }
-        let no_such = |e: Errno| e == Errno::NOENT || is_gone(e);
-        let fd = match self.files.dir(id.pid) {
-            Ok(fd) => fd,
-            Err(e) => {
-                let gone = pin.map_or(no_such(e), Handle::has_exited);
-                return Err(if gone {
-                    NotOpened::Gone
-                } else {
-                    NotOpened::Unreadable(e)
-                });
-            }
-        };
-        if let Some(h) = pin {
-            return if h.has_exited() {
-                Err(NotOpened::Gone)
-            } else {
-                Ok(fd)
-            };
-        }
-        match self.files.read(&fd, "stat").map(parse_stat) {
-            Ok(Ok(s))
-                if s.start_ticks == id.start_ticks
-                    && !crate::model::is_dead(s.state, s.threads) =>
-            {
-                Ok(fd)
-            }
-            Err(e) if !no_such(e) => Err(NotOpened::Unreadable(e)),
-            _ => Err(NotOpened::Gone),
-        }
-    }
-
-    /// The cgroup of `p` alone (for the hints of a process without evidence).
-    pub fn read_cgroup(&mut self, p: &mut Process, dir: Option<&ProcDir>, pin: Option<&Handle>) {
-        let reopened;
-        let fd = match dir {
-            Some(d) => &d.0,
-            None => match self.open(p.id, None, pin) {
-                Ok(fd) => {
-                    reopened = fd;
-                    &reopened
-                }
-                Err(_) => return,
-            },
-        };
-        match self.files.read(fd, "cgroup") {
-            Ok(buf) => p.cgroup = parse_cgroup(buf),
-            Err(e) if is_gone(e) => {}
-            Err(e) => p.unreadable.push(format!("cgroup: {}", errno_text(e))),
-        }
-    }
-
-    /// Reads the rest of `id`'s details (see [`RestReader`]); `status`: whether the real uid
-    /// is still to be read. [`RestFacts::apply`] puts them into its [`Process`].
-    pub fn read(
-        &mut self,
-        id: ProcessId,
-        dir: Option<ProcDir>,
-        pin: Option<&Handle>,
-        status: bool,
-    ) -> RestFacts {
-        let mut f = RestFacts::default();
-        let dir = match self.open(id, dir, pin) {
-            Ok(dir) => dir,
-            Err(NotOpened::Gone) => {
-                f.gone = true;
-                return f;
-            }
-            Err(NotOpened::Unreadable(e)) => {
-                f.unreadable.push(format!("details: {}", errno_text(e)));
-                return f;
-            }
-        };
-        // Gone on proof only: the pinned pidfd says it exited (a `Z` leader whose other
-        // threads run is alive, and a thread's directory can vanish with the thread), or,
-        // without one, `/proc` says so.
-        let exited = |dead_without_pin: bool| pin.map_or(dead_without_pin, Handle::has_exited);
-        if status {
-            match self.files.read(&dir, "status") {
-                Ok(buf) => {
-                    let dead = parse_status_state(buf).is_some_and(|state| {
-                        crate::model::is_dead(state, parse_status_threads(buf))
-                    });
-                    if dead && exited(true) {
-                        f.gone = true;
-                        return f;
-                    }
-                    f.uid = Some(parse_status_uid(buf));
-                }
-                Err(e) if is_gone(e) && exited(true) => f.gone = true,
-                Err(e) => f.unreadable.push(format!("status: {}", errno_text(e))),
-            }
-        }
-        if f.gone {
-            return f;
-        }
-        match rustix::fs::readlinkat(&dir, "cwd", std::mem::take(&mut self.link)) {
-            Ok(target) => {
-                let target = target.into_bytes();
-                f.cwd = Some(Bytes(target.as_slice().to_vec()));
-                self.link = target;
-            }
-            Err(e) if is_gone(e) && exited(true) => f.gone = true,
-            Err(e) => f.unreadable.push(format!("cwd: {}", errno_text(e))),
-        }
-        if f.gone || self.by_inode.is_empty() || id.pid == self.me {
-            return f;
-        }
-        match held_sockets(&dir, &self.by_inode) {
-            Ok(held) => f.sockets = held,
-            Err(e) if is_gone(e) && exited(true) => f.gone = true,
-            Err(e) => f.unreadable.push(format!("fd: {}", errno_text(e))),
-        }
-        f
-    }
-}
-
-/// The directory of a live thread of `pid` other than its leader (`task/TID`, opened
-/// relative to the process's own directory, so it is that process's thread).
-fn live_thread(dir: &OwnedFd, pid: i32) -> Option<OwnedFd> {
-    let flags =
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;
-    let task = rustix::fs::openat(dir, "task", flags, rustix::fs::Mode::empty()).ok()?;
-    let mut entries = rustix::fs::Dir::read_from(&task).ok()?;
-    let me = pid.to_string();
-    while let Some(Ok(entry)) = entries.read() {
-        let name = entry.file_name().to_bytes();
-        if name.is_empty() || !name.iter().all(u8::is_ascii_digit) || name == me.as_bytes() {
-            continue;
-        }
-        let name = std::str::from_utf8(name).ok()?;
-        if let Ok(fd) = rustix::fs::openat(&task, name, flags, rustix::fs::Mode::empty()) {
-            return Some(fd);
-        }
-    }
-    None
-}
-
-/// Why [`RestReader`] could not open a process's directory.
-enum NotOpened {
-    /// It has exited (or its pid now names another process).
-    Gone,
-    /// It could not be opened for another reason: it may well be alive.
-    Unreadable(Errno),
-}
-
-/// What [`RestReader::read`] read of a process.
-#[derive(Debug, Default)]
-pub struct RestFacts {
-    /// `Some`: `status` was read (its real uid, if it has one).
-    uid: Option<Option<u32>>,
-    cwd: Option<Bytes>,
-    unreadable: Vec<String>,
-    /// The indices, in the listener list given to [`RestReader::new`], of the listening
-    /// sockets among its descriptors.
-    pub sockets: Vec<usize>,
-    /// It has exited (reaped, or a zombie now): nothing more was read, nothing to signal.
-    pub gone: bool,
-}
-
-impl RestFacts {
-    /// Puts what was read into `p` (its details are read: `p.details`).
-    pub fn apply(&mut self, p: &mut Process) {
-        p.details = true;
-        if let Some(uid) = self.uid {
-            p.uid = uid;
-        }
-        if let Some(cwd) = self.cwd.take() {
-            p.cwd = Some(cwd);
-        }
-        p.unreadable.append(&mut self.unreadable);
-    }
-}
-
-fn read(opts: &ReadOptions, pin: bool, light: Option<Light>) -> Result<LightReading, ReadError> {
+fn read(opts: &ReadOptions, pin: bool) -> Result<(Snapshot, Pins), ReadError> {
     let started = Instant::now();
     let taken_at_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -450,42 +196,23 @@ fn read(opts: &ReadOptions, pin: bool, light: Option<Light>) -> Result<LightRead
 
     let mut processes = Vec::with_capacity(pids.len());
     let mut pins = Pins::new();
-    let mut dirs = HashMap::new();
-    // A light reading keeps the directory of each new process open for the rest of its
-    // details, beside its pidfd: when the limit on open files has room for both per
-    // process (it is raised to the hard limit first), with some to spare.
-    let keep_dirs = light.is_some() && {
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-        limit
-            .current
-            .is_none_or(|n| n >= 3 * pids.len() as u64 + 1024)
-    };
-    let how = How {
-        pin,
-        light,
-        keep_dirs,
-    };
     read_processes(
         root,
         &pids,
         &by_inode,
         &opts.detail,
-        how,
+        pin,
         |pid, read| match read {
             Ok(ReadProcess {
                 process,
                 sockets,
                 pidfd,
-                dir,
             }) => {
                 for idx in sockets {
                     listeners[idx].owners.push(process.id);
                 }
                 if let Some(fd) = pidfd {
                     pins.insert(process.id, Handle::pinned(process.id, fd));
-                }
-                if let Some(fd) = dir {
-                    dirs.insert(process.id, ProcDir(fd));
                 }
                 processes.push(process);
             }
@@ -519,19 +246,7 @@ fn read(opts: &ReadOptions, pin: bool, light: Option<Light>) -> Result<LightRead
         job: None,
         trust_notes: Vec::new(),
     };
-    Ok(LightReading {
-        snapshot: snap,
-        pins,
-        dirs,
-    })
-}
-
-/// How the reader reads: pin pidfds, read lightly (see [`Light`]), keep directories open.
-#[derive(Debug, Clone, Copy, Default)]
-struct How {
-    pin: bool,
-    light: Option<Light>,
-    keep_dirs: bool,
+    Ok((snap, pins))
 }
 
 /// Fewer processes than this are read by one thread: a second one costs more to start than
@@ -546,8 +261,6 @@ struct ReadProcess {
     process: Process,
     sockets: Vec<usize>,
     pidfd: Option<OwnedFd>,
-    /// Its directory, kept open (see [`How::keep_dirs`]).
-    dir: Option<OwnedFd>,
 }
 
 type ProcessRead = Result<ReadProcess, ProcessGone>;
@@ -565,7 +278,7 @@ fn read_processes(
     pids: &[i32],
     sockets: &HashMap<u64, usize>,
     detail: &Detail,
-    how: How,
+    pin: bool,
     mut each: impl FnMut(i32, ProcessRead),
 ) {
     let readers = if pids.len() >= PARALLEL_FROM {
@@ -575,7 +288,7 @@ fn read_processes(
     };
     if readers == 1 {
         let mut reader = ProcReader::at(root);
-        reader.how = how;
+        reader.pin = pin;
         for &pid in pids {
             each(pid, reader.read_entry(root, pid, sockets, detail));
         }
@@ -583,7 +296,7 @@ fn read_processes(
     }
     let share = |k: usize| -> Vec<ProcessRead> {
         let mut reader = ProcReader::at(root);
-        reader.how = how;
+        reader.pin = pin;
         let mut out = Vec::with_capacity(pids.len() / readers + 1);
         for &pid in pids.iter().skip(k).step_by(readers) {
             out.push(reader.read_entry(root, pid, sockets, detail));
@@ -639,7 +352,7 @@ pub fn read_one(proc_root: &Path, pid: i32) -> Option<Process> {
 /// The start time (clock ticks since boot) of `pid` now, or `None` when it is gone.
 ///
 /// The identity check after a `pidfd_open` the reader did not pin (see
-/// [`read_snapshot_light`]): three system calls, open, one read (a `stat` line is far
+/// [`read_snapshot_pinned`]): three system calls, open, one read (a `stat` line is far
 /// shorter than the buffer), close; no size query, no second read for end of file.
 pub fn start_ticks(proc_root: &Path, pid: i32) -> Option<u64> {
     procfs::Reader::by_path(proc_root)
@@ -790,7 +503,6 @@ impl ReadProcess {
             process,
             sockets: Vec::new(),
             pidfd: None,
-            dir: None,
         }
     }
 }
@@ -807,6 +519,27 @@ const GONE: ProcessGone = ProcessGone { unread: None };
 
 /// What the reading says of a process it met but could not read (see [`reading_complete`]).
 const EXITED_WHILE_READ: &str = "exited while being read";
+
+/// The directory of a live thread of `pid` other than its leader (`task/TID`, opened
+/// relative to the process's own directory, so it is that process's thread).
+fn live_thread(dir: &OwnedFd, pid: i32) -> Option<OwnedFd> {
+    let flags =
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC;
+    let task = rustix::fs::openat(dir, "task", flags, rustix::fs::Mode::empty()).ok()?;
+    let mut entries = rustix::fs::Dir::read_from(&task).ok()?;
+    let me = pid.to_string();
+    while let Some(Ok(entry)) = entries.read() {
+        let name = entry.file_name().to_bytes();
+        if name.is_empty() || !name.iter().all(u8::is_ascii_digit) || name == me.as_bytes() {
+            continue;
+        }
+        let name = std::str::from_utf8(name).ok()?;
+        if let Ok(fd) = rustix::fs::openat(&task, name, flags, rustix::fs::Mode::empty()) {
+            return Some(fd);
+        }
+    }
+    None
+}
 
 /// Whether every process `/proc` listed was read or had exited: no process was skipped
 /// for another reason (an error other than "gone"), so no live process is missing from
@@ -833,9 +566,8 @@ struct ProcReader {
     /// The procfs root (opened once for a whole snapshot) and the file buffer.
     files: procfs::Reader,
     link: Vec<u8>,
-    /// Open a pidfd for each new process (see [`LightReading::pins`]), read lightly, keep
-    /// directories.
-    how: How,
+    /// Open a pidfd for each process whose details are read (see [`read_snapshot_pinned`]).
+    pin: bool,
     /// Our own pid, whose descriptors are not walked.
     me: i32,
 }
@@ -921,19 +653,12 @@ impl ProcReader {
             // (hundreds of unreaped orphans, three files each).
             return Ok(ReadProcess::bare(p));
         }
-        // Its main thread exited while others run: its memory, files and cwd are read
-        // through one of those (the leader's own directory shows none of them).
-        let dir = if crate::model::is_dead_state(p.state) {
-            live_thread(&dir, pid).unwrap_or(dir)
-        } else {
-            dir
-        };
         if !detail.wants(&p.id) {
             // The owner of /proc/PID: the effective uid (root for a non-dumpable process).
             p.uid = rustix::fs::fstat(&dir).ok().map(|st| st.st_uid);
             // A sweep's reading ties sockets to the processes it may act on only: the rest
             // are the baseline's, whose descriptors it never reports.
-            let held = if self.how.pin || self.how.light.is_some() {
+            let held = if self.pin {
                 Vec::new()
             } else {
                 self.held(&dir, sockets, &mut p)?
@@ -942,23 +667,40 @@ impl ProcReader {
                 process: p,
                 sockets: held,
                 pidfd: None,
-                dir: None,
             });
         }
-        if let Some(light) = self.how.light {
-            return self.read_light(dir, p, light);
-        }
         p.details = true;
+        // Opened before `status` is read through the directory: that read succeeding
+        // proves the directory's process still held the pid at the open, so the pidfd is
+        // its own (a pid is not reused while its process, or its zombie, holds it).
+        let mut pidfd = if self.pin {
+            rustix::process::Pid::from_raw(pid).and_then(|raw| {
+                rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).ok()
+            })
+        } else {
+            None
+        };
         match self.read_file(&dir, "status") {
             Ok(buf) => p.uid = parse_status_uid(buf),
             Err(e) if is_gone(e) => return Err(GONE),
-            Err(e) => p.unreadable.push(format!("status: {}", errno_text(e))),
+            Err(e) => {
+                pidfd = None;
+                p.unreadable.push(format!("status: {}", errno_text(e)));
+            }
         }
         match self.read_file(&dir, "cgroup") {
             Ok(buf) => p.cgroup = parse_cgroup(buf),
             Err(e) if is_gone(e) => return Err(GONE),
             Err(e) => p.unreadable.push(format!("cgroup: {}", errno_text(e))),
         }
+        // Its main thread exited while others run (`Z`, with more than one thread): its
+        // memory, files and cwd are read through one of those, the leader's own directory
+        // shows none of them. (`status` above, through its own, is the pidfd's proof.)
+        let dir = if crate::model::is_dead_state(p.state) {
+            live_thread(&dir, pid).unwrap_or(dir)
+        } else {
+            dir
+        };
         match self.read_file(&dir, "cmdline") {
             Ok(buf) => p.argv = parse_cmdline(buf),
             Err(e) if is_gone(e) => return Err(GONE),
@@ -988,70 +730,7 @@ impl ProcReader {
         Ok(ReadProcess {
             process: p,
             sockets: held,
-            pidfd: None,
-            dir: None,
-        })
-    }
-
-    /// The light reading of a new process (see [`Light`]), after its `stat`.
-    fn read_light(
-        &mut self,
-        dir: OwnedFd,
-        mut p: Process,
-        light: Light,
-    ) -> Result<ReadProcess, ProcessGone> {
-        let pid = p.id.pid;
-        // Opened before `cmdline` is read through the directory: that read succeeding
-        // proves the directory's process still held the pid at the open, so the pidfd is
-        // its own (a pid is not reused while its process, or its zombie, holds it).
-        let mut pidfd = if self.how.pin {
-            rustix::process::Pid::from_raw(pid).and_then(|raw| {
-                rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).ok()
-            })
-        } else {
-            None
-        };
-        match self.read_file(&dir, "cmdline") {
-            Ok(buf) => p.argv = parse_cmdline(buf),
-            Err(e) if is_gone(e) => return Err(GONE),
-            Err(e) => {
-                pidfd = None;
-                p.unreadable.push(format!("cmdline: {}", errno_text(e)));
-            }
-        }
-        match self.read_file(&dir, "environ") {
-            Ok(buf) => p.markers = scan_environ_markers(buf).into(),
-            Err(e) if is_gone(e) => return Err(GONE),
-            Err(e) => p.unreadable.push(format!("environ: {}", errno_text(e))),
-        }
-        match rustix::fs::readlinkat(&dir, "exe", std::mem::take(&mut self.link)) {
-            Ok(target) => {
-                let target = target.into_bytes();
-                p.exe = Some(Bytes(target.as_slice().to_vec()));
-                self.link = target;
-            }
-            Err(e) if is_gone(e) => return Err(GONE),
-            Err(e) => p.unreadable.push(format!("exe: {}", errno_text(e))),
-        }
-        if light.status {
-            match self.read_file(&dir, "status") {
-                Ok(buf) => p.uid = parse_status_uid(buf),
-                Err(e) if is_gone(e) => return Err(GONE),
-                Err(e) => p.unreadable.push(format!("status: {}", errno_text(e))),
-            }
-        }
-        if light.cgroup {
-            match self.read_file(&dir, "cgroup") {
-                Ok(buf) => p.cgroup = parse_cgroup(buf),
-                Err(e) if is_gone(e) => return Err(GONE),
-                Err(e) => p.unreadable.push(format!("cgroup: {}", errno_text(e))),
-            }
-        }
-        Ok(ReadProcess {
-            process: p,
-            sockets: Vec::new(),
             pidfd,
-            dir: self.how.keep_dirs.then_some(dir),
         })
     }
 
@@ -1082,10 +761,7 @@ impl ProcReader {
 ///
 /// The entries are read with `RawDir` on the `fd` directory's own descriptor: `Dir`
 /// would first duplicate it (`fcntl` + `openat(".")` + one more `close`), three system
-/// calls per process for nothing. A fill of the buffer that left room for another entry is
-/// the end of the directory (procfs lists descriptors until the buffer is full), so the
-/// `getdents64` that would return nothing is not made: one call for a process with fewer
-/// than a hundred or so descriptors.
+/// calls per process for nothing.
 fn held_sockets(dir: &OwnedFd, sockets: &HashMap<u64, usize>) -> Result<Vec<usize>, Errno> {
     let fd_dir = rustix::fs::openat(
         dir,
@@ -1096,47 +772,26 @@ fn held_sockets(dir: &OwnedFd, sockets: &HashMap<u64, usize>) -> Result<Vec<usiz
     let mut held = Vec::new();
     let mut link = Vec::with_capacity(64);
     let mut space = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-    let room = space.len();
     let mut entries = rustix::fs::RawDir::new(fd_dir.as_fd(), &mut space);
-    // The bytes of the buffer's current fill taken by the entries seen so far.
-    let mut filled = 0;
     while let Some(entry) = entries.next() {
         let entry = entry?;
         let name = entry.file_name();
-        filled += dirent_len(name.to_bytes().len());
-        if name.to_bytes().first() != Some(&b'.') {
-            match rustix::fs::readlinkat(&fd_dir, name, std::mem::take(&mut link)) {
-                Ok(target) => {
-                    if let Some(idx) =
-                        parse::socket_inode(target.as_bytes()).and_then(|i| sockets.get(&i))
-                    {
-                        held.push(*idx);
-                    }
-                    link = target.into_bytes();
-                }
-                // The descriptor was closed between listing and reading: normal.
-                Err(Errno::NOENT) => {}
-                Err(e) => return Err(e),
-            }
+        if name.to_bytes().first() == Some(&b'.') {
+            continue;
         }
-        if entries.is_buffer_empty() {
-            if filled + MAX_DIRENT <= room {
-                break;
-            }
-            filled = 0;
+        let target = match rustix::fs::readlinkat(&fd_dir, name, std::mem::take(&mut link)) {
+            Ok(t) => t,
+            // The descriptor was closed between listing and reading: normal.
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(idx) = parse::socket_inode(target.as_bytes()).and_then(|i| sockets.get(&i)) {
+            held.push(*idx);
         }
+        link = target.into_bytes();
     }
     Ok(held)
 }
-
-/// The length of a `linux_dirent64` whose name is `name_len` bytes: 19 bytes of header,
-/// the name and its NUL, aligned to 8.
-fn dirent_len(name_len: usize) -> usize {
-    (19 + name_len + 1).div_ceil(8) * 8
-}
-
-/// Longer than any entry of an `fd` directory (a name of at most 10 digits: 32 bytes).
-const MAX_DIRENT: usize = 64;
 
 #[cfg(test)]
 mod tests;

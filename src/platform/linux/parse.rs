@@ -111,22 +111,6 @@ pub fn parse_status_uid(buf: &[u8]) -> Option<u32> {
         })
 }
 
-/// The one-letter state in `/proc/PID/status` (`State:\tZ (zombie)`).
-pub fn parse_status_state(buf: &[u8]) -> Option<char> {
-    buf.split(|&b| b == b'\n')
-        .find_map(|line| line.strip_prefix(b"State:"))
-        .and_then(|rest| rest.iter().find(|b| !b.is_ascii_whitespace()))
-        .map(|&b| b as char)
-}
-
-/// The `Threads:` count of `/proc/PID/status` (1 when absent).
-pub fn parse_status_threads(buf: &[u8]) -> u32 {
-    buf.split(|&b| b == b'\n')
-        .find_map(|line| line.strip_prefix(b"Threads:"))
-        .and_then(|rest| std::str::from_utf8(rest).ok()?.trim().parse().ok())
-        .unwrap_or(1)
-}
-
 /// Splits `/proc/PID/cmdline` on NUL. A process that rewrote its argv into one
 /// space-separated string (setproctitle) yields one element; that is what it says it is.
 pub fn parse_cmdline(buf: &[u8]) -> Vec<Bytes> {

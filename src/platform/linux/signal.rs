@@ -104,7 +104,7 @@ pub enum GroupSignal {
 
 impl Handle {
     /// A pidfd the reader opened while it read `id` and proved to be `id`'s (see
-    /// [`super::LightReading::pins`]).
+    /// [`super::read_snapshot_pinned`]).
     pub(super) fn pinned(id: ProcessId, fd: OwnedFd) -> Handle {
         Handle { id, fd }
     }
@@ -183,48 +183,16 @@ impl Handle {
 /// proportion to the exits it reports. `poll(2)` over the pending pidfds cost O(pending)
 /// per wake-up, and thousands of processes dying one after another wake the waiter
 /// thousands of times: O(n²) at 5,000 processes.
-///
-/// Those already gone are picked out first by one `poll(2)` over every pidfd that does not
-/// wait: after a pipelined kill most of them are (one call instead of one `epoll_ctl` each).
 pub fn wait_exits(live: &[&Handle], until: Instant) -> Vec<(usize, Instant)> {
     if live.is_empty() {
         return Vec::new();
     }
-    let mut exited: Vec<(usize, Instant)> = Vec::new();
-    let mut pending: Vec<usize> = (0..live.len()).collect();
-    if live.len() >= GONE_FIRST_FROM {
-        let mut fds: Vec<PollFd<'_>> = live
-            .iter()
-            .map(|h| PollFd::new(&h.fd, PollFlags::IN))
-            .collect();
-        let zero = super::proc_events::timespec(Duration::ZERO);
-        if matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0) {
-            let seen = Instant::now();
-            pending.clear();
-            for (i, fd) in fds.iter().enumerate() {
-                if fd.revents().is_empty() {
-                    pending.push(i);
-                } else {
-                    exited.push((i, seen));
-                }
-            }
-        }
-    }
-    if pending.is_empty() {
-        return exited;
-    }
-    let rest: Vec<&Handle> = pending.iter().map(|&i| live[i]).collect();
-    let later = match wait_exits_epoll(&rest, until) {
-        Ok(later) => later,
+    match wait_exits_epoll(live, until) {
+        Ok(exited) => exited,
         // No epoll (a seccomp filter, say): one pidfd at a time, still correct.
-        Err(_) => wait_exits_polling(&rest, until),
-    };
-    exited.extend(later.into_iter().map(|(k, when)| (pending[k], when)));
-    exited
+        Err(_) => wait_exits_polling(live, until),
+    }
 }
-
-/// From this many pidfds on, [`wait_exits`] first picks out those already gone.
-const GONE_FIRST_FROM: usize = 16;
 
 fn wait_exits_epoll(live: &[&Handle], until: Instant) -> Result<Vec<(usize, Instant)>, Errno> {
     use rustix::event::epoll;
