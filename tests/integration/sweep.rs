@@ -603,12 +603,12 @@ fn read_ids(path: &Path) -> std::collections::HashMap<String, crate::support::Id
 
 #[test]
 fn children_forked_while_the_sweep_works_are_found_in_a_later_round() {
-    // At grace 0 the sweep reads lightly, classifies, then reads each group's rest and
-    // kills it before the next group: the window between a group's reading and its kill is
-    // where a member can fork. Here a job process forks a child every 10 ms in the job's
-    // session (which holds the job's shell, not a target: every process gets its own
-    // SIGKILL), so children are born between the reading and the kill of the forker. Each
-    // child it recorded must be in the report, found in the round that read it, and dead.
+    // At grace 0 the sweep reads, classifies, then kills: the window between a process's
+    // reading and its kill is where it can fork. Here a job process forks a child every
+    // 10 ms in the job's session (which holds the job's shell, not a target: every process
+    // gets its own SIGKILL), so children are born between the reading and the kill of the
+    // forker. Each child it recorded must be in the report, found in the round that read
+    // it, and dead.
     let _g = serial();
     let dir = ScratchDir::new("sweep_forked_meanwhile");
     let run = group_sweep(
