@@ -284,7 +284,7 @@ pub fn sweep(
                 id: p.id,
                 pgid: p.pgid,
                 handle: pins.remove(&p.id),
-                whole_group: whole.contains(&p.pgid),
+                whole_group: whole.contains(&(p.sid, p.pgid)),
             })
             .collect();
         // Pidfds of processes that are not targets are not needed.
@@ -354,17 +354,18 @@ pub fn sweep(
     })
 }
 
-/// The process groups of this round's targets that may take one signal for all their
-/// members (see [`kill::Target::whole_group`]). The kernel signals whoever is in the group
+/// The process groups, as (session, group), of this round's targets that may take one
+/// signal for all their members (see [`kill::Target::whole_group`]). The kernel signals whoever is in the group
 /// when the signal is sent, so the proof covers the group's whole *session*: a process can
 /// join a group only from inside its session, and enter a session only by being forked in
-/// it. So in `now`, every process of the session (zombies included: a process whose main
-/// thread exited shows as one while its other threads run) is a live target of the round,
+/// it. So in `now`, every process of the session is a live target of the round (an
+/// unreaped zombie in it is none, and blocks the group signal; a process whose main thread
+/// exited while others run is alive, see [`crate::model::is_dead`], and must be a target),
 /// holds a pidfd the reader pinned to it, and is one we may signal (we are root, or it runs
 /// as our uid); the session's id is a pid of our namespace (0 means its leader, and so
 /// maybe members, are outside what `/proc` shows); and the reading is complete (a process
 /// that could not be read may be the one outsider). Anything less: one signal per process.
-fn whole_groups(now: &Snapshot, targets: &HashSet<ProcessId>, pins: &Pins) -> HashSet<i32> {
+fn whole_groups(now: &Snapshot, targets: &HashSet<ProcessId>, pins: &Pins) -> HashSet<(i32, i32)> {
     if !platform::reading_complete(now) {
         return HashSet::new();
     }
@@ -387,7 +388,7 @@ fn whole_groups(now: &Snapshot, targets: &HashSet<ProcessId>, pins: &Pins) -> Ha
     now.processes
         .iter()
         .filter(|p| targets.contains(&p.id) && sessions.get(&p.sid) == Some(&true))
-        .map(|p| p.pgid)
+        .map(|p| (p.sid, p.pgid))
         .collect()
 }
 

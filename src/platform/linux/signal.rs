@@ -71,7 +71,19 @@ pub fn open(proc_root: &Path, id: ProcessId) -> Result<Handle, SignalResult> {
             });
         }
     };
-    match super::start_ticks(proc_root, id.pid) {
+    // Gone on proof only: no such process, or another one under its pid. A `stat` that
+    // cannot be read for another reason (too many open files) proves nothing: the target is
+    // not signalled, and its fate says why.
+    let mut reader = super::procfs::Reader::by_path(proc_root);
+    let now = match reader.read_one(id.pid, "stat") {
+        Ok(buf) => super::parse::parse_stat(buf).ok().map(|s| s.start_ticks),
+        Err(e) if e == Errno::NOENT || e == Errno::SRCH => None,
+        Err(e) => {
+            tracing::debug!(pid = id.pid, errno = %e, "not signalled: its identity could not be read");
+            return Err(SignalResult::Failed(e.raw_os_error()));
+        }
+    };
+    match now {
         Some(t) if t == id.start_ticks => Ok(Handle { id, fd }),
         now => {
             tracing::debug!(
@@ -271,5 +283,32 @@ pub fn raise_fd_limit() {
                 maximum: limit.maximum,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kill's own identity check: gone only on proof. Our own process, under a fake
+    /// `/proc` whose `stat` is missing (gone), names another start time (gone), or cannot be
+    /// read (a directory here; too many open files in life: not signalled, and not gone).
+    #[test]
+    fn an_unreadable_identity_is_a_failure_not_death() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = std::process::id() as i32;
+        let id = ProcessId {
+            pid: me,
+            start_ticks: 7,
+        };
+        assert!(matches!(open(tmp.path(), id), Err(SignalResult::Gone)));
+        let dir = tmp.path().join(me.to_string());
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir(dir.join("stat")).unwrap();
+        assert!(matches!(open(tmp.path(), id), Err(SignalResult::Failed(_))));
+        std::fs::remove_dir(dir.join("stat")).unwrap();
+        let stat = format!("{me} (t) S 1 {me} {me} 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 8 1 1\n");
+        std::fs::write(dir.join("stat"), stat).unwrap();
+        assert!(matches!(open(tmp.path(), id), Err(SignalResult::Gone)));
     }
 }
