@@ -101,7 +101,18 @@ impl Reader {
 
     /// `pid`'s `stat`, parsed; `None` when it is gone (or unreadable).
     pub fn stat(&mut self, pid: i32) -> Option<Stat> {
-        parse_stat(self.read_one(pid, "stat").ok()?).ok()
+        self.stat_or_why(pid).ok().flatten()
+    }
+
+    /// `pid`'s `stat`, parsed: `Ok(None)` when there is no such process (or what is there
+    /// does not parse), an error when it could not be read for another reason (too many
+    /// open files, say), which proves nothing about the process.
+    pub fn stat_or_why(&mut self, pid: i32) -> Result<Option<Stat>, Errno> {
+        match self.read_one(pid, "stat") {
+            Ok(buf) => Ok(parse_stat(buf).ok()),
+            Err(e) if e == Errno::NOENT || is_gone(e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -74,10 +74,8 @@ pub fn open(proc_root: &Path, id: ProcessId) -> Result<Handle, SignalResult> {
     // Gone on proof only: no such process, or another one under its pid. A `stat` that
     // cannot be read for another reason (too many open files) proves nothing: the target is
     // not signalled, and its fate says why.
-    let mut reader = super::procfs::Reader::by_path(proc_root);
-    let now = match reader.read_one(id.pid, "stat") {
-        Ok(buf) => super::parse::parse_stat(buf).ok().map(|s| s.start_ticks),
-        Err(e) if e == Errno::NOENT || e == Errno::SRCH => None,
+    let now = match super::procfs::Reader::by_path(proc_root).stat_or_why(id.pid) {
+        Ok(stat) => stat.map(|s| s.start_ticks),
         Err(e) => {
             tracing::debug!(pid = id.pid, errno = %e, "not signalled: its identity could not be read");
             return Err(SignalResult::Failed(e.raw_os_error()));
