@@ -308,22 +308,30 @@ impl Tracker {
         node.id = id;
         let chain = node.chain.clone();
         let markers = node.parent_markers.clone();
-        if gap.is_some() {
+        self.journal_birth(
+            Birth {
+                pid,
+                start_ticks: id.map(|i| i.start_ticks),
+                parent: u.parent,
+                chain,
+                in_job: true,
+                markers,
+                via: u.via,
+                gap: gap.map(str::to_owned),
+                t_us: u.t_us,
+            },
+            out,
+        );
+        id
+    }
+
+    /// Journals a job process's birth, counted (and as a gap when it has no identity).
+    fn journal_birth(&mut self, birth: Birth, out: &mut Vec<Record>) {
+        if birth.gap.is_some() {
             self.stats.gaps += 1;
         }
         self.stats.births += 1;
-        out.push(Record::Birth(Birth {
-            pid,
-            start_ticks: id.map(|i| i.start_ticks),
-            parent: u.parent,
-            chain,
-            in_job: true,
-            markers,
-            via: u.via,
-            gap: gap.map(str::to_owned),
-            t_us: u.t_us,
-        }));
-        id
+        out.push(Record::Birth(birth));
     }
 
     /// `parent`, with its birth journaled first if it was still unborn: a child's birth
@@ -548,21 +556,20 @@ impl Tracker {
             self.unborn_due
                 .push_back((t_us.saturating_add(IDENTIFY_AFTER_US), pid, serial));
         } else {
-            if gap.is_some() {
-                self.stats.gaps += 1;
-            }
-            self.stats.births += 1;
-            out.push(Record::Birth(Birth {
-                pid,
-                start_ticks: id.map(|i| i.start_ticks),
-                parent: parent_ref,
-                chain,
-                in_job: true,
-                markers: node.markers.clone(),
-                via,
-                gap,
-                t_us,
-            }));
+            self.journal_birth(
+                Birth {
+                    pid,
+                    start_ticks: id.map(|i| i.start_ticks),
+                    parent: parent_ref,
+                    chain,
+                    in_job: true,
+                    markers: node.markers.clone(),
+                    via,
+                    gap,
+                    t_us,
+                },
+                out,
+            );
         }
         self.count_in(&node, t_us, out);
         self.live.insert(pid, node);
@@ -801,18 +808,20 @@ impl Tracker {
             execd: false,
             serial,
         };
-        self.stats.births += 1;
-        out.push(Record::Birth(Birth {
-            pid,
-            start_ticks: Some(f.id.start_ticks),
-            parent,
-            chain: vec![f.ppid],
-            in_job: true,
-            markers: Markers::default(),
-            via: Via::Marker,
-            gap: None,
-            t_us,
-        }));
+        self.journal_birth(
+            Birth {
+                pid,
+                start_ticks: Some(f.id.start_ticks),
+                parent,
+                chain: vec![f.ppid],
+                in_job: true,
+                markers: Markers::default(),
+                via: Via::Marker,
+                gap: None,
+                t_us,
+            },
+            out,
+        );
         self.count_in(&node, t_us, out);
         self.live.insert(pid, node);
         true
