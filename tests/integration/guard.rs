@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::janitor::{janitor_exe, output_of};
 use crate::support::{
     alive, environ_has, fixture_exe, kill_ident, read_stat, serial, wait_dead, wait_until, Ident,
-    ScratchDir, Signal, Spawned,
+    KillOnDrop, ScratchDir, Signal, Spawned,
 };
 
 /// How long one job command may take (a sweep with a 1 s grace, a fixture).
@@ -602,18 +602,6 @@ fn a_burst_of_2000_forks_misses_no_birth() {
         elapsed_us < 1_000_000,
         "the burst took longer than a second"
     );
-}
-
-/// Kills the processes a test left, by identity, also when an assertion fails.
-struct KillOnDrop(Vec<Ident>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for id in &self.0 {
-            kill_ident(id, Signal::KILL);
-        }
-        wait_dead(&self.0, Duration::from_secs(10));
-    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::janitor::{janitor, output_of, spawned_from, Report};
 use crate::support::{
     alive, fixture_exe, kill_ident, port_is_listening_tcp, serial, unix_listening, wait_dead,
-    wait_until, Fixture, Ident, Port, ScratchDir, Signal, Spawned,
+    wait_until, Fixture, Ident, KillOnDrop, Port, ScratchDir, Signal, Spawned,
 };
 
 /// Runs `ci-janitor run --grace 1s -- cij-fixture SCENARIO ARGS` in a scratch directory;
@@ -434,32 +434,38 @@ fn a_command_line_with_a_workflow_command_in_it_is_echoed_on_one_line() {
     assert!(!err.contains('\x1b'), "{err:?}");
 }
 
-/// A leak whose main thread has exited (`pthread_exit`) while another thread runs: `/proc`
-/// shows its leader as `Z`, but it is alive. The sweep sees it, reads its details through
-/// the live thread, kills it, and the kill is real.
-#[test]
-fn a_leak_whose_main_thread_exited_is_still_found_and_killed() {
-    let _g = serial();
-    let dir = ScratchDir::new("run_main_thread_exited");
+/// Starts, under `ci-janitor run --grace 0s`, a process whose main thread exits
+/// (`pthread_exit`) while another thread runs: `/proc` shows its leader as `Z`, but it is
+/// alive. With `marker`, it carries that marker (another job's) instead of the run's.
+/// Returns it (killed by identity when dropped), its report entry's class and fate, and
+/// the run's exit code.
+fn main_thread_exited(
+    name: &str,
+    marker: Option<&str>,
+) -> (KillOnDrop, String, Option<String>, Option<i32>) {
+    let dir = ScratchDir::new(name);
     let script = dir.path().join("leak.py");
     std::fs::write(
         &script,
         r#"
-import ctypes, os, threading, time
-r, w = os.pipe()
-pid = os.fork()
-if pid == 0:
-    os.setsid()
+import ctypes, os, subprocess, sys, threading, time
+if sys.argv[1:] == ["child"]:
     threading.Thread(target=time.sleep, args=(3600,)).start()
-    os.write(w, b"x")
     ctypes.CDLL(None).pthread_exit(None)
-os.read(r, 1)
+env = dict(os.environ)
+if sys.argv[1:]:
+    env["CI_JANITOR_RUN"] = sys.argv[1]
+# Its own stdio: another job's process that is left alive must not hold the run's output.
+child = subprocess.Popen(
+    [sys.executable, __file__, "child"], env=env, start_new_session=True,
+    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+)
 deadline = time.monotonic() + 10
 while time.monotonic() < deadline:
-    if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+    if open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
         break
     time.sleep(0.01)
-open("leak.pid", "w").write(str(pid))
+open("leak.pid", "w").write(str(child.pid))
 "#,
     )
     .unwrap();
@@ -470,36 +476,52 @@ open("leak.pid", "w").write(str(pid))
         .arg(&report)
         .arg("--")
         .arg(crate::diagnose::python3())
-        .arg(&script);
+        .arg(&script)
+        .args(marker);
     let out = output_of(c);
     let pid: i32 = std::fs::read_to_string(dir.path().join("leak.pid"))
-        .expect("the script wrote the leak's pid")
+        .expect("the script wrote the process's pid")
         .parse()
         .expect("a pid");
     // Killed by identity at the end of the test, whatever happened.
-    struct Leak(Option<Ident>);
-    impl Drop for Leak {
-        fn drop(&mut self) {
-            if let Some(id) = self.0.filter(alive) {
-                kill_ident(&id, Signal::KILL);
-            }
-        }
-    }
-    let stat = crate::support::read_stat(pid).expect("the leak's stat");
-    let leak = Leak(Some(stat.ident()));
+    let process = KillOnDrop(vec![crate::support::read_stat(pid)
+        .expect("the process's stat")
+        .ident()]);
     let report = Report::read(&report);
     let entry = report
         .processes
         .iter()
         .find(|p| p.pid == pid)
         .unwrap_or_else(|| panic!("pid {pid} is not in the report: {report:?}"));
-    assert_eq!(entry.class, "job", "{entry:?}");
-    let fate = entry.fate.as_ref().map(|f| f.fate.as_str());
-    assert_eq!(fate, Some("killed"), "{entry:?}");
-    assert_eq!(out.status.code(), Some(1), "a leak fails the run");
+    let fate = entry.fate.as_ref().map(|f| f.fate.clone());
+    (process, entry.class.clone(), fate, out.status.code())
+}
+
+/// The job's leak whose main thread exited: the sweep sees it, reads its details through
+/// the live thread, kills it, and the kill is real.
+#[test]
+fn a_leak_whose_main_thread_exited_is_still_found_and_killed() {
+    let _g = serial();
+    let (leak, class, fate, code) = main_thread_exited("run_main_thread_exited", None);
+    assert_eq!(class, "job");
+    assert_eq!(fate.as_deref(), Some("killed"));
+    assert_eq!(code, Some(1), "a leak fails the run");
     assert!(
-        wait_dead(&[leak.0.unwrap()], Duration::from_secs(10)),
+        wait_dead(&leak.0, Duration::from_secs(10)),
         "still running: {:?}",
-        crate::support::read_stat(pid)
+        crate::support::read_stat(leak.0[0].pid)
     );
+}
+
+/// The same process of another job: now that the sweep sees such processes, it must read
+/// their markers right and leave another job's alone.
+#[test]
+fn another_jobs_process_whose_main_thread_exited_is_left_alone() {
+    let _g = serial();
+    let (bystander, class, fate, code) =
+        main_thread_exited("run_main_thread_exited_other", Some("another-job"));
+    assert_eq!(class, "other-job");
+    assert_eq!(fate, None, "not signalled");
+    assert_eq!(code, Some(0));
+    assert!(alive(&bystander.0[0]), "another job's process was killed");
 }

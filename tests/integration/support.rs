@@ -679,6 +679,18 @@ pub fn wait_until(deadline: Instant, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Kills the processes a test left, by identity, also when an assertion fails.
+pub struct KillOnDrop(pub Vec<Ident>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for id in self.0.iter().filter(|id| alive(id)) {
+            kill_ident(id, Signal::KILL);
+        }
+        wait_dead(&self.0, Duration::from_secs(10));
+    }
+}
+
 /// Waits up to `timeout` until none of `ids` is alive.
 pub fn wait_dead(ids: &[Ident], timeout: Duration) -> bool {
     wait_until(Instant::now() + timeout, || ids.iter().all(|id| !alive(id)))
