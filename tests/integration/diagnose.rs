@@ -79,10 +79,11 @@ pub fn start_py(
     args: &[&str],
     marker: &str,
 ) -> (Child, String) {
-    let path = dir.join(name);
-    std::fs::write(&path, script).unwrap();
+    std::fs::write(dir.join(name), script).unwrap();
+    // The script by its name in `dir`, so a command line does not grow with the checkout's
+    // path (a report cuts long ones).
     let mut child = Command::new(python3())
-        .arg(&path)
+        .arg(name)
         .args(args)
         .current_dir(dir)
         .env("CI_JANITOR_RUN", marker)
