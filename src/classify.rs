@@ -117,6 +117,104 @@ impl Hint {
     }
 }
 
+/// A fieldless enum that fits a [`Flags`] set.
+pub trait Flag: Copy + 'static {
+    /// Every value, in order (bit `i` is `ALL[i]`).
+    const ALL: &'static [Self];
+    fn index(self) -> u8;
+}
+
+impl Flag for Rule {
+    const ALL: &'static [Rule] = &[
+        Rule::GuardLineage,
+        Rule::RunMarker,
+        Rule::CiMarker,
+        Rule::Descendant,
+        Rule::ChildOfJob,
+    ];
+    fn index(self) -> u8 {
+        self as u8
+    }
+}
+
+impl Flag for Hint {
+    const ALL: &'static [Hint] = &[Hint::Session, Hint::Cgroup];
+    fn index(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A set of [`Rule`]s or [`Hint`]s in one byte, iterated in the enum's order (for rules,
+/// strongest first), written as the list a `Vec` wrote. A sweep keeps one per process in
+/// its plan and one per entry: a `Vec` was 24 bytes and an allocation each.
+pub struct Flags<T>(u8, std::marker::PhantomData<T>);
+
+impl<T: Flag> Flags<T> {
+    pub fn insert(&mut self, value: T) {
+        self.0 |= 1 << value.index();
+    }
+    pub fn contains(self, value: T) -> bool {
+        self.0 & (1 << value.index()) != 0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = T> {
+        T::ALL.iter().copied().filter(move |v| self.contains(*v))
+    }
+    /// The members, in order.
+    pub fn to_vec(self) -> Vec<T> {
+        self.iter().collect()
+    }
+}
+
+impl<T> Clone for Flags<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Flags<T> {}
+impl<T> Default for Flags<T> {
+    fn default() -> Self {
+        Flags(0, std::marker::PhantomData)
+    }
+}
+impl<T> PartialEq for Flags<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl<T> Eq for Flags<T> {}
+impl<T: Flag + PartialEq> PartialEq<Vec<T>> for Flags<T> {
+    fn eq(&self, other: &Vec<T>) -> bool {
+        self.iter().eq(other.iter().copied())
+    }
+}
+impl<T: Flag> FromIterator<T> for Flags<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(values: I) -> Self {
+        let mut set = Flags::default();
+        for v in values {
+            set.insert(v);
+        }
+        set
+    }
+}
+impl<T: Flag + std::fmt::Debug> std::fmt::Debug for Flags<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+impl<T: Flag + Serialize> Serialize for Flags<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+impl<'de, T: Flag + Deserialize<'de>> Deserialize<'de> for Flags<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Vec::<T>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 /// Why a process is never touched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "reason", content = "detail")]
@@ -204,11 +302,11 @@ pub struct Decision {
     pub id: ProcessId,
     pub class: Class,
     /// The rules that matched, strongest first (empty unless job/allowed).
-    pub evidence: Vec<Rule>,
+    pub evidence: Flags<Rule>,
     /// The marker variable behind [`Rule::RunMarker`] or [`Rule::CiMarker`].
     pub marker: Option<&'static str>,
     /// Hints for an unattributed process (empty otherwise).
-    pub hints: Vec<Hint>,
+    pub hints: Flags<Hint>,
 }
 
 /// Decisions for every process that appeared, in pid order.
@@ -268,9 +366,9 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
             let mut d = Decision {
                 id: p.id,
                 class,
-                evidence: Vec::new(),
+                evidence: Flags::default(),
                 marker: None,
-                hints: Vec::new(),
+                hints: Flags::default(),
             };
             if d.class != Class::Unattributed {
                 return d;
@@ -280,10 +378,10 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
                 .as_ref()
                 .is_some_and(|l| l.contains(&p.id))
             {
-                d.evidence.push(Rule::GuardLineage);
+                d.evidence.insert(Rule::GuardLineage);
             }
             if let Belongs::Ours(var) = belongs {
-                d.evidence.push(if var == "CI_JANITOR_RUN" {
+                d.evidence.insert(if var == "CI_JANITOR_RUN" {
                     Rule::RunMarker
                 } else {
                     Rule::CiMarker
@@ -291,7 +389,7 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
                 d.marker = Some(var);
             }
             if below_roots.contains(&p.id) {
-                d.evidence.push(Rule::Descendant);
+                d.evidence.insert(Rule::Descendant);
             }
             d
         })
@@ -311,9 +409,7 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
         let pid = decisions[i].id.pid;
         for &c in children.get(&pid).map(Vec::as_slice).unwrap_or(&[]) {
             if decisions[c].class == Class::Unattributed && seen.insert(c) {
-                if !decisions[c].evidence.contains(&Rule::ChildOfJob) {
-                    decisions[c].evidence.push(Rule::ChildOfJob);
-                }
+                decisions[c].evidence.insert(Rule::ChildOfJob);
                 queue.push(c);
             }
         }
@@ -324,7 +420,6 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
             continue;
         }
         if !d.evidence.is_empty() {
-            d.evidence.sort();
             d.class = match policy.allow.iter().find(|pat| pat.matches(p)) {
                 Some(pat) => Class::Allowed {
                     pattern: pat.source.clone(),
@@ -334,10 +429,10 @@ pub fn classify(now: &Snapshot, appeared: &[&Process], ctx: &Context, policy: &P
             continue;
         }
         if ctx.session.is_some_and(|s| s == p.sid && s > 1) {
-            d.hints.push(Hint::Session);
+            d.hints.insert(Hint::Session);
         }
         if job_cgroup.is_some() && p.cgroup.as_deref() == job_cgroup {
-            d.hints.push(Hint::Cgroup);
+            d.hints.insert(Hint::Cgroup);
         }
         // Names only ever spare, and only what has no evidence.
         if policy.kill_unattributed && !policy.no_default_protect {
@@ -706,7 +801,7 @@ mod tests {
         let plan = decide(&now, &ctx, &Policy::default());
         let class_of = |p: i32| {
             let d = plan.decisions.iter().find(|d| pid(&d.id) == p).unwrap();
-            (d.class.name(), d.evidence.clone())
+            (d.class.name(), d.evidence.to_vec())
         };
         assert_eq!(class_of(80), ("protected", vec![]));
         assert_eq!(class_of(90).0, "protected");
@@ -1051,5 +1146,28 @@ mod tests {
         let (now, _) = scene();
         let plan = decide(&now, &Context::default(), &Policy::default());
         assert_eq!(plan.targets(&Policy::default()).count(), 0);
+    }
+
+    /// A set of rules is written as the sorted list a `Vec` was, reads back from one in
+    /// any order, and holds each rule once.
+    #[test]
+    fn a_set_of_rules_is_the_list_it_replaced() {
+        let mut set = Flags::default();
+        for r in [Rule::ChildOfJob, Rule::GuardLineage, Rule::ChildOfJob] {
+            set.insert(r);
+        }
+        assert_eq!(set, vec![Rule::GuardLineage, Rule::ChildOfJob]);
+        let mut list = vec![Rule::ChildOfJob, Rule::GuardLineage];
+        list.sort();
+        assert_eq!(
+            serde_json::to_string(&set).unwrap(),
+            serde_json::to_string(&list).unwrap()
+        );
+        let back: Flags<Rule> =
+            serde_json::from_str(r#"["child-of-job", "guard-lineage", "child-of-job"]"#).unwrap();
+        assert_eq!(back, set);
+        assert!(serde_json::from_str::<Flags<Rule>>(r#"["no-such-rule"]"#).is_err());
+        assert!(Flags::<Hint>::default().is_empty());
+        assert_eq!(format!("{set:?}"), "[GuardLineage, ChildOfJob]");
     }
 }

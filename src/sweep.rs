@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::classify::{self, Class, Context, Decision, Hint, Plan, Policy, Rule};
+use crate::classify::{self, Class, Context, Decision, Flags, Hint, Plan, Policy, Rule};
 use crate::diff;
 use crate::kill::{self, Fate, RoundOptions};
 use crate::model::{Listener, Process, ProcessId, Snapshot};
@@ -32,11 +32,11 @@ pub struct SweepOptions {
 pub struct Entry {
     pub process: Process,
     pub class: Class,
-    pub evidence: Vec<Rule>,
+    pub evidence: Flags<Rule>,
     /// The marker variable behind marker evidence.
     pub marker: Option<&'static str>,
     /// Hints for an unattributed process.
-    pub hints: Vec<Hint>,
+    pub hints: Flags<Hint>,
     /// `None` when we did not signal it (protected, ignored, unattributed).
     pub fate: Option<Fate>,
     /// The round (1-based) in which it was found.
@@ -113,12 +113,13 @@ pub fn sweep(
     // Pidfds pinned by the reader to the processes it read in detail, so that the kill
     // needs no second identity check (none in a dry run: nothing is signalled).
     let pin = !opts.dry_run;
-    let read_raw = |host_facts: bool, pin: bool| {
+    let read_raw = |host_facts: bool, pin: bool, forget_dead| {
         let read = ReadOptions {
             proc_root: opts.proc_root.clone(),
             sockets: true,
             host_facts,
             detail: detail.clone(),
+            forget_dead,
         };
         if pin {
             platform::read_snapshot_pinned(&read)
@@ -126,7 +127,7 @@ pub fn sweep(
             platform::read_snapshot(&read).map(|s| (s, Pins::new()))
         }
     };
-    let (mut now, mut pins) = read_raw(true, pin)?;
+    let (mut now, mut pins) = read_raw(true, pin, None)?;
     // The guard's journal is a file: only what agrees with the live process tree is used
     // (see [`crate::guard::lineage::Lineage::verified`]); what is not is reported.
     let mut distrusted = Vec::new();
@@ -143,8 +144,8 @@ pub fn sweep(
         }
         None => ctx,
     };
-    let read = |host_facts: bool, pin: bool| {
-        let (mut snap, pins) = read_raw(host_facts, pin)?;
+    let read = |host_facts: bool, pin: bool, forget_dead| {
+        let (mut snap, pins) = read_raw(host_facts, pin, forget_dead)?;
         // Step and test markers a process's own environment lacks, from the guard.
         if let Some(lineage) = &lineage {
             lineage.fill_markers(&mut snap);
@@ -173,6 +174,7 @@ pub fn sweep(
     };
     let mut entries: Vec<Entry> = Vec::new();
     let mut seen: HashSet<ProcessId> = HashSet::new();
+    let mut signalled: HashSet<ProcessId> = HashSet::new();
     let mut held: HashMap<u64, (Listener, Vec<ProcessId>)> = HashMap::new();
     let mut rounds = 0;
     let mut zombies = 0;
@@ -258,9 +260,9 @@ pub fn sweep(
             entries.push(Entry {
                 process: p,
                 class: d.class.clone(),
-                evidence: d.evidence.clone(),
+                evidence: d.evidence,
                 marker: d.marker,
-                hints: d.hints.clone(),
+                hints: d.hints,
                 fate: None,
                 round: rounds,
                 listening,
@@ -313,8 +315,10 @@ pub fn sweep(
         if opts.dry_run || Instant::now() >= deadline {
             break;
         }
-        // Children born while we worked, respawned replacements: look again.
-        (now, pins) = read(false, pin)?;
+        // Children born while we worked, respawned replacements: look again. The targets
+        // signalled so far are ours: once dead, the reading need not list them.
+        signalled.extend(targets.iter().map(|&e| entries[e].process.id));
+        (now, pins) = read(false, pin, Some(std::sync::Arc::new(signalled.clone())))?;
     }
     let deadline_hit = Instant::now() >= deadline;
     let ports = if opts.dry_run {
@@ -335,7 +339,7 @@ pub fn sweep(
                 .any(|a| a.inode == l.inode || same_address(a, l))
         });
         if still_listed {
-            check_ports(held, &read(false, false)?.0.listeners)
+            check_ports(held, &read(false, false, None)?.0.listeners)
         } else {
             check_ports(held, &after)
         }

@@ -203,6 +203,7 @@ fn wait_for_pipes(
             sockets: false,
             host_facts: false,
             detail: platform::Detail::None,
+            ..Default::default()
         }) else {
             return Vec::new();
         };

@@ -215,6 +215,7 @@ fn job_processes(input: &CaptureInput<'_>) -> Result<(Snapshot, Vec<Process>), S
         sockets: true,
         host_facts: false,
         detail: platform::Detail::new_since(input.baseline),
+        ..Default::default()
     })
     .map_err(|e| e.to_string())?;
     let mut ctx = input.ctx.clone();

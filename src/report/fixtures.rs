@@ -61,12 +61,12 @@ impl<'a> P<'a> {
         Entry {
             process: p,
             class: self.class,
-            evidence: self.evidence.to_vec(),
+            evidence: self.evidence.iter().copied().collect(),
             marker: self
                 .evidence
                 .contains(&Rule::CiMarker)
                 .then_some("RUNNER_TRACKING_ID"),
-            hints: Vec::new(),
+            hints: Default::default(),
             fate: self.fate,
             round: 1,
             listening: self.listening,

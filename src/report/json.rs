@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Class, Hint, Rule};
+use crate::classify::{Class, Flags, Hint, Rule};
 use crate::kill::Fate;
 use crate::model::{Bytes, Machine, MarkerSet};
 use crate::redact::{self, Secrets};
@@ -308,14 +308,14 @@ pub struct ReportProcess {
     pub markers: MarkerSet,
     #[serde(flatten)]
     pub class: Class,
-    pub evidence: Vec<Rule>,
+    pub evidence: Flags<Rule>,
     /// The marker variable behind `run-marker` or `ci-marker` evidence. (Not `marker`:
     /// that name is the other-job class's, flattened into the same object.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub marked_by: Option<String>,
     /// For an unattributed process: what it shares with the sweep (never evidence).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hints: Vec<Hint>,
+    #[serde(default, skip_serializing_if = "Flags::is_empty")]
+    pub hints: Flags<Hint>,
     pub fate: Option<Fate>,
     pub round: u32,
     pub listening: Vec<String>,

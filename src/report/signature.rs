@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::classify::Rule;
+use crate::classify::{Flags, Rule};
 use crate::kill::Fate;
 pub(crate) use crate::signature::{normalize, signature_id, Normalized};
 
@@ -95,10 +95,7 @@ pub fn compute(processes: &[ReportProcess]) -> Vec<Signature> {
                 .flat_map(|p| p.listening.iter().map(String::as_str))
                 .collect();
             let ports: BTreeSet<u16> = listening.iter().filter_map(|l| port_of(l)).collect();
-            let evidence: BTreeSet<Rule> = members
-                .iter()
-                .flat_map(|p| p.evidence.iter().copied())
-                .collect();
+            let evidence: Flags<Rule> = members.iter().flat_map(|p| p.evidence.iter()).collect();
             let mut fates: BTreeMap<&'static str, (usize, Option<u64>)> = BTreeMap::new();
             for p in &members {
                 let e = fates.entry(fate_tag(p.fate.as_ref())).or_default();
@@ -145,7 +142,7 @@ pub fn compute(processes: &[ReportProcess]) -> Vec<Signature> {
                 .into_iter()
                 .map(|t| t.value)
                 .collect(),
-                evidence: evidence.into_iter().collect(),
+                evidence: evidence.to_vec(),
                 fates,
                 allow_pattern,
                 command,
@@ -366,9 +363,9 @@ mod tests {
             cwd: None,
             markers: Default::default(),
             class: crate::classify::Class::Job,
-            evidence: vec![],
+            evidence: Default::default(),
             marked_by: None,
-            hints: vec![],
+            hints: Default::default(),
             fate: None,
             round: 1,
             listening: vec![],

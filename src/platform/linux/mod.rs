@@ -23,7 +23,7 @@ pub use child::{become_subreaper, spawn, ChildError, ChildExit, Waited};
 pub use signal::{open, raise_fd_limit, wait_exits, GroupSignal, Handle, Sig, SignalResult};
 pub use sigqueue::{Caught, SignalQueue};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -50,6 +50,10 @@ pub struct ReadOptions {
     pub host_facts: bool,
     /// Which processes get their details read.
     pub detail: Detail,
+    /// Processes left out of the reading once they are dead: a sweep's targets of earlier
+    /// rounds, whose zombies its re-reads would otherwise hold by the thousand (each a
+    /// whole `Process`) for nothing.
+    pub forget_dead: Option<std::sync::Arc<HashSet<ProcessId>>>,
 }
 
 /// How much to read per process. Identity, parentage, group, session, state, name, owner
@@ -98,6 +102,7 @@ impl Default for ReadOptions {
             sockets: true,
             host_facts: true,
             detail: Detail::All,
+            forget_dead: None,
         }
     }
 }
@@ -201,6 +206,7 @@ fn read(opts: &ReadOptions, pin: bool) -> Result<(Snapshot, Pins), ReadError> {
         &pids,
         &by_inode,
         &opts.detail,
+        opts.forget_dead.as_deref(),
         pin,
         |pid, read| match read {
             Ok(ReadProcess {
@@ -266,18 +272,19 @@ struct ReadProcess {
 type ProcessRead = Result<ReadProcess, ProcessGone>;
 
 /// Reads every process in `pids` (ascending) and hands each pid with what was read to
-/// `each`, in the same order. With many processes and more than one core, several threads
-/// share the work, pid by pid in turn (new processes, the dear ones to read, have the high
-/// pids): nearly all of a snapshot's time is the kernel formatting `/proc` files, which
-/// runs in parallel for different processes. Each thread has its own buffers and `/proc`
-/// descriptor; a thread that cannot be started leaves its share to the calling thread.
-/// The shares are merged by taking from each in turn, as they were dealt, so nothing is
-/// sorted or copied twice.
+/// `each`, in the same order, leaving out the dead among `forget`. With many processes and
+/// more than one core, several threads share the work, pid by pid in turn (new processes,
+/// the dear ones to read, have the high pids): nearly all of a snapshot's time is the
+/// kernel formatting `/proc` files, which runs in parallel for different processes. Each
+/// thread has its own buffers and `/proc` descriptor; a thread that cannot be started
+/// leaves its share to the calling thread. The shares, each in pid order, are merged by
+/// pid, so nothing is sorted or copied twice.
 fn read_processes(
     root: &Path,
     pids: &[i32],
     sockets: &HashMap<u64, usize>,
     detail: &Detail,
+    forget: Option<&HashSet<ProcessId>>,
     pin: bool,
     mut each: impl FnMut(i32, ProcessRead),
 ) {
@@ -286,24 +293,36 @@ fn read_processes(
     } else {
         1
     };
+    let forgotten = |read: &ProcessRead| {
+        forget.is_some_and(|f| {
+            read.as_ref()
+                .is_ok_and(|r| r.process.is_zombie() && f.contains(&r.process.id))
+        })
+    };
     if readers == 1 {
         let mut reader = ProcReader::at(root);
         reader.pin = pin;
         for &pid in pids {
-            each(pid, reader.read_entry(root, pid, sockets, detail));
+            let read = reader.read_entry(root, pid, sockets, detail);
+            if !forgotten(&read) {
+                each(pid, read);
+            }
         }
         return;
     }
-    let share = |k: usize| -> Vec<ProcessRead> {
+    let share = |k: usize| -> Vec<(i32, ProcessRead)> {
         let mut reader = ProcReader::at(root);
         reader.pin = pin;
         let mut out = Vec::with_capacity(pids.len() / readers + 1);
         for &pid in pids.iter().skip(k).step_by(readers) {
-            out.push(reader.read_entry(root, pid, sockets, detail));
+            let read = reader.read_entry(root, pid, sockets, detail);
+            if !forgotten(&read) {
+                out.push((pid, read));
+            }
         }
         out
     };
-    let shares: Vec<Vec<ProcessRead>> = std::thread::scope(|scope| {
+    let shares: Vec<Vec<(i32, ProcessRead)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (1..readers)
             .map(|k| {
                 std::thread::Builder::new()
@@ -324,9 +343,19 @@ fn read_processes(
         }
         shares
     });
-    let mut shares: Vec<_> = shares.into_iter().map(Vec::into_iter).collect();
-    for (i, &pid) in pids.iter().enumerate() {
-        if let Some(read) = shares[i % readers].next() {
+    let mut shares: Vec<_> = shares
+        .into_iter()
+        .map(|s| s.into_iter().peekable())
+        .collect();
+    // At most four shares: the smallest head is found by looking at each.
+    loop {
+        let next = shares
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(k, s)| Some((s.peek()?.0, k)))
+            .min();
+        let Some((_, k)) = next else { break };
+        if let Some((pid, read)) = shares[k].next() {
             each(pid, read);
         }
     }

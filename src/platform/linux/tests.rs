@@ -165,6 +165,7 @@ fn read(root: &Path) -> Snapshot {
         sockets: true,
         host_facts: false,
         detail: Detail::All,
+        forget_dead: None,
     })
     .unwrap()
 }
@@ -260,6 +261,7 @@ fn no_boot_id_falls_back_to_btime_then_errors() {
         sockets: false,
         host_facts: false,
         detail: Detail::All,
+        forget_dead: None,
     })
     .is_err());
 }
@@ -271,6 +273,7 @@ fn missing_proc_root_is_an_error() {
         sockets: true,
         host_facts: false,
         detail: Detail::All,
+        forget_dead: None,
     })
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/proc"), "{err}");
@@ -303,6 +306,7 @@ fn details_only_where_asked() {
         sockets: true,
         host_facts: false,
         detail: Detail::Except(std::sync::Arc::new(known)),
+        forget_dead: None,
     })
     .unwrap();
     for p in &s.processes {
@@ -368,6 +372,54 @@ fn many_processes_read_by_several_threads_match_one_thread() {
     let unreadable: Vec<&String> = many.unreadable.iter().map(|u| &u.what).collect();
     assert_eq!(unreadable, gone.iter().collect::<Vec<_>>());
     assert!(many.listeners.iter().any(|l| !l.owners.is_empty()));
+}
+
+/// A sweep's re-read leaves out its own dead targets, and only those: a zombie it did not
+/// signal and a live target are still listed, in pid order, on one thread or several.
+#[test]
+fn forgotten_zombies_are_left_out_of_a_reading_and_nothing_else() {
+    for count in [8, 2 * super::PARALLEL_FROM as i32] {
+        let tmp = fake_proc();
+        let root = tmp.path();
+        let mut forget = HashSet::new();
+        let mut want = Vec::new();
+        for pid in 1000..1000 + count {
+            let zombie = pid % 2 == 0;
+            let state = if zombie { 'Z' } else { 'S' };
+            // One thread: a zombie, not a process whose main thread exited.
+            let stat = String::from_utf8(stat_line(pid, b"worker", state, 1, 0, pid as u64))
+                .unwrap()
+                .replace(" 20 0 2 0 ", " 20 0 1 0 ");
+            process(root, pid, stat.as_bytes(), b"worker\0", b"");
+            let id = ProcessId {
+                pid,
+                start_ticks: pid as u64,
+            };
+            // Half the zombies and one live process in three are the sweep's targets.
+            let target = if zombie { pid % 4 == 0 } else { pid % 3 == 0 };
+            if target {
+                forget.insert(id);
+            }
+            if !(zombie && target) {
+                want.push(pid);
+            }
+        }
+        let snap = read_snapshot(&ReadOptions {
+            proc_root: root.to_owned(),
+            sockets: false,
+            host_facts: false,
+            detail: Detail::All,
+            forget_dead: Some(std::sync::Arc::new(forget)),
+        })
+        .unwrap();
+        let pids: Vec<i32> = snap
+            .processes
+            .iter()
+            .map(|p| p.id.pid)
+            .filter(|&pid| pid >= 1000)
+            .collect();
+        assert_eq!(pids, want, "{count} processes");
+    }
 }
 
 #[test]
