@@ -82,9 +82,11 @@ impl FactSource for ProcSource {
             Some(id) => proc_events::read_exec_facts(&self.root, id),
             None => proc_events::read_facts(&self.root, pid, true),
         };
-        // Its pipes, read in the directory of the same read.
-        let pipes = facts.as_ref().map(|f| f.stdio_pipes.clone());
-        self.stdio.set(pid, pipes.unwrap_or_default());
+        // Its pipes, read in the directory of the same read (none: it has none, and the
+        // pipe watch need not look again).
+        if let Some(f) = &facts {
+            self.stdio.set(pid, f.stdio_pipes.clone());
+        }
         facts
     }
 

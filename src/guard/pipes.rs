@@ -121,9 +121,10 @@ impl PipeWatch {
                     self.insert(b.pid, t);
                 }
                 Record::Exec(e) if e.in_job => {
+                    // Read with its exec's details, pipes or none; else now.
                     let stdio = match seen.0.remove(&e.id.pid) {
-                        Some(s) if !s.is_empty() => s,
-                        _ => self.stdio(e.id.pid),
+                        Some(s) => s,
+                        None => self.stdio(e.id.pid),
                     };
                     if let Some(t) = self.live.get_mut(&e.id.pid) {
                         t.command = command(&e.argv);
