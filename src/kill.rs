@@ -6,8 +6,9 @@
 //! opened here and checked against its start time (see [`crate::platform::open`]).
 //! Processes are handled group by group (process group, then session, in that order). A
 //! group gets one signal for all its members only when its whole *session* is verified:
-//! every process of the session in the reading this round comes from is a live target of
-//! the round holding a pinned pidfd, the session's id is visible in our pid namespace, and
+//! every process of the session in the reading this round comes from (which leaves out the
+//! dead among the sweep's earlier targets) is a live target of the round holding a pinned
+//! pidfd, the session's id is visible in our pid namespace, and
 //! the reading is complete (see the sweep's `whole_groups`). The group is addressed through
 //! its leader's pidfd (`PIDFD_SIGNAL_PROCESS_GROUP`), never by number (see
 //! [`Target::whole_group`]). Any other group may also hold processes that are not ours (the

@@ -207,7 +207,7 @@ pub fn sweep(
                 listening_of.entry(*owner).or_default().push(at);
             }
         }
-        let fresh: Vec<&Decision> = plan
+        let mut fresh: Vec<&Decision> = plan
             .decisions
             .iter()
             .filter(|d| !seen.contains(&d.id))
@@ -218,45 +218,19 @@ pub fn sweep(
             .map(|d| d.id)
             .collect();
         let whole = whole_groups(&now, &target_ids, &pins);
-        // Each process of the reading, by identity, to be moved into its entry.
-        let mut slots: Vec<Option<Process>> = std::mem::take(&mut now.processes)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let at: HashMap<ProcessId, usize> = slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| Some((p.as_ref()?.id, i)))
-            .collect();
-        let mut targets: Vec<usize> = Vec::new();
+        // Each process of the reading moves into its entry (see `pair_up`).
+        let new_from = entries.len();
+        let mut rest = Vec::new();
         entries.reserve_exact(fresh.len());
-        for d in &fresh {
-            seen.insert(d.id);
-            let Some(p) = at.get(&d.id).and_then(|&i| slots[i].take()) else {
-                continue;
+        pair_up(std::mem::take(&mut now.processes), &mut fresh, |p, d| {
+            let Some(d) = d else {
+                if rounds == 1 {
+                    rest.push(p);
+                }
+                return;
             };
-            tracing::debug!(
-                pid = d.id.pid,
-                start_ticks = d.id.start_ticks,
-                class = d.class.name(),
-                evidence = ?d.evidence,
-                marker = d.marker,
-                target = d.class.is_target(policy),
-                command = %redacted_command(&p),
-                "classified"
-            );
             let mine = listening_of.get(&d.id).map_or(&[][..], Vec::as_slice);
             let listening: Vec<String> = mine.iter().map(|&l| now.listeners[l].label()).collect();
-            if d.class.is_target(policy) {
-                targets.push(entries.len());
-                for &l in mine {
-                    let l = &now.listeners[l];
-                    held.entry(l.inode)
-                        .or_insert_with(|| (l.clone(), Vec::new()))
-                        .1
-                        .push(d.id);
-                }
-            }
             entries.push(Entry {
                 process: p,
                 class: d.class.clone(),
@@ -267,12 +241,37 @@ pub fn sweep(
                 round: rounds,
                 listening,
             });
+        });
+        seen.extend(fresh.iter().map(|d| d.id));
+        entries[new_from..].reverse();
+        for e in &entries[new_from..] {
+            tracing::debug!(
+                pid = e.process.id.pid,
+                start_ticks = e.process.id.start_ticks,
+                class = e.class.name(),
+                evidence = ?e.evidence,
+                marker = e.marker,
+                target = e.class.is_target(policy),
+                command = %redacted_command(&e.process),
+                "classified"
+            );
+        }
+        let targets: Vec<usize> = (new_from..entries.len())
+            .filter(|&e| entries[e].class.is_target(policy))
+            .collect();
+        for &e in &targets {
+            let id = entries[e].process.id;
+            for &l in listening_of.get(&id).map_or(&[][..], Vec::as_slice) {
+                let l = &now.listeners[l];
+                held.entry(l.inode)
+                    .or_insert_with(|| (l.clone(), Vec::new()))
+                    .1
+                    .push(id);
+            }
         }
         if rounds == 1 {
-            // A new vector: collected in place, the rest would keep the whole reading's
-            // allocation.
-            let mut rest = Vec::with_capacity(slots.iter().flatten().count());
-            rest.extend(slots.into_iter().flatten());
+            rest.reverse();
+            rest.shrink_to_fit();
             first.processes = rest;
         }
         if targets.is_empty() {
@@ -358,13 +357,51 @@ pub fn sweep(
     })
 }
 
+/// Hands each process of a reading to `each` with its decision, if it has one, from the
+/// highest pid down. Both lists are ordered by identity (pid, then start time): a reading
+/// lists pids in order and the plan follows it; a list that is not is sorted first, so a
+/// decision is never paired with another process. Walking from the end lets the table
+/// shrink as the caller's entries grow, so the two never take their full size at once
+/// (5,000 processes: 1.2 MB beside 1.7).
+fn pair_up<'d>(
+    mut table: Vec<Process>,
+    fresh: &mut [&'d Decision],
+    mut each: impl FnMut(Process, Option<&'d Decision>),
+) {
+    let key = |id: &ProcessId| (id.pid, id.start_ticks);
+    if !table.is_sorted_by_key(|p| key(&p.id)) {
+        table.sort_by_key(|p| key(&p.id));
+    }
+    if !fresh.is_sorted_by_key(|d| key(&d.id)) {
+        fresh.sort_by_key(|d| key(&d.id));
+    }
+    let mut next = fresh.len();
+    while let Some(p) = table.pop() {
+        if table.len() % 512 == 0 {
+            table.shrink_to_fit();
+        }
+        while next > 0 && key(&fresh[next - 1].id) > key(&p.id) {
+            next -= 1;
+        }
+        match next.checked_sub(1).map(|i| fresh[i]) {
+            Some(d) if d.id == p.id => {
+                next -= 1;
+                each(p, Some(d));
+            }
+            _ => each(p, None),
+        }
+    }
+}
+
 /// The process groups, as (session, group), of this round's targets that may take one
 /// signal for all their members (see [`kill::Target::whole_group`]). The kernel signals whoever is in the group
 /// when the signal is sent, so the proof covers the group's whole *session*: a process can
 /// join a group only from inside its session, and enter a session only by being forked in
 /// it. So in `now`, every process of the session is a live target of the round (an
-/// unreaped zombie in it is none, and blocks the group signal; a process whose main thread
-/// exited while others run is alive, see [`crate::model::is_dead`], and must be a target),
+/// unreaped zombie in it is none, and blocks the group signal, except the sweep's own
+/// targets of earlier rounds, which a re-read leaves out once dead: a zombie cannot fork or
+/// join a group; a process whose main thread exited while others run is alive, see
+/// [`crate::model::is_dead`], and must be a target),
 /// holds a pidfd the reader pinned to it, and is one we may signal (we are root, or it runs
 /// as our uid); the session's id is a pid of our namespace (0 means its leader, and so
 /// maybe members, are outside what `/proc` shows); and the reading is complete (a process
@@ -433,4 +470,55 @@ fn redacted_command(p: &Process) -> String {
         .map(|a| a.lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{id, proc_at};
+
+    fn decision(pid: i32, start: u64) -> Decision {
+        Decision {
+            id: id(pid, start),
+            class: Class::Job,
+            evidence: Default::default(),
+            marker: None,
+            hints: Default::default(),
+        }
+    }
+
+    /// Every process comes out once, from the highest identity down, with the decision of
+    /// the same identity or none: also when two processes share a pid (a pid reused within
+    /// one reading's span), when the lists come unsorted, and when a decision has no
+    /// process.
+    #[test]
+    fn each_process_is_paired_with_its_own_decision_only() {
+        let table = vec![
+            proc_at(9, 1, 90),
+            proc_at(3, 1, 30),
+            proc_at(5, 1, 52),
+            proc_at(5, 1, 51),
+            proc_at(7, 1, 70),
+        ];
+        let ds = [
+            decision(5, 52),
+            decision(5, 51),
+            decision(4, 40), // its process is gone
+            decision(9, 90),
+            decision(3, 31), // another process under pid 3
+        ];
+        let mut fresh: Vec<&Decision> = ds.iter().collect();
+        let mut seen = Vec::new();
+        pair_up(table, &mut fresh, |p, d| seen.push((p.id, d.map(|d| d.id))));
+        assert_eq!(
+            seen,
+            vec![
+                (id(9, 90), Some(id(9, 90))),
+                (id(7, 70), None),
+                (id(5, 52), Some(id(5, 52))),
+                (id(5, 51), Some(id(5, 51))),
+                (id(3, 30), None),
+            ]
+        );
+    }
 }
