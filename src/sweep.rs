@@ -174,7 +174,8 @@ pub fn sweep(
     };
     let mut entries: Vec<Entry> = Vec::new();
     let mut seen: HashSet<ProcessId> = HashSet::new();
-    let mut signalled: HashSet<ProcessId> = HashSet::new();
+    // Shared with each re-read, which holds it only while it reads: extended in place.
+    let mut signalled: std::sync::Arc<HashSet<ProcessId>> = Default::default();
     let mut held: HashMap<u64, (Listener, Vec<ProcessId>)> = HashMap::new();
     let mut rounds = 0;
     let mut zombies = 0;
@@ -316,8 +317,9 @@ pub fn sweep(
         }
         // Children born while we worked, respawned replacements: look again. The targets
         // signalled so far are ours: once dead, the reading need not list them.
-        signalled.extend(targets.iter().map(|&e| entries[e].process.id));
-        (now, pins) = read(false, pin, Some(std::sync::Arc::new(signalled.clone())))?;
+        std::sync::Arc::make_mut(&mut signalled)
+            .extend(targets.iter().map(|&e| entries[e].process.id));
+        (now, pins) = read(false, pin, Some(std::sync::Arc::clone(&signalled)))?;
     }
     let deadline_hit = Instant::now() >= deadline;
     let ports = if opts.dry_run {
@@ -368,19 +370,19 @@ fn pair_up<'d>(
     fresh: &mut [&'d Decision],
     mut each: impl FnMut(Process, Option<&'d Decision>),
 ) {
-    let key = |id: &ProcessId| (id.pid, id.start_ticks);
-    if !table.is_sorted_by_key(|p| key(&p.id)) {
-        table.sort_by_key(|p| key(&p.id));
+    // `ProcessId` orders by pid, then start time.
+    if !table.is_sorted_by_key(|p| p.id) {
+        table.sort_by_key(|p| p.id);
     }
-    if !fresh.is_sorted_by_key(|d| key(&d.id)) {
-        fresh.sort_by_key(|d| key(&d.id));
+    if !fresh.is_sorted_by_key(|d| d.id) {
+        fresh.sort_by_key(|d| d.id);
     }
     let mut next = fresh.len();
     while let Some(p) = table.pop() {
         if table.len() % 512 == 0 {
             table.shrink_to_fit();
         }
-        while next > 0 && key(&fresh[next - 1].id) > key(&p.id) {
+        while next > 0 && fresh[next - 1].id > p.id {
             next -= 1;
         }
         match next.checked_sub(1).map(|i| fresh[i]) {
