@@ -479,8 +479,7 @@ fn protection(
 
 /// Its argv is `ci-janitor guard run ...`: the guard's hidden subcommand.
 fn runs_guard(p: &Process) -> bool {
-    p.argv.get(1).is_some_and(|a| a.as_bytes() == b"guard")
-        && p.argv.get(2).is_some_and(|a| a.as_bytes() == b"run")
+    p.argv.get(1) == Some(b"guard") && p.argv.get(2) == Some(b"run")
 }
 
 /// Names that spare an unattributed process from `--kill-unattributed`: CI runners and
@@ -493,11 +492,8 @@ fn spared_by_name(p: &Process) -> Option<Protection> {
     ) {
         return Some(Protection::Runner);
     }
-    let named_janitor = p
-        .argv
-        .first()
-        .is_some_and(|a| a.as_bytes().ends_with(b"ci-janitor"))
-        || comm == b"ci-janitor";
+    let named_janitor =
+        p.argv.first().is_some_and(|a| a.ends_with(b"ci-janitor")) || comm == b"ci-janitor";
     if named_janitor && runs_guard(p) {
         return Some(Protection::Guard);
     }
@@ -543,8 +539,8 @@ pub enum KeepKind {
 fn kept(p: &Process, verify: fn(KeepKind, &[u8]) -> bool) -> Option<&'static str> {
     let exe = p.exe.as_ref()?.as_bytes();
     let exe_name = file_name(exe);
-    let arg = |i: usize| p.argv.get(i).map(|a| a.as_bytes());
-    let has_arg = |want: &[u8]| p.argv.iter().any(|a| a.as_bytes() == want);
+    let arg = |i: usize| p.argv.get(i);
+    let has_arg = |want: &[u8]| p.argv.iter().any(|a| a == want);
     if exe_name == b"sccache" && p.argv.len() == 1 && arg(0).map(file_name) == Some(b"sccache") {
         return verify(KeepKind::Sccache, exe).then_some(KEEP_LIST[0]);
     }
@@ -555,10 +551,10 @@ fn kept(p: &Process, verify: fn(KeepKind, &[u8]) -> bool) -> Option<&'static str
         KEEP_LIST[1]
     } else if has_arg(b"org.jetbrains.kotlin.daemon.KotlinCompileDaemon") {
         KEEP_LIST[2]
-    } else if p.argv.windows(2).any(|w| {
-        w[0].as_bytes() == b"-jar"
-            && file_name(w[1].as_bytes()) == b"A-server.jar"
-            && w[1].lossy().contains("/install/")
+    } else if p.argv.iter().zip(p.argv.iter().skip(1)).any(|(flag, jar)| {
+        flag == b"-jar"
+            && file_name(jar) == b"A-server.jar"
+            && String::from_utf8_lossy(jar).contains("/install/")
     }) {
         KEEP_LIST[3]
     } else {
@@ -868,13 +864,13 @@ mod tests {
         for (i, name) in names.iter().enumerate() {
             let mut p = proc_at(200 + i as i32, 1, 60);
             p.comm = (*name).into();
-            p.argv = vec![format!("/tmp/copy/{name}").as_str().into()];
+            p.argv = [format!("/tmp/copy/{name}")].into_iter().collect();
             p.exe = Some(format!("/tmp/copy/{name}").as_str().into());
             p.markers = tracking("github_1").into();
             now.processes.push(p);
         }
         let mut gradle_like = proc_at(210, 1, 60);
-        gradle_like.argv = vec!["python".into(), "fake-GradleDaemon-x".into()];
+        gradle_like.argv = ["python", "fake-GradleDaemon-x"].into();
         gradle_like.exe = Some("/usr/bin/python3".into());
         gradle_like.markers = tracking("github_1").into();
         now.processes.push(gradle_like);
@@ -890,7 +886,7 @@ mod tests {
         let daemon = |pid: i32, exe: &str, argv: &[&str]| {
             let mut p = proc_at(pid, 96, 60);
             p.exe = Some(exe.into());
-            p.argv = argv.iter().map(|a| (*a).into()).collect();
+            p.argv = argv.iter().collect();
             p.comm = "java".into();
             p
         };
@@ -1093,13 +1089,14 @@ mod tests {
         let (mut now, mut ctx) = scene();
         ctx.own_exe = Some("/opt/ci-janitor".into());
         now.processes[4].exe = Some("/opt/ci-janitor".into());
-        now.processes[4].argv = vec![
-            "/opt/ci-janitor".into(),
-            "guard".into(),
-            "run".into(),
-            "--state".into(),
-            "/tmp/other/state.json".into(),
-        ];
+        now.processes[4].argv = [
+            "/opt/ci-janitor",
+            "guard",
+            "run",
+            "--state",
+            "/tmp/other/state.json",
+        ]
+        .into();
         let plan = decide(&now, &ctx, &Policy::default());
         assert_eq!(
             plan.get(now.processes[4].id).unwrap().class,
@@ -1113,7 +1110,7 @@ mod tests {
         assert_eq!(plan.get(now.processes[4].id).unwrap().class, Class::Job);
         // Only the guard's own subcommand: `ci-janitor run -- ...` is not protected.
         now.processes[4].exe = Some("/opt/ci-janitor".into());
-        now.processes[4].argv = vec!["ci-janitor".into(), "run".into(), "--".into(), "x".into()];
+        now.processes[4].argv = ["ci-janitor", "run", "--", "x"].into();
         let plan = decide(&now, &ctx, &Policy::default());
         assert_eq!(plan.get(now.processes[4].id).unwrap().class, Class::Job);
     }
@@ -1123,7 +1120,7 @@ mod tests {
         let (mut now, ctx) = scene();
         now.processes[7].comm = "Runner.Worker".into(); // 99: another runner's worker
         let mut guard = proc_at(130, 1, 60);
-        guard.argv = vec!["/x/ci-janitor".into(), "guard".into(), "run".into()];
+        guard.argv = ["/x/ci-janitor", "guard", "run"].into();
         let mut dockerd = proc_at(131, 1, 60);
         dockerd.comm = "dockerd".into();
         now.processes.extend([guard, dockerd]);

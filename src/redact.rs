@@ -32,7 +32,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
 
-use crate::model::{Bytes, Snapshot};
+use crate::model::{Argv, Snapshot};
 
 /// What a secret is replaced with.
 pub const MASK: &str = "***";
@@ -77,12 +77,12 @@ impl Secrets {
 }
 
 /// Redacts an argv; the removed values go to `secrets`.
-pub fn redact_argv(argv: &[Bytes], secrets: &mut Secrets) -> Vec<Bytes> {
-    let args: Vec<&[u8]> = argv.iter().map(Bytes::as_bytes).collect();
+pub fn redact_argv(argv: &Argv, secrets: &mut Secrets) -> Argv {
+    let args: Vec<&[u8]> = argv.iter().collect();
     let found = find_argv(&args);
     args.iter()
         .zip(found)
-        .map(|(arg, f)| Bytes(apply(arg, f, secrets)))
+        .map(|(arg, f)| apply(arg, f, secrets))
         .collect()
 }
 
@@ -947,19 +947,15 @@ fn private_keys(arg: &[u8], out: &mut Vec<Range<usize>>) {
 mod tests {
     use super::*;
 
-    fn argv(args: &[&str]) -> Vec<Bytes> {
-        args.iter().map(|a| Bytes::from(*a)).collect()
+    fn argv(args: &[&str]) -> Argv {
+        args.iter().collect()
     }
 
     /// Redacts `args` and returns the result joined by spaces, plus the masked values.
     fn red(args: &[&str]) -> (String, Vec<String>) {
         let mut s = Secrets::default();
         let out = redact_argv(&argv(args), &mut s);
-        let text = out
-            .iter()
-            .map(|b| b.lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let text = out.join_lossy();
         (text, s.values.into_iter().collect())
     }
 
@@ -1312,19 +1308,21 @@ mod tests {
     fn non_utf8_arguments_are_redacted_as_bytes() {
         let mut s = Secrets::default();
         let out = redact_argv(
-            &[Bytes(b"--password".to_vec()), Bytes(vec![0xff, b'p', 0xfe])],
+            &[&b"--password"[..], &[0xff, b'p', 0xfe]]
+                .into_iter()
+                .collect(),
             &mut s,
         );
-        assert_eq!(out[1].as_bytes(), b"***");
+        assert_eq!(out.get(1), Some(&b"***"[..]));
         let out = redact_argv(
-            &[Bytes(vec![
-                0xff, b' ', b'T', b'O', b'K', b'E', b'N', b'=', 0xfe,
-            ])],
+            &[[0xff, b' ', b'T', b'O', b'K', b'E', b'N', b'=', 0xfe]]
+                .into_iter()
+                .collect(),
             &mut s,
         );
         assert_eq!(
-            out[0].as_bytes(),
-            &[0xff, b' ', b'T', b'O', b'K', b'E', b'N', b'=', b'*', b'*', b'*']
+            out.get(0),
+            Some(&[0xff, b' ', b'T', b'O', b'K', b'E', b'N', b'=', b'*', b'*', b'*'][..])
         );
     }
 

@@ -302,7 +302,7 @@ mod tests {
     fn sample() -> Snapshot {
         let mut init = proc_at(1, 0, 500);
         init.comm = "init".into();
-        init.argv = vec![];
+        init.argv = [].into();
         let mut s = snapshot_of(vec![init], 1000);
         s.tool_version = "0.0.0".into();
         s.taken_at_unix_ms = 1;
@@ -361,7 +361,7 @@ mod tests {
             r#""state":"S","comm":"init","argv":[],"threads":1,"details":false},"#,
             r#"{"id":{"pid":40,"start_ticks":900},"ppid":1,"pgid":40,"sid":40,"uid":1001,"#,
             r#""state":"S","comm":"uvicorn","exe":"/usr/bin/python3","#,
-            r#""argv":["python3","-m","uvicorn",{"hex":"ff00"}],"cwd":"/work","#,
+            r#""argv":["python3","-m","uvicorn",{"hex":"ff01"}],"cwd":"/work","#,
             r#""cgroup":"/job.scope","threads":3,"details":true,"markers":{"#,
             r#""runner_tracking_id":"github_1","github_run_id":"18342210457","#,
             r#""github_job":"test","github_action":"__run_2","#,

@@ -469,7 +469,7 @@ fn check_ports(
 fn redacted_command(p: &Process) -> String {
     crate::redact::redact_argv(&p.argv, &mut crate::redact::Secrets::default())
         .iter()
-        .map(|a| a.lossy().into_owned())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -17,11 +17,7 @@ pub fn proc_at(pid: i32, ppid: i32, start_ticks: u64) -> Process {
         state: 'S',
         comm: format!("p{pid}").as_str().into(),
         exe: None,
-        argv: vec![
-            format!("p{pid}").as_str().into(),
-            "--port".into(),
-            "8000".into(),
-        ],
+        argv: [format!("p{pid}").as_str(), "--port", "8000"].into(),
         cwd: None,
         cgroup: None,
         threads: 1,

@@ -52,17 +52,10 @@ pub fn run(args: RunArgs, env: Env<'_>) -> Result<Exit, AppError> {
     // on one escaped line.
     let display = crate::text::sanitize(
         &crate::redact::redact_argv(
-            &args
-                .command
-                .iter()
-                .map(|a| crate::model::Bytes(a.as_encoded_bytes().to_vec()))
-                .collect::<Vec<_>>(),
+            &args.command.iter().map(|a| a.as_encoded_bytes()).collect(),
             &mut crate::redact::Secrets::default(),
         )
-        .iter()
-        .map(|a| a.lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" "),
+        .join_lossy(),
     );
     let mut cmd = Command::new(program);
     cmd.args(rest).env("CI_JANITOR_RUN", &chain);
@@ -229,13 +222,8 @@ fn wait_for_pipes(
     let hz = baseline.machine.clock_ticks_per_second.max(1);
     let boot_ms = baseline.machine.boot_time_unix.map(|s| s * 1000);
     let mut secrets = crate::redact::Secrets::default();
-    let mut cmd_of = |p: &crate::model::Process| {
-        crate::redact::redact_argv(&p.argv, &mut secrets)
-            .iter()
-            .map(|a| a.lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let mut cmd_of =
+        |p: &crate::model::Process| crate::redact::redact_argv(&p.argv, &mut secrets).join_lossy();
     let child_pid = child.pid();
     held.into_iter()
         .filter_map(|(pid, stream, inode)| {

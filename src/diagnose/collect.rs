@@ -24,7 +24,7 @@ use super::{
 use crate::classify::{self, Class, Context, Policy};
 use crate::guard::journal::{self, Record};
 use crate::guard::lineage::Lineage;
-use crate::model::{Bytes, Process, ProcessId, Protocol, Snapshot};
+use crate::model::{Argv, Bytes, Process, ProcessId, Protocol, Snapshot};
 use crate::platform::conns::{self, TcpSocket};
 use crate::platform::inspect::{self, FdKind, FdOp, PySpy, Syscall};
 use crate::platform::{self, ReadOptions};
@@ -118,10 +118,7 @@ pub fn capture(input: &CaptureInput<'_>) -> Hang {
         let command = if argv.is_empty() {
             format!("[{}]", p.comm.lossy())
         } else {
-            argv.iter()
-                .map(|a| a.lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
+            argv.join_lossy()
         };
         let marker = |name: &str| p.markers.get(name).cloned();
         hang.processes.push(HangProcess {
@@ -560,7 +557,7 @@ fn gone_from_journal(
         .unwrap_or(0);
     let mut base_ms = 0;
     let mut in_job: HashSet<(i32, Option<u64>)> = HashSet::new();
-    let mut argv: HashMap<i32, Vec<Bytes>> = HashMap::new();
+    let mut argv: HashMap<i32, Argv> = HashMap::new();
     let mut gone = Vec::new();
     for r in &j.records[begin..] {
         match r {
@@ -581,11 +578,7 @@ fn gone_from_journal(
                 let Some(args) = argv.remove(&x.pid).filter(|a| !a.is_empty()) else {
                     continue;
                 };
-                let command = crate::redact::redact_argv(&args, secrets)
-                    .iter()
-                    .map(|a| a.lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let command = crate::redact::redact_argv(&args, secrets).join_lossy();
                 gone.push(Gone {
                     pid: x.pid,
                     command,

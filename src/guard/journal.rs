@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Bytes, Markers, ProcessId};
+use crate::model::{Argv, Markers, ProcessId};
 
 pub const JOURNAL_SCHEMA_VERSION: u32 = 1;
 
@@ -94,8 +94,8 @@ pub struct Seed {
     pub id: ProcessId,
     pub ppid: i32,
     pub in_job: bool,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub argv: Vec<Bytes>,
+    #[serde(default, skip_serializing_if = "Argv::is_empty")]
+    pub argv: Argv,
     #[serde(default, skip_serializing_if = "Markers::is_empty")]
     pub markers: Markers,
 }
@@ -142,7 +142,7 @@ impl Birth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exec {
     pub id: ProcessId,
-    pub argv: Vec<Bytes>,
+    pub argv: Argv,
     pub in_job: bool,
     /// Its own markers, completed by its parent's where its environment lacks them (those
     /// are listed in `markers.inherited`).
@@ -401,7 +401,7 @@ impl Writer {
 /// An exec record as [`Record::Exec`] serialises, with another argv (the redacted one).
 struct ExecOut<'a> {
     e: &'a Exec,
-    argv: &'a [Bytes],
+    argv: &'a Argv,
 }
 
 impl Serialize for ExecOut<'_> {
@@ -785,7 +785,7 @@ mod tests {
         ] {
             records.push(Record::Exec(Exec {
                 id: id(5, 6),
-                argv: argv.into_iter().map(Bytes::from).collect(),
+                argv: argv.into_iter().collect(),
                 in_job: true,
                 markers,
                 unreadable,

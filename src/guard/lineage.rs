@@ -545,7 +545,7 @@ mod tests {
                 id: id(3, 2),
                 ppid: 2,
                 in_job: true,
-                argv: vec![],
+                argv: [].into(),
                 markers: Markers::default(),
             }),
             Record::Birth(Birth {
@@ -565,7 +565,7 @@ mod tests {
             // Exec'd with a scrubbed environment: all inherited.
             Record::Exec(Exec {
                 id: id(10, 5),
-                argv: vec!["server".into()],
+                argv: ["server"].into(),
                 in_job: true,
                 markers: Markers {
                     inherited: vec!["GITHUB_ACTION".into(), "PYTEST_CURRENT_TEST".into()],
@@ -748,7 +748,7 @@ mod tests {
             // An exec that puts a process in the job with no birth.
             Record::Exec(Exec {
                 id: id(35, 35),
-                argv: vec!["x".into()],
+                argv: ["x"].into(),
                 in_job: true,
                 markers: Markers::default(),
                 unreadable: vec![],
@@ -986,7 +986,7 @@ mod tests {
                     )),
                 pid_id().prop_map(|i| Record::Exec(Exec {
                     id: i,
-                    argv: vec!["forged".into()],
+                    argv: ["forged"].into(),
                     in_job: true,
                     markers: Markers::default(),
                     unreadable: vec![],
@@ -996,7 +996,7 @@ mod tests {
                     id: i,
                     ppid,
                     in_job: true,
-                    argv: vec![],
+                    argv: [].into(),
                     markers: Markers::default(),
                 })),
                 (pid_id(), proptest::option::of(pid_id())).prop_map(|(g, r)| {

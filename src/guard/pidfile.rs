@@ -145,13 +145,7 @@ pub fn check_pid_file(
         b"--state",
         paths.state.as_os_str().as_encoded_bytes(),
     ];
-    let args: Vec<&[u8]> = p
-        .argv
-        .iter()
-        .skip(1)
-        .take(4)
-        .map(|a| a.as_bytes())
-        .collect();
+    let args: Vec<&[u8]> = p.argv.iter().skip(1).take(4).collect();
     let why = if p.uid != Some(me) {
         Some(format!(
             "pid {} runs as uid {}, not as us (uid {me})",

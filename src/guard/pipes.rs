@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::journal::{Example, Record, Warning};
-use crate::model::{Bytes, ProcessId};
+use crate::model::{Argv, ProcessId};
 use crate::platform::inspect::{self, FdKind};
 
 /// Holders named per exit at most.
@@ -313,11 +313,8 @@ pub fn holders(
         .collect()
 }
 
-fn command(argv: &[Bytes]) -> String {
-    argv.iter()
-        .map(|a| a.lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+fn command(argv: &Argv) -> String {
+    argv.join_lossy()
 }
 
 /// `HH:MM:SS UTC` of a time in ms since the epoch.

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::model::{Markers, ProcessId};
+use crate::model::{Argv, Markers, ProcessId};
 use crate::platform::proc_events::{ProcEvent, ProcFacts};
 
 use super::journal::{Birth, Example, Exec, Exit, Parent, Record, Seed, Via, Warning};
@@ -869,7 +869,10 @@ impl Tracker {
         }
         let argv = facts.argv.clone().unwrap_or_default();
         if !argv.is_empty() {
-            let args: Vec<String> = argv.iter().map(|a| a.lossy().into_owned()).collect();
+            let args: Vec<String> = argv
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
             node.signature = Some(crate::signature::live(&args));
             node.command = short(&args.join(" "));
         }
@@ -1095,7 +1098,7 @@ impl Tracker {
                     .argv
                     .iter()
                     .flatten()
-                    .map(|a| a.lossy().into_owned())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
                     .collect();
                 if Some(f.id) == node.id && !now.is_empty() && short(&now.join(" ")) != before {
                     self.apply_exec(pid, &f, t_us, out);
@@ -1197,7 +1200,7 @@ impl Tracker {
                 id: f.id,
                 ppid: f.ppid,
                 in_job: true,
-                argv: Vec::new(),
+                argv: Argv::default(),
                 markers: n.markers.clone(),
             }));
         }
@@ -1211,7 +1214,7 @@ impl Tracker {
                 .argv
                 .iter()
                 .flatten()
-                .map(|a| a.lossy().into_owned())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
             n.command = short(&args.join(" "));
             if n.markers.github_action.is_some() {
@@ -1337,7 +1340,7 @@ mod tests {
                     state: 'S',
                     comm: "x".into(),
                     kernel_thread: false,
-                    argv: Some(argv.iter().map(|a| (*a).into()).collect()),
+                    argv: Some(argv.iter().collect()),
                     markers: Some(markers),
                     pid_ns: None,
                     unreadable: vec![],

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Bytes, MarkerSet, Process, ProcessId, Snapshot};
+use crate::model::{Argv, Bytes, MarkerSet, Process, ProcessId, Snapshot};
 
 pub const DIFF_SCHEMA_VERSION: u32 = 1;
 
@@ -28,7 +28,7 @@ pub struct AppearedProcess {
     pub uid: Option<u32>,
     pub state: char,
     pub comm: Bytes,
-    pub argv: Vec<Bytes>,
+    pub argv: Argv,
     pub exe: Option<Bytes>,
     pub cwd: Option<Bytes>,
     pub markers: MarkerSet,

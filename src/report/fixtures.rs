@@ -56,7 +56,7 @@ impl<'a> P<'a> {
                 Bytes::from(base.chars().take(15).collect::<String>().as_str())
             })
             .unwrap_or_default();
-        p.argv = self.argv;
+        p.argv = self.argv.iter().collect();
         p.markers = self.markers.into();
         Entry {
             process: p,

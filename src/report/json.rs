@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{Class, Flags, Hint, Rule};
 use crate::kill::Fate;
-use crate::model::{Bytes, Machine, MarkerSet};
+use crate::model::{Argv, Bytes, Machine, MarkerSet};
 use crate::redact::{self, Secrets};
 pub use crate::settings::RanAs;
 use crate::sweep::{PortOutcome, SweepOutcome};
@@ -302,7 +302,7 @@ pub struct ReportProcess {
     pub sid: i32,
     pub uid: Option<u32>,
     pub comm: Bytes,
-    pub argv: Vec<Bytes>,
+    pub argv: Argv,
     pub exe: Option<Bytes>,
     pub cwd: Option<Bytes>,
     pub markers: MarkerSet,
@@ -328,11 +328,7 @@ impl ReportProcess {
         if self.argv.is_empty() {
             format!("[{}]", self.comm.lossy())
         } else {
-            self.argv
-                .iter()
-                .map(|a| a.lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
+            self.argv.join_lossy()
         }
     }
 }
@@ -457,8 +453,9 @@ pub fn build(outcome: SweepOutcome, failed: bool) -> Built {
 fn redact_report(report: &mut Report, secrets: &mut Secrets) {
     for p in &mut report.processes {
         p.argv = redact::redact_argv(&p.argv, secrets);
-        if let Some(comm) = redact::redact_argv(std::slice::from_ref(&p.comm), secrets).pop() {
-            p.comm = comm;
+        let comm: Argv = std::iter::once(p.comm.as_bytes()).collect();
+        if let Some(comm) = redact::redact_argv(&comm, secrets).first() {
+            p.comm = Bytes(comm.to_vec());
         }
         if let Some(t) = p.markers.get_mut("PYTEST_CURRENT_TEST") {
             *t = redact::redact_text(t, secrets);
@@ -601,12 +598,12 @@ mod tests {
     fn saved_reports_are_redacted_again_on_load() {
         let mut r = fixtures::clean().report;
         r.processes = fixtures::mcp().report.processes;
-        r.processes[0].argv = vec!["srv".into(), "--token".into(), "s3cr3t-value".into()];
+        r.processes[0].argv = ["srv", "--token", "s3cr3t-value"].into();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raw.json");
         std::fs::write(&path, serde_json::to_vec(&r).unwrap()).unwrap();
         let loaded = load(&path).unwrap();
-        assert_eq!(loaded.processes[0].argv[2], Bytes::from("***"));
+        assert_eq!(loaded.processes[0].argv.get(2), Some(&b"***"[..]));
     }
 
     #[test]

@@ -76,7 +76,10 @@ pub fn compute(processes: &[ReportProcess]) -> Vec<Signature> {
         let argv: Vec<String> = if p.argv.is_empty() {
             vec![format!("[{}]", p.comm.lossy())]
         } else {
-            p.argv.iter().map(|a| a.lossy().into_owned()).collect()
+            p.argv
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
         };
         let n = normalize(&argv);
         groups
@@ -349,7 +352,7 @@ mod tests {
     #[test]
     fn patterns_that_say_nothing_fall_back_to_the_name() {
         let mut p = proc_at(10, 1, 0);
-        p.argv = vec!["12345".into()];
+        p.argv = ["12345"].into();
         let report_process = crate::report::json::ReportProcess {
             pid: 10,
             start_ticks: 0,
@@ -358,7 +361,7 @@ mod tests {
             sid: 10,
             uid: None,
             comm: "srv".into(),
-            argv: vec!["/x/9".into(), "1".into()],
+            argv: ["/x/9", "1"].into(),
             exe: None,
             cwd: None,
             markers: Default::default(),

@@ -117,7 +117,7 @@ mod tests {
             proc_at(22, 20, 0),
             proc_at(23, 21, 0),
         ];
-        ps[3].argv = vec!["evil\x1b[31m\nname".into()];
+        ps[3].argv = ["evil\x1b[31m\nname"].into();
         let mut now = snapshot_of(ps, 0);
         now.listeners.push(Listener {
             protocol: Protocol::Tcp,

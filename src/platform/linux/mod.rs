@@ -32,7 +32,8 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::model::{
-    Bytes, Listener, Machine, Process, ProcessId, Protocol, Snapshot, Unreadable, SCHEMA_VERSION,
+    Argv, Bytes, Listener, Machine, Process, ProcessId, Protocol, Snapshot, Unreadable,
+    SCHEMA_VERSION,
 };
 
 use parse::{parse_cgroup, parse_cmdline, parse_stat, parse_status_uid, scan_environ_markers};
@@ -667,7 +668,7 @@ impl ProcReader {
             state: stat.state,
             comm: Bytes(stat.comm.clone()),
             exe: None,
-            argv: Vec::new(),
+            argv: Argv::default(),
             cwd: None,
             cgroup: None,
             threads: stat.threads,

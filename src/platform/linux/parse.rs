@@ -2,7 +2,7 @@
 //! tested on fixtures: a command name may hold spaces, `)` and invalid UTF-8, a file may be
 //! truncated, a zombie's cmdline is empty.
 
-use crate::model::{Bytes, Markers};
+use crate::model::{Argv, Markers};
 
 /// The fields of `/proc/PID/stat` we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,12 +113,8 @@ pub fn parse_status_uid(buf: &[u8]) -> Option<u32> {
 
 /// Splits `/proc/PID/cmdline` on NUL. A process that rewrote its argv into one
 /// space-separated string (setproctitle) yields one element; that is what it says it is.
-pub fn parse_cmdline(buf: &[u8]) -> Vec<Bytes> {
-    let buf = buf.strip_suffix(b"\0").unwrap_or(buf);
-    if buf.is_empty() {
-        return Vec::new();
-    }
-    buf.split(|&b| b == 0).map(|a| Bytes(a.to_vec())).collect()
+pub fn parse_cmdline(buf: &[u8]) -> Argv {
+    Argv::from_cmdline(buf)
 }
 
 /// Picks the job markers out of `/proc/PID/environ` without keeping anything else.
@@ -300,22 +296,33 @@ mod tests {
 
     #[test]
     fn cmdline_variants() {
-        assert_eq!(parse_cmdline(b""), Vec::<Bytes>::new());
+        assert!(parse_cmdline(b"").is_empty());
+        assert!(parse_cmdline(b"\0").is_empty());
+        let args = |buf: &[u8]| {
+            parse_cmdline(buf)
+                .iter()
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            parse_cmdline(b"python\0-m\0uvicorn\0"),
-            vec![
-                Bytes::from("python"),
-                Bytes::from("-m"),
-                Bytes::from("uvicorn")
-            ]
+            args(b"python\0-m\0uvicorn\0"),
+            [&b"python"[..], b"-m", b"uvicorn"]
         );
         // setproctitle style: one string with spaces, no trailing NUL.
         assert_eq!(
-            parse_cmdline(b"postgres: writer process"),
-            vec![Bytes::from("postgres: writer process")]
+            args(b"postgres: writer process"),
+            [&b"postgres: writer process"[..]]
         );
-        // An empty argument in the middle is kept.
+        // An empty argument in the middle is kept, and one at the end.
+        assert_eq!(args(b"a\0\0b\0"), [&b"a"[..], b"", b"b"]);
+        assert_eq!(args(b"a\0\0"), [&b"a"[..], b""]);
         assert_eq!(parse_cmdline(b"a\0\0b\0").len(), 3);
+        // Backwards, the same arguments.
+        let p = parse_cmdline(b"a\0\0bc\0");
+        assert_eq!(p.iter().rev().collect::<Vec<_>>(), [&b"bc"[..], b"", b"a"]);
+        assert_eq!(p.get(2), Some(&b"bc"[..]));
+        assert_eq!(p.get(3), None);
+        assert_eq!(p.as_cmdline(), b"a\0\0bc\0");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use rustix::net::RecvFlags;
 use super::netlink::NLMSG_HDRLEN;
 use super::netlink::{self, NLMSG_DONE};
 
-use crate::model::{Bytes, Markers, ProcessId};
+use crate::model::{Argv, Bytes, Markers, ProcessId};
 
 use super::parse::{parse_cmdline, parse_stat, scan_environ_markers, Stat};
 use super::procfs::{self, errno_text};
@@ -525,7 +525,7 @@ pub struct ProcFacts {
     pub comm: Bytes,
     /// A kernel thread: nothing more is read, and it is never the job's.
     pub kernel_thread: bool,
-    pub argv: Option<Vec<Bytes>>,
+    pub argv: Option<Argv>,
     pub markers: Option<Markers>,
     /// The pid namespace (`pid:[4026531836]`), read with the details.
     pub pid_ns: Option<String>,

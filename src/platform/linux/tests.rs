@@ -213,7 +213,7 @@ fn reads_a_fake_proc_tree() {
 
     let odd = by(13);
     assert_eq!(odd.comm.as_bytes(), b"a) (b \xff");
-    assert_eq!(odd.argv[0].as_bytes(), b"\xffbin");
+    assert_eq!(odd.argv.first(), Some(&b"\xffbin"[..]));
 
     let secret = by(15);
     assert!(secret.markers.is_empty());
