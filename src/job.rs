@@ -250,7 +250,7 @@ impl Job {
     pub fn discover_own_exe(proc_root: &Path) -> Option<Bytes> {
         std::fs::read_link(proc_root.join("self/exe"))
             .ok()
-            .map(|p| Bytes(p.into_os_string().into_encoded_bytes()))
+            .map(|p| Bytes::from(p.into_os_string().into_encoded_bytes()))
     }
 
     fn add_root(&mut self, id: ProcessId, kind: RootKind, depth: u32) {

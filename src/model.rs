@@ -7,6 +7,7 @@
 //! know rather than guess.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,8 +33,11 @@ impl fmt::Display for ProcessId {
 ///
 /// Serialised as a JSON string when the bytes are valid UTF-8, and as `{"hex": "..."}`
 /// otherwise, so nothing is lost and the common case stays readable.
+///
+/// Shared, not copied: a clone is a reference count, and a reading gives the processes
+/// that share a value (the same `exe`, `cwd` or name) one allocation of it.
 #[derive(Clone, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct Bytes(pub Vec<u8>);
+pub struct Bytes(Arc<[u8]>);
 
 impl Bytes {
     pub fn as_bytes(&self) -> &[u8] {
@@ -48,13 +52,25 @@ impl Bytes {
 
 impl From<&str> for Bytes {
     fn from(s: &str) -> Self {
-        Bytes(s.as_bytes().to_vec())
+        Bytes(Arc::from(s.as_bytes()))
+    }
+}
+
+impl From<&[u8]> for Bytes {
+    fn from(b: &[u8]) -> Self {
+        Bytes(Arc::from(b))
     }
 }
 
 impl From<Vec<u8>> for Bytes {
     fn from(v: Vec<u8>) -> Self {
-        Bytes(v)
+        Bytes(Arc::from(v))
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Bytes {
+    fn borrow(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -86,9 +102,9 @@ impl Serialize for Bytes {
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match BytesRepr::deserialize(d)? {
-            BytesRepr::Text(text) => Ok(Bytes(text.into_bytes())),
+            BytesRepr::Text(text) => Ok(Bytes::from(text.into_bytes())),
             BytesRepr::Hex { hex } => decode_hex(&hex)
-                .map(Bytes)
+                .map(Bytes::from)
                 .ok_or_else(|| serde::de::Error::custom("invalid hex in byte string")),
         }
     }
@@ -1052,17 +1068,17 @@ mod tests {
     #[test]
     fn bytes_round_trip_text_and_binary() {
         for raw in [b"plain".to_vec(), vec![0xff, b'a', 0x00, 0x80], vec![]] {
-            let b = Bytes(raw.clone());
+            let b = Bytes::from(raw.clone());
             let json = serde_json::to_string(&b).unwrap();
             let back: Bytes = serde_json::from_str(&json).unwrap();
-            assert_eq!(back.0, raw, "via {json}");
+            assert_eq!(back.as_bytes(), raw, "via {json}");
         }
         assert_eq!(
             serde_json::to_string(&Bytes::from("x y")).unwrap(),
             "\"x y\""
         );
         assert_eq!(
-            serde_json::to_string(&Bytes(vec![0xff, 0x01])).unwrap(),
+            serde_json::to_string(&Bytes::from(vec![0xff, 0x01])).unwrap(),
             r#"{"hex":"ff01"}"#
         );
     }
@@ -1088,7 +1104,7 @@ mod tests {
                 r.reverse();
                 r
             });
-            let old: Vec<Bytes> = args.iter().map(|a| Bytes(a.to_vec())).collect();
+            let old: Vec<Bytes> = args.iter().map(|a| Bytes::from(*a)).collect();
             let json = serde_json::to_string(&argv).unwrap();
             assert_eq!(json, serde_json::to_string(&old).unwrap());
             let back: Argv = serde_json::from_str(&json).unwrap();

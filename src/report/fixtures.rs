@@ -270,7 +270,7 @@ pub fn hostile() -> Built {
             "--token=ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
         ],
     );
-    evil.argv.push(Bytes(vec![0xff, 0xfe, b'x', 0x01]));
+    evil.argv.push(Bytes::from(vec![0xff, 0xfe, b'x', 0x01]));
     evil.markers = job_markers(
         "__run",
         Some("tests/test_x.py::test_evil[<img src=x onerror=alert(1)>|`a`,b:c] (call)"),

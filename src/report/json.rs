@@ -455,7 +455,7 @@ fn redact_report(report: &mut Report, secrets: &mut Secrets) {
         p.argv = redact::redact_argv(&p.argv, secrets);
         let comm: Argv = std::iter::once(p.comm.as_bytes()).collect();
         if let Some(comm) = redact::redact_argv(&comm, secrets).first() {
-            p.comm = Bytes(comm.to_vec());
+            p.comm = Bytes::from(comm);
         }
         if let Some(t) = p.markers.get_mut("PYTEST_CURRENT_TEST") {
             *t = redact::redact_text(t, secrets);

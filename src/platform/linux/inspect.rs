@@ -334,7 +334,7 @@ pub fn wchan(proc_root: &Path, pid: i32) -> Option<String> {
 pub fn cwd(proc_root: &Path, pid: i32) -> Option<Bytes> {
     std::fs::read_link(proc_root.join(pid.to_string()).join("cwd"))
         .ok()
-        .map(|p| Bytes(p.into_os_string().into_encoded_bytes()))
+        .map(|p| Bytes::from(p.into_os_string().into_encoded_bytes()))
 }
 
 /// The kernel stack of the main thread (`/proc/PID/stack`: root only), function names only.

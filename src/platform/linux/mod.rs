@@ -600,9 +600,22 @@ struct ProcReader {
     pin: bool,
     /// Our own pid, whose descriptors are not walked.
     me: i32,
+    /// The names, `exe` and `cwd` links read so far: thousands of processes share them,
+    /// and each value is kept once (see [`ProcReader::shared`]).
+    seen: HashSet<Bytes>,
 }
 
 impl ProcReader {
+    /// `value` as [`Bytes`], shared with every process of this reading that has it.
+    fn shared(&mut self, value: &[u8]) -> Bytes {
+        if let Some(known) = self.seen.get(value) {
+            return known.clone();
+        }
+        let new = Bytes::from(value);
+        self.seen.insert(new.clone());
+        new
+    }
+
     /// A reader for the procfs at `root`, which it opens once (or reads by path if it
     /// cannot).
     fn at(root: &Path) -> ProcReader {
@@ -666,7 +679,7 @@ impl ProcReader {
             sid: stat.sid,
             uid: None,
             state: stat.state,
-            comm: Bytes(stat.comm.clone()),
+            comm: self.shared(&stat.comm),
             exe: None,
             argv: Argv::default(),
             cwd: None,
@@ -741,13 +754,18 @@ impl ProcReader {
             Err(e) if is_gone(e) => return Err(GONE),
             Err(e) => p.unreadable.push(format!("environ: {}", errno_text(e))),
         }
-        for (name, slot) in [("exe", &mut p.exe), ("cwd", &mut p.cwd)] {
+        for name in ["exe", "cwd"] {
             match rustix::fs::readlinkat(&dir, name, std::mem::take(&mut self.link)) {
-                // Copied out exactly: readlinkat reserves 256 bytes, and a sweep keeps
-                // thousands of these; its buffer is reused.
+                // Copied out exactly, or shared: readlinkat reserves 256 bytes, and a sweep
+                // keeps thousands of these; its buffer is reused.
                 Ok(target) => {
                     let target = target.into_bytes();
-                    *slot = Some(Bytes(target.as_slice().to_vec()));
+                    let value = Some(self.shared(&target));
+                    if name == "exe" {
+                        p.exe = value;
+                    } else {
+                        p.cwd = value;
+                    }
                     self.link = target;
                 }
                 Err(e) if is_gone(e) => return Err(GONE),

@@ -127,7 +127,7 @@ pub fn parse_unix(buf: &[u8]) -> Vec<Listener> {
                 ip_version: None,
                 address: None,
                 port: None,
-                path: (!path.is_empty()).then(|| Bytes(path.to_vec())),
+                path: (!path.is_empty()).then(|| Bytes::from(path)),
                 kind: Some(kind),
                 inode: ascii_num(fields[6])?,
                 uid: None,

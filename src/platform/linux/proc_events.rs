@@ -602,7 +602,7 @@ fn facts_of(pid: i32, stat: Stat) -> ProcFacts {
         ppid: stat.ppid,
         state: stat.state,
         kernel_thread: stat.is_kernel_thread(),
-        comm: Bytes(stat.comm),
+        comm: Bytes::from(stat.comm),
         argv: None,
         markers: None,
         pid_ns: None,

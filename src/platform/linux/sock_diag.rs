@@ -285,7 +285,7 @@ fn parse_unix(msg: &[u8]) -> Option<Listener> {
         .find(|&(kind, _)| kind == UNIX_DIAG_NAME)
         .map(|(_, name)| unix_name(name))
         .filter(|name| !name.is_empty())
-        .map(Bytes);
+        .map(Bytes::from);
     Some(Listener {
         protocol: Protocol::Unix,
         ip_version: None,
@@ -393,7 +393,7 @@ mod tests {
             ip_version: None,
             address: None,
             port: None,
-            path: Some(Bytes(path.to_vec())),
+            path: Some(Bytes::from(path)),
             kind: Some(kind),
             inode,
             uid: None,

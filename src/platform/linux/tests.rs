@@ -369,6 +369,25 @@ fn many_processes_read_by_several_threads_match_one_thread() {
         }
     }
     assert_eq!(many.processes, expected);
+    // A name, `exe` or `cwd` that many processes share is kept once per reading thread,
+    // not copied into each.
+    let copies = |field: fn(&Process) -> Option<&Bytes>| {
+        many.processes
+            .iter()
+            .filter(|p| p.comm.as_bytes() == b"worker")
+            .filter_map(field)
+            .map(|b| b.as_bytes().as_ptr())
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    assert!(many.processes.len() > 2 * super::MAX_READERS);
+    for (what, n) in [
+        ("comm", copies(|p| Some(&p.comm))),
+        ("exe", copies(|p| p.exe.as_ref())),
+        ("cwd", copies(|p| p.cwd.as_ref())),
+    ] {
+        assert!((1..=super::MAX_READERS).contains(&n), "{what}: {n} copies");
+    }
     let unreadable: Vec<&String> = many.unreadable.iter().map(|u| &u.what).collect();
     assert_eq!(unreadable, gone.iter().collect::<Vec<_>>());
     assert!(many.listeners.iter().any(|l| !l.owners.is_empty()));
