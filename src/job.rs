@@ -293,7 +293,7 @@ impl Job {
                     // Ours (from the environment) is the more specific: a `run` inside
                     // the job appended to the chain.
                     Some(_) => {}
-                    None => self.markers.set(var, theirs.clone()),
+                    None => self.markers.set(var, theirs.to_owned()),
                 }
             }
         }

@@ -475,10 +475,10 @@ impl Markers {
     }
 
     /// The identity markers that are set, as `(variable, value)`, most specific first.
-    pub fn identity_pairs(&self) -> impl Iterator<Item = (&'static str, &String)> + '_ {
+    pub fn identity_pairs(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
         JOB_MARKERS
             .iter()
-            .filter_map(|k| self.get(k.var).map(|v| (k.var, v)))
+            .filter_map(|k| self.get(k.var).map(|v| (k.var, v.as_str())))
     }
 
     /// Whose job a process with these markers is, for a job whose identity markers are
@@ -493,7 +493,7 @@ impl Markers {
 }
 
 /// [`Markers::belongs_to`] for a process's identity markers, `(variable, value)`.
-fn belongs<'a>(pairs: impl Iterator<Item = (&'static str, &'a String)>, job: &Markers) -> Belongs {
+fn belongs<'a>(pairs: impl Iterator<Item = (&'static str, &'a str)>, job: &Markers) -> Belongs {
     let mut ours = None;
     let mut other_kind = None;
     for (var, value) in pairs {
@@ -521,8 +521,10 @@ fn belongs<'a>(pairs: impl Iterator<Item = (&'static str, &'a String)>, job: &Ma
 /// files and reports read back the same whichever wrote them.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct MarkerSet {
-    /// `(index in Markers::NAMES, value)`, in that order, one per variable.
-    values: Vec<(u8, String)>,
+    /// `(index in Markers::NAMES, value)`, in that order, one per variable. A value is
+    /// shared: the processes of one job have the same markers, and a reading keeps each
+    /// value once (see [`MarkerSet::from_shared`]).
+    values: Vec<(u8, Arc<str>)>,
     /// Markers (by variable name) that are not in the process's own environment but were
     /// inherited, through the guard's lineage, from the nearest ancestor that had them.
     pub inherited: Vec<String>,
@@ -559,7 +561,7 @@ macro_rules! marker_getters {
             $(
                 #[doc = concat!("The value of `", $var, "`.")]
                 pub fn $field(&self) -> Option<&str> {
-                    self.get($var).map(String::as_str)
+                    self.get($var)
                 }
             )*
         }
@@ -597,6 +599,7 @@ impl MarkerSet {
         let Some(i) = marker_index(name) else {
             return;
         };
+        let value = Arc::from(value);
         match self.values.binary_search_by_key(&i, |(k, _)| *k) {
             Ok(at) => self.values[at].1 = value,
             Err(at) => self.values.insert(at, (i, value)),
@@ -604,19 +607,25 @@ impl MarkerSet {
     }
 
     /// The value of the marker `name` (one of [`Markers::NAMES`]).
-    pub fn get(&self, name: &str) -> Option<&String> {
-        self.find(name).ok().map(|at| &self.values[at].1)
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.find(name).ok().map(|at| &*self.values[at].1)
     }
 
     /// Removes the marker `name`, and gives its value.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        self.find(name).ok().map(|at| self.values.remove(at).1)
+        self.find(name)
+            .ok()
+            .map(|at| self.values.remove(at).1.to_string())
     }
 
-    /// The value of the marker `name`, to change in place (an empty value is a value still).
-    pub fn get_mut(&mut self, name: &str) -> Option<&mut String> {
-        self.find(name).ok().map(|at| &mut self.values[at].1)
+    /// Replaces the value of the marker `name`, if it is set, by `change` of it (an empty
+    /// value is a value still).
+    pub fn change(&mut self, name: &str, change: impl FnOnce(&str) -> String) {
+        if let Ok(at) = self.find(name) {
+            let value = &mut self.values[at].1;
+            *value = Arc::from(change(value));
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -624,14 +633,14 @@ impl MarkerSet {
     }
 
     /// The markers that are set, as `(variable, value)`, in [`Markers::NAMES`] order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &String)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
         self.values
             .iter()
-            .map(|(i, v)| (Markers::NAMES[usize::from(*i)], v))
+            .map(|(i, v)| (Markers::NAMES[usize::from(*i)], &**v))
     }
 
     /// The identity markers that are set, as `(variable, value)`, most specific first.
-    pub fn identity_pairs(&self) -> impl Iterator<Item = (&'static str, &String)> + '_ {
+    pub fn identity_pairs(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
         JOB_MARKERS
             .iter()
             .filter_map(|k| self.get(k.var).map(|v| (k.var, v)))
@@ -643,12 +652,13 @@ impl MarkerSet {
     }
 }
 
-impl From<Markers> for MarkerSet {
-    fn from(mut m: Markers) -> MarkerSet {
+impl MarkerSet {
+    /// From `m`, with each value made by `share` (which may give one already shared).
+    pub fn from_shared(mut m: Markers, mut share: impl FnMut(String) -> Arc<str>) -> MarkerSet {
         let mut values = Vec::new();
         for (i, name) in Markers::NAMES.iter().enumerate() {
             if let Some(v) = m.slot(name).and_then(Option::take) {
-                values.push((i as u8, v));
+                values.push((i as u8, share(v)));
             }
         }
         values.shrink_to_fit();
@@ -659,11 +669,17 @@ impl From<Markers> for MarkerSet {
     }
 }
 
+impl From<Markers> for MarkerSet {
+    fn from(m: Markers) -> MarkerSet {
+        MarkerSet::from_shared(m, Arc::from)
+    }
+}
+
 impl fmt::Debug for MarkerSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("MarkerSet");
         for (name, v) in self.iter() {
-            s.field(name, v);
+            s.field(name, &v);
         }
         if !self.inherited.is_empty() {
             s.field("inherited", &self.inherited);
@@ -681,7 +697,7 @@ impl Serialize for MarkerSet {
         let mut at = self.values.iter().peekable();
         for (i, field) in MARKER_FIELDS.iter().enumerate() {
             match at.next_if(|(k, _)| usize::from(*k) == i) {
-                Some((_, v)) => st.serialize_field(field, v)?,
+                Some((_, v)) => st.serialize_field(field, &**v)?,
                 None => st.skip_field(field)?,
             }
         }
@@ -1007,7 +1023,7 @@ mod tests {
             assert_eq!(serde_json::to_string(&back).unwrap(), json);
             assert_eq!(set.is_empty(), m.is_empty(), "{json}");
             for name in Markers::NAMES {
-                assert_eq!(set.get(name), m.get(name), "{name}");
+                assert_eq!(set.get(name), m.get(name).map(String::as_str), "{name}");
             }
             assert_eq!(
                 set.identity_pairs().collect::<Vec<_>>(),
@@ -1054,10 +1070,11 @@ mod tests {
         job.set("CI_JANITOR_RUN", "inner".into());
         assert_eq!(set.belongs_to(&job), m.belongs_to(&job));
         assert_eq!(set.belongs_to(&job), Belongs::Ours("CI_JANITOR_RUN"));
-        if let Some(t) = set.get_mut("PYTEST_CURRENT_TEST") {
-            t.push_str(" x");
-        }
+        set.change("PYTEST_CURRENT_TEST", |t| format!("{t} x"));
         assert_eq!(set.pytest_current_test(), Some("t.py::a (call) x"));
+        // A marker that is not set stays unset.
+        set.change("GITHUB_JOB", |t| format!("{t} x"));
+        assert_eq!(set.github_job(), None);
         assert_eq!(set.remove("CI_JANITOR_RUN").as_deref(), Some("outer:inner"));
         assert_eq!(
             set.belongs_to(&job),

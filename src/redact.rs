@@ -105,9 +105,8 @@ pub fn redact_snapshot(snap: &mut Snapshot) -> Secrets {
     let mut secrets = Secrets::default();
     for p in &mut snap.processes {
         p.argv = redact_argv(&p.argv, &mut secrets);
-        if let Some(t) = p.markers.get_mut("PYTEST_CURRENT_TEST") {
-            *t = redact_text(t, &mut secrets);
-        }
+        p.markers
+            .change("PYTEST_CURRENT_TEST", |t| redact_text(t, &mut secrets));
     }
     secrets
 }

@@ -120,7 +120,7 @@ pub fn capture(input: &CaptureInput<'_>) -> Hang {
         } else {
             argv.join_lossy()
         };
-        let marker = |name: &str| p.markers.get(name).cloned();
+        let marker = |name: &str| p.markers.get(name).map(str::to_owned);
         hang.processes.push(HangProcess {
             pid: p.id.pid,
             start_ticks: p.id.start_ticks,

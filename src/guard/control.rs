@@ -106,7 +106,7 @@ pub fn start(opts: &StartOptions, env: Env<'_>) -> Result<Started, GuardError> {
                 .identity_pairs()
             {
                 if markers.get(var).is_none() {
-                    markers.set(var, value.clone());
+                    markers.set(var, value.to_owned());
                 }
             }
         }

@@ -256,7 +256,12 @@ impl PipeWatch {
         loop {
             let now = crate::platform::read_one(&self.proc_root, pid)
                 .filter(|p| !p.argv.is_empty())
-                .map(|p| (command(&p.argv), p.markers.get("GITHUB_ACTION").cloned()));
+                .map(|p| {
+                    (
+                        command(&p.argv),
+                        p.markers.get("GITHUB_ACTION").map(str::to_owned),
+                    )
+                });
             let settled = std::time::Instant::now() >= until;
             match now {
                 Some((c, step)) if c != parents || settled => return (c, step),

@@ -457,9 +457,8 @@ fn redact_report(report: &mut Report, secrets: &mut Secrets) {
         if let Some(comm) = redact::redact_argv(&comm, secrets).first() {
             p.comm = Bytes::from(comm);
         }
-        if let Some(t) = p.markers.get_mut("PYTEST_CURRENT_TEST") {
-            *t = redact::redact_text(t, secrets);
-        }
+        p.markers
+            .change("PYTEST_CURRENT_TEST", |t| redact::redact_text(t, secrets));
     }
     report.redacted_values = report.redacted_values.max(secrets.len());
 }

@@ -130,17 +130,17 @@ pub fn compute(processes: &[ReportProcess]) -> Vec<Signature> {
                 steps: tally(
                     members
                         .iter()
-                        .filter_map(|p| p.markers.get("GITHUB_ACTION").cloned()),
+                        .filter_map(|p| p.markers.get("GITHUB_ACTION").map(str::to_owned)),
                 ),
                 tests: tally(
                     members
                         .iter()
-                        .filter_map(|p| p.markers.get("PYTEST_CURRENT_TEST").cloned()),
+                        .filter_map(|p| p.markers.get("PYTEST_CURRENT_TEST").map(str::to_owned)),
                 ),
                 xdist_workers: tally(
                     members
                         .iter()
-                        .filter_map(|p| p.markers.get("PYTEST_XDIST_WORKER").cloned()),
+                        .filter_map(|p| p.markers.get("PYTEST_XDIST_WORKER").map(str::to_owned)),
                 )
                 .into_iter()
                 .map(|t| t.value)

@@ -371,20 +371,24 @@ fn many_processes_read_by_several_threads_match_one_thread() {
     assert_eq!(many.processes, expected);
     // A name, `exe` or `cwd` that many processes share is kept once per reading thread,
     // not copied into each.
-    let copies = |field: fn(&Process) -> Option<&Bytes>| {
+    let copies = |field: fn(&Process) -> Option<&[u8]>| {
         many.processes
             .iter()
             .filter(|p| p.comm.as_bytes() == b"worker")
             .filter_map(field)
-            .map(|b| b.as_bytes().as_ptr())
+            .map(<[u8]>::as_ptr)
             .collect::<HashSet<_>>()
             .len()
     };
     assert!(many.processes.len() > 2 * super::MAX_READERS);
     for (what, n) in [
-        ("comm", copies(|p| Some(&p.comm))),
-        ("exe", copies(|p| p.exe.as_ref())),
-        ("cwd", copies(|p| p.cwd.as_ref())),
+        ("comm", copies(|p| Some(p.comm.as_bytes()))),
+        ("exe", copies(|p| p.exe.as_ref().map(Bytes::as_bytes))),
+        ("cwd", copies(|p| p.cwd.as_ref().map(Bytes::as_bytes))),
+        (
+            "marker",
+            copies(|p| p.markers.runner_tracking_id().map(str::as_bytes)),
+        ),
     ] {
         assert!((1..=super::MAX_READERS).contains(&n), "{what}: {n} copies");
     }
