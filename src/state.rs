@@ -396,6 +396,20 @@ mod tests {
         let again = decode(&path, &std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(again, s);
         assert_eq!(serde_json::to_string(&again).unwrap(), snapshot);
+        // An argument holding a NUL byte, which no kernel gives and no version wrote from
+        // /proc (earlier versions read it back; this one refuses the file, and a refused
+        // state file kills nothing).
+        let forged = snapshot.replace(r#"{"hex":"ff01"}"#, r#"{"hex":"ff00"}"#);
+        let file = format!(
+            r#"{{"kind":"{KIND}","schema_version":{SCHEMA_VERSION},"snapshot_sha256":"{}","snapshot":{forged}}}"#,
+            digest(forged.as_bytes())
+        );
+        match decode(Path::new("old.json"), file.as_bytes()) {
+            Err(StateError::Corrupt { detail, .. }) => {
+                assert!(detail.contains("NUL byte"), "{detail}")
+            }
+            other => panic!("a NUL inside an argument was read: {other:?}"),
+        }
     }
 
     #[test]
