@@ -521,14 +521,17 @@ fn belongs<'a>(pairs: impl Iterator<Item = (&'static str, &'a str)>, job: &Marke
 /// files and reports read back the same whichever wrote them.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct MarkerSet {
-    /// `(index in Markers::NAMES, value)`, in that order, one per variable. A value is
-    /// shared: the processes of one job have the same markers, and a reading keeps each
-    /// value once (see [`MarkerSet::from_shared`]).
-    values: Vec<(u8, Arc<str>)>,
+    /// `(index in Markers::NAMES, value)`, in that order, one per variable. Shared, and
+    /// replaced whole when it changes: the processes of one job carry the same markers,
+    /// and a reading keeps each set of them once (see [`MarkerSharing`]).
+    values: MarkerValues,
     /// Markers (by variable name) that are not in the process's own environment but were
     /// inherited, through the guard's lineage, from the nearest ancestor that had them.
     pub inherited: Vec<String>,
 }
+
+/// A marker set's values: `(index in Markers::NAMES, value)`, in that order.
+type MarkerValues = Arc<[(u8, Arc<str>)]>;
 
 /// The JSON field of each of [`Markers::NAMES`], in the same order.
 const MARKER_FIELDS: [&str; 11] = [
@@ -600,10 +603,12 @@ impl MarkerSet {
             return;
         };
         let value = Arc::from(value);
-        match self.values.binary_search_by_key(&i, |(k, _)| *k) {
-            Ok(at) => self.values[at].1 = value,
-            Err(at) => self.values.insert(at, (i, value)),
+        let mut values = self.values.to_vec();
+        match values.binary_search_by_key(&i, |(k, _)| *k) {
+            Ok(at) => values[at].1 = value,
+            Err(at) => values.insert(at, (i, value)),
         }
+        self.values = Arc::from(values);
     }
 
     /// The value of the marker `name` (one of [`Markers::NAMES`]).
@@ -614,17 +619,20 @@ impl MarkerSet {
     /// Removes the marker `name`, and gives its value.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        self.find(name)
-            .ok()
-            .map(|at| self.values.remove(at).1.to_string())
+        let at = self.find(name).ok()?;
+        let mut values = self.values.to_vec();
+        let (_, value) = values.remove(at);
+        self.values = Arc::from(values);
+        Some(value.to_string())
     }
 
     /// Replaces the value of the marker `name`, if it is set, by `change` of it (an empty
     /// value is a value still).
     pub fn change(&mut self, name: &str, change: impl FnOnce(&str) -> String) {
         if let Ok(at) = self.find(name) {
-            let value = &mut self.values[at].1;
-            *value = Arc::from(change(value));
+            let mut values = self.values.to_vec();
+            values[at].1 = Arc::from(change(&values[at].1));
+            self.values = Arc::from(values);
         }
     }
 
@@ -652,26 +660,62 @@ impl MarkerSet {
     }
 }
 
-impl MarkerSet {
-    /// From `m`, with each value made by `share` (which may give one already shared).
-    pub fn from_shared(mut m: Markers, mut share: impl FnMut(String) -> Arc<str>) -> MarkerSet {
-        let mut values = Vec::new();
-        for (i, name) in Markers::NAMES.iter().enumerate() {
-            if let Some(v) = m.slot(name).and_then(Option::take) {
-                values.push((i as u8, share(v)));
-            }
+/// The values of `m`'s markers, in [`Markers::NAMES`] order, each made by `share`.
+fn marker_values(
+    m: &mut Markers,
+    mut share: impl FnMut(String) -> Arc<str>,
+) -> Vec<(u8, Arc<str>)> {
+    let mut values = Vec::new();
+    for (i, name) in Markers::NAMES.iter().enumerate() {
+        if let Some(v) = m.slot(name).and_then(Option::take) {
+            values.push((i as u8, share(v)));
         }
-        values.shrink_to_fit();
+    }
+    values
+}
+
+impl From<Markers> for MarkerSet {
+    fn from(mut m: Markers) -> MarkerSet {
         MarkerSet {
-            values,
+            values: Arc::from(marker_values(&mut m, Arc::from)),
             inherited: m.inherited,
         }
     }
 }
 
-impl From<Markers> for MarkerSet {
-    fn from(m: Markers) -> MarkerSet {
-        MarkerSet::from_shared(m, Arc::from)
+/// Keeps one copy of each marker value, and of each set of them, for the processes of one
+/// reading: thousands of a job's processes carry the same markers (five under GitHub
+/// Actions), which would otherwise be copied into each.
+#[derive(Debug, Default)]
+pub struct MarkerSharing {
+    values: std::collections::HashSet<Arc<str>>,
+    sets: std::collections::HashSet<MarkerValues>,
+}
+
+impl MarkerSharing {
+    /// `m` as a [`MarkerSet`] whose values, and whose set of them, are shared with every
+    /// other made by this.
+    pub fn set_of(&mut self, mut m: Markers) -> MarkerSet {
+        let values = marker_values(&mut m, |v| match self.values.get(v.as_str()) {
+            Some(known) => Arc::clone(known),
+            None => {
+                let new: Arc<str> = Arc::from(v);
+                self.values.insert(Arc::clone(&new));
+                new
+            }
+        });
+        let values = match self.sets.get(values.as_slice()) {
+            Some(known) => Arc::clone(known),
+            None => {
+                let new: MarkerValues = Arc::from(values);
+                self.sets.insert(Arc::clone(&new));
+                new
+            }
+        };
+        MarkerSet {
+            values,
+            inherited: m.inherited,
+        }
     }
 }
 
@@ -1097,6 +1141,43 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Bytes::from(vec![0xff, 0x01])).unwrap(),
             r#"{"hex":"ff01"}"#
+        );
+    }
+
+    /// Equal marker sets read from different processes are one allocation; a change to one
+    /// process's set leaves the others as they were; different sets stay apart.
+    #[test]
+    fn shared_marker_sets_are_one_copy_and_change_apart() {
+        let markers = |job: &str, step: &str| {
+            let mut m = Markers::default();
+            m.set("RUNNER_TRACKING_ID", "github_1".into());
+            m.set("GITHUB_JOB", job.into());
+            m.set("GITHUB_ACTION", step.into());
+            m
+        };
+        let mut sharing = MarkerSharing::default();
+        let mut a = sharing.set_of(markers("test", "__run_2"));
+        let b = sharing.set_of(markers("test", "__run_2"));
+        let c = sharing.set_of(markers("test", "__run_3"));
+        assert!(Arc::ptr_eq(&a.values, &b.values));
+        assert!(!Arc::ptr_eq(&a.values, &c.values));
+        assert_eq!(a, MarkerSet::from(markers("test", "__run_2")));
+        assert_eq!(c.github_action(), Some("__run_3"));
+        // The value both sets hold is one copy too.
+        assert!(std::ptr::eq(
+            a.github_job().unwrap().as_ptr(),
+            c.github_job().unwrap().as_ptr()
+        ));
+        a.change("GITHUB_ACTION", |v| format!("{v}x"));
+        a.set("PYTEST_XDIST_WORKER", "gw0".into());
+        assert_eq!(a.github_action(), Some("__run_2x"));
+        assert_eq!(b.github_action(), Some("__run_2"));
+        assert_eq!(b.pytest_xdist_worker(), None);
+        assert_eq!(a.remove("PYTEST_XDIST_WORKER").as_deref(), Some("gw0"));
+        assert_eq!(b, sharing.set_of(markers("test", "__run_2")));
+        assert_eq!(
+            serde_json::to_string(&b).unwrap(),
+            serde_json::to_string(&markers("test", "__run_2")).unwrap()
         );
     }
 

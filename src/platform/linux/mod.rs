@@ -26,15 +26,14 @@ pub use sigqueue::{Caught, SignalQueue};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::model::{
-    Argv, Bytes, Listener, Machine, MarkerSet, Process, ProcessId, Protocol, Snapshot, Unreadable,
-    SCHEMA_VERSION,
+    Argv, Bytes, Listener, Machine, MarkerSharing, Process, ProcessId, Protocol, Snapshot,
+    Unreadable, SCHEMA_VERSION,
 };
 
 use parse::{parse_cgroup, parse_cmdline, parse_stat, parse_status_uid, scan_environ_markers};
@@ -616,7 +615,7 @@ struct ProcReader {
     /// and each value is kept once (see [`ProcReader::shared`]). The same for the values
     /// of job markers.
     seen: HashSet<Bytes>,
-    seen_markers: HashSet<Arc<str>>,
+    markers: MarkerSharing,
 }
 
 impl ProcReader {
@@ -627,16 +626,6 @@ impl ProcReader {
         }
         let new = Bytes::from(value);
         self.seen.insert(new.clone());
-        new
-    }
-
-    /// `value` as a marker value, shared with every process of this reading that has it.
-    fn shared_marker(&mut self, value: String) -> Arc<str> {
-        if let Some(known) = self.seen_markers.get(value.as_str()) {
-            return Arc::clone(known);
-        }
-        let new: Arc<str> = Arc::from(value);
-        self.seen_markers.insert(Arc::clone(&new));
         new
     }
 
@@ -776,7 +765,7 @@ impl ProcReader {
         match self.read_file(&dir, "environ") {
             Ok(buf) => {
                 let found = scan_environ_markers(buf);
-                p.markers = MarkerSet::from_shared(found, |v| self.shared_marker(v));
+                p.markers = self.markers.set_of(found);
             }
             Err(e) if is_gone(e) => return Err(GONE),
             Err(e) => p.unreadable.push(format!("environ: {}", errno_text(e))),
