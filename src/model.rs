@@ -608,7 +608,7 @@ impl MarkerSet {
             Ok(at) => values[at].1 = value,
             Err(at) => values.insert(at, (i, value)),
         }
-        self.values = Arc::from(values);
+        self.values = shared_values(values);
     }
 
     /// The value of the marker `name` (one of [`Markers::NAMES`]).
@@ -622,7 +622,7 @@ impl MarkerSet {
         let at = self.find(name).ok()?;
         let mut values = self.values.to_vec();
         let (_, value) = values.remove(at);
-        self.values = Arc::from(values);
+        self.values = shared_values(values);
         Some(value.to_string())
     }
 
@@ -632,7 +632,7 @@ impl MarkerSet {
         if let Ok(at) = self.find(name) {
             let mut values = self.values.to_vec();
             values[at].1 = Arc::from(change(&values[at].1));
-            self.values = Arc::from(values);
+            self.values = shared_values(values);
         }
     }
 
@@ -660,6 +660,16 @@ impl MarkerSet {
     }
 }
 
+/// `values` as a set's values; no allocation for none (most processes of a snapshot carry
+/// no marker, and an empty `Arc` slice is one shared, static value).
+fn shared_values(values: Vec<(u8, Arc<str>)>) -> MarkerValues {
+    if values.is_empty() {
+        MarkerValues::default()
+    } else {
+        Arc::from(values)
+    }
+}
+
 /// The values of `m`'s markers, in [`Markers::NAMES`] order, each made by `share`.
 fn marker_values(
     m: &mut Markers,
@@ -677,7 +687,7 @@ fn marker_values(
 impl From<Markers> for MarkerSet {
     fn from(mut m: Markers) -> MarkerSet {
         MarkerSet {
-            values: Arc::from(marker_values(&mut m, Arc::from)),
+            values: shared_values(marker_values(&mut m, Arc::from)),
             inherited: m.inherited,
         }
     }
@@ -707,7 +717,7 @@ impl MarkerSharing {
         let values = match self.sets.get(values.as_slice()) {
             Some(known) => Arc::clone(known),
             None => {
-                let new: MarkerValues = Arc::from(values);
+                let new = shared_values(values);
                 self.sets.insert(Arc::clone(&new));
                 new
             }
@@ -1175,6 +1185,16 @@ mod tests {
         assert_eq!(b.pytest_xdist_worker(), None);
         assert_eq!(a.remove("PYTEST_XDIST_WORKER").as_deref(), Some("gw0"));
         assert_eq!(b, sharing.set_of(markers("test", "__run_2")));
+        // No markers: the one empty set, allocated by nobody.
+        let none = MarkerSet::default();
+        assert!(Arc::ptr_eq(
+            &MarkerSet::from(Markers::default()).values,
+            &none.values
+        ));
+        assert!(Arc::ptr_eq(
+            &sharing.set_of(Markers::default()).values,
+            &none.values
+        ));
         assert_eq!(
             serde_json::to_string(&b).unwrap(),
             serde_json::to_string(&markers("test", "__run_2")).unwrap()
