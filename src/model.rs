@@ -6,6 +6,7 @@
 //! that removes or re-means a field bumps the version; readers refuse versions they do not
 //! know rather than guess.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -65,6 +66,12 @@ impl From<&[u8]> for Bytes {
 impl From<Vec<u8>> for Bytes {
     fn from(v: Vec<u8>) -> Self {
         Bytes(Arc::from(v))
+    }
+}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -166,12 +173,16 @@ impl Argv {
         self.iter().next()
     }
 
+    /// The arguments for people, each one lossily decoded.
+    pub fn lossy_args(&self) -> Vec<String> {
+        self.iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
     /// The arguments joined by spaces, for people (each one lossily decoded).
     pub fn join_lossy(&self) -> String {
-        self.iter()
-            .map(String::from_utf8_lossy)
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.lossy_args().join(" ")
     }
 
     /// The arguments as one NUL-terminated run, as `/proc/PID/cmdline` gives them.
@@ -233,12 +244,6 @@ impl<A: AsRef<[u8]>> FromIterator<A> for Argv {
 impl<const N: usize> From<[&str; N]> for Argv {
     fn from(args: [&str; N]) -> Self {
         args.into_iter().collect()
-    }
-}
-
-impl AsRef<[u8]> for Bytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
     }
 }
 
@@ -523,7 +528,7 @@ fn belongs<'a>(pairs: impl Iterator<Item = (&'static str, &'a str)>, job: &Marke
 pub struct MarkerSet {
     /// `(index in Markers::NAMES, value)`, in that order, one per variable. Shared, and
     /// replaced whole when it changes: the processes of one job carry the same markers,
-    /// and a reading keeps each set of them once (see [`MarkerSharing`]).
+    /// and a reading keeps each set of them once (see [`Sharing`]).
     values: MarkerValues,
     /// Markers (by variable name) that are not in the process's own environment but were
     /// inherited, through the guard's lineage, from the nearest ancestor that had them.
@@ -603,12 +608,20 @@ impl MarkerSet {
             return;
         };
         let value = Arc::from(value);
+        self.edit(
+            |values| match values.binary_search_by_key(&i, |(k, _)| *k) {
+                Ok(at) => values[at].1 = value,
+                Err(at) => values.insert(at, (i, value)),
+            },
+        );
+    }
+
+    /// Changes the values through a copy of them: the set may be shared.
+    fn edit<R>(&mut self, change: impl FnOnce(&mut Vec<(u8, Arc<str>)>) -> R) -> R {
         let mut values = self.values.to_vec();
-        match values.binary_search_by_key(&i, |(k, _)| *k) {
-            Ok(at) => values[at].1 = value,
-            Err(at) => values.insert(at, (i, value)),
-        }
+        let out = change(&mut values);
         self.values = shared_values(values);
+        out
     }
 
     /// The value of the marker `name` (one of [`Markers::NAMES`]).
@@ -620,9 +633,7 @@ impl MarkerSet {
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn remove(&mut self, name: &str) -> Option<String> {
         let at = self.find(name).ok()?;
-        let mut values = self.values.to_vec();
-        let (_, value) = values.remove(at);
-        self.values = shared_values(values);
+        let (_, value) = self.edit(|values| values.remove(at));
         Some(value.to_string())
     }
 
@@ -630,9 +641,7 @@ impl MarkerSet {
     /// value is a value still).
     pub fn change(&mut self, name: &str, change: impl FnOnce(&str) -> String) {
         if let Ok(at) = self.find(name) {
-            let mut values = self.values.to_vec();
-            values[at].1 = Arc::from(change(&values[at].1));
-            self.values = shared_values(values);
+            self.edit(|values| values[at].1 = Arc::from(change(&values[at].1)));
         }
     }
 
@@ -693,35 +702,47 @@ impl From<Markers> for MarkerSet {
     }
 }
 
-/// Keeps one copy of each marker value, and of each set of them, for the processes of one
-/// reading: thousands of a job's processes carry the same markers (five under GitHub
-/// Actions), which would otherwise be copied into each.
+/// Keeps one copy of each value that many processes of one reading share: their names,
+/// `exe` and `cwd`, the values of their markers and whole sets of markers (thousands of a
+/// job's processes carry the same five under GitHub Actions), which would otherwise be
+/// copied into each.
 #[derive(Debug, Default)]
-pub struct MarkerSharing {
-    values: std::collections::HashSet<Arc<str>>,
-    sets: std::collections::HashSet<MarkerValues>,
+pub struct Sharing {
+    bytes: HashSet<Bytes>,
+    marker_values: HashSet<Arc<str>>,
+    marker_sets: HashSet<MarkerValues>,
 }
 
-impl MarkerSharing {
+/// The copy of `value` in `seen`, or a new one (`make`) kept there.
+fn one_copy<T, Q>(seen: &mut HashSet<T>, value: &Q, make: impl FnOnce() -> T) -> T
+where
+    T: std::borrow::Borrow<Q> + std::hash::Hash + Eq + Clone,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(known) = seen.get(value) {
+        return known.clone();
+    }
+    let new = make();
+    seen.insert(new.clone());
+    new
+}
+
+impl Sharing {
+    /// `value` as [`Bytes`], shared with every other made by this.
+    pub fn bytes(&mut self, value: &[u8]) -> Bytes {
+        one_copy(&mut self.bytes, value, || Bytes::from(value))
+    }
+
     /// `m` as a [`MarkerSet`] whose values, and whose set of them, are shared with every
     /// other made by this.
-    pub fn set_of(&mut self, mut m: Markers) -> MarkerSet {
-        let values = marker_values(&mut m, |v| match self.values.get(v.as_str()) {
-            Some(known) => Arc::clone(known),
-            None => {
-                let new: Arc<str> = Arc::from(v);
-                self.values.insert(Arc::clone(&new));
-                new
-            }
+    pub fn markers(&mut self, mut m: Markers) -> MarkerSet {
+        let seen = &mut self.marker_values;
+        let values = marker_values(&mut m, |v| {
+            one_copy(seen, v.as_str(), || Arc::from(v.as_str()))
         });
-        let values = match self.sets.get(values.as_slice()) {
-            Some(known) => Arc::clone(known),
-            None => {
-                let new = shared_values(values);
-                self.sets.insert(Arc::clone(&new));
-                new
-            }
-        };
+        let values = one_copy(&mut self.marker_sets, values.as_slice(), || {
+            shared_values(values.clone())
+        });
         MarkerSet {
             values,
             inherited: m.inherited,
@@ -1165,10 +1186,10 @@ mod tests {
             m.set("GITHUB_ACTION", step.into());
             m
         };
-        let mut sharing = MarkerSharing::default();
-        let mut a = sharing.set_of(markers("test", "__run_2"));
-        let b = sharing.set_of(markers("test", "__run_2"));
-        let c = sharing.set_of(markers("test", "__run_3"));
+        let mut sharing = Sharing::default();
+        let mut a = sharing.markers(markers("test", "__run_2"));
+        let b = sharing.markers(markers("test", "__run_2"));
+        let c = sharing.markers(markers("test", "__run_3"));
         assert!(Arc::ptr_eq(&a.values, &b.values));
         assert!(!Arc::ptr_eq(&a.values, &c.values));
         assert_eq!(a, MarkerSet::from(markers("test", "__run_2")));
@@ -1184,7 +1205,7 @@ mod tests {
         assert_eq!(b.github_action(), Some("__run_2"));
         assert_eq!(b.pytest_xdist_worker(), None);
         assert_eq!(a.remove("PYTEST_XDIST_WORKER").as_deref(), Some("gw0"));
-        assert_eq!(b, sharing.set_of(markers("test", "__run_2")));
+        assert_eq!(b, sharing.markers(markers("test", "__run_2")));
         // No markers: the one empty set, allocated by nobody.
         let none = MarkerSet::default();
         assert!(Arc::ptr_eq(
@@ -1192,7 +1213,7 @@ mod tests {
             &none.values
         ));
         assert!(Arc::ptr_eq(
-            &sharing.set_of(Markers::default()).values,
+            &sharing.markers(Markers::default()).values,
             &none.values
         ));
         assert_eq!(

@@ -465,11 +465,7 @@ fn check_ports(
 
 /// A process's command line for the log, its secrets redacted (the log is a file too).
 fn redacted_command(p: &Process) -> String {
-    crate::redact::redact_argv(&p.argv, &mut crate::redact::Secrets::default())
-        .iter()
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::redact::redact_argv(&p.argv, &mut crate::redact::Secrets::default()).join_lossy()
 }
 
 #[cfg(test)]

@@ -869,10 +869,7 @@ impl Tracker {
         }
         let argv = facts.argv.clone().unwrap_or_default();
         if !argv.is_empty() {
-            let args: Vec<String> = argv
-                .iter()
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
+            let args = argv.lossy_args();
             node.signature = Some(crate::signature::live(&args));
             node.command = short(&args.join(" "));
         }
@@ -1094,12 +1091,7 @@ impl Tracker {
             let Some(node) = current else { continue };
             let before = node.command.clone();
             if let Some(f) = src.facts(pid, true) {
-                let now: Vec<String> = f
-                    .argv
-                    .iter()
-                    .flatten()
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
+                let now = f.argv.as_ref().map(Argv::lossy_args).unwrap_or_default();
                 if Some(f.id) == node.id && !now.is_empty() && short(&now.join(" ")) != before {
                     self.apply_exec(pid, &f, t_us, out);
                 }
@@ -1210,12 +1202,7 @@ impl Tracker {
     fn seed_root(&mut self, root: &ProcFacts) {
         if let Some(n) = self.live.get_mut(&root.id.pid).filter(|n| n.is_root) {
             n.markers = root.markers.clone().unwrap_or_default();
-            let args: Vec<String> = root
-                .argv
-                .iter()
-                .flatten()
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
+            let args = root.argv.as_ref().map(Argv::lossy_args).unwrap_or_default();
             n.command = short(&args.join(" "));
             if n.markers.github_action.is_some() {
                 // The root is itself a step (`ci-janitor run` inside one): its children are

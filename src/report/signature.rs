@@ -76,10 +76,7 @@ pub fn compute(processes: &[ReportProcess]) -> Vec<Signature> {
         let argv: Vec<String> = if p.argv.is_empty() {
             vec![format!("[{}]", p.comm.lossy())]
         } else {
-            p.argv
-                .iter()
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
+            p.argv.lossy_args()
         };
         let n = normalize(&argv);
         groups

@@ -32,8 +32,8 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::model::{
-    Argv, Bytes, Listener, Machine, MarkerSharing, Process, ProcessId, Protocol, Snapshot,
-    Unreadable, SCHEMA_VERSION,
+    Argv, Listener, Machine, Process, ProcessId, Protocol, Sharing, Snapshot, Unreadable,
+    SCHEMA_VERSION,
 };
 
 use parse::{parse_cgroup, parse_cmdline, parse_stat, parse_status_uid, scan_environ_markers};
@@ -611,24 +611,11 @@ struct ProcReader {
     pin: bool,
     /// Our own pid, whose descriptors are not walked.
     me: i32,
-    /// The names, `exe` and `cwd` links read so far: thousands of processes share them,
-    /// and each value is kept once (see [`ProcReader::shared`]). The same for the values
-    /// of job markers.
-    seen: HashSet<Bytes>,
-    markers: MarkerSharing,
+    /// One copy of each name, `exe`, `cwd` and set of markers many processes share.
+    share: Sharing,
 }
 
 impl ProcReader {
-    /// `value` as [`Bytes`], shared with every process of this reading that has it.
-    fn shared(&mut self, value: &[u8]) -> Bytes {
-        if let Some(known) = self.seen.get(value) {
-            return known.clone();
-        }
-        let new = Bytes::from(value);
-        self.seen.insert(new.clone());
-        new
-    }
-
     /// A reader for the procfs at `root`, which it opens once (or reads by path if it
     /// cannot).
     fn at(root: &Path) -> ProcReader {
@@ -692,7 +679,7 @@ impl ProcReader {
             sid: stat.sid,
             uid: None,
             state: stat.state,
-            comm: self.shared(&stat.comm),
+            comm: self.share.bytes(&stat.comm),
             exe: None,
             argv: Argv::default(),
             cwd: None,
@@ -765,7 +752,7 @@ impl ProcReader {
         match self.read_file(&dir, "environ") {
             Ok(buf) => {
                 let found = scan_environ_markers(buf);
-                p.markers = self.markers.set_of(found);
+                p.markers = self.share.markers(found);
             }
             Err(e) if is_gone(e) => return Err(GONE),
             Err(e) => p.unreadable.push(format!("environ: {}", errno_text(e))),
@@ -776,7 +763,7 @@ impl ProcReader {
                 // keeps thousands of these; its buffer is reused.
                 Ok(target) => {
                     let target = target.into_bytes();
-                    let value = Some(self.shared(&target));
+                    let value = Some(self.share.bytes(&target));
                     if name == "exe" {
                         p.exe = value;
                     } else {

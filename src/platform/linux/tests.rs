@@ -6,7 +6,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use super::*;
-use crate::model::SocketKind;
+use crate::model::{Bytes, SocketKind};
 
 fn stat_line(pid: i32, comm: &[u8], state: char, ppid: i32, flags: u64, start: u64) -> Vec<u8> {
     let mut v = format!("{pid} (").into_bytes();
